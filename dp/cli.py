@@ -1,0 +1,76 @@
+"""`dp <command>`: the user's interface to every stage.
+
+Each command lives in the module of its stage. That module exposes ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when its command runs, so `dp --help` and light commands
+(`dp info`) start without loading torch or MuJoCo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dp.errors import DpError
+
+# name -> (module, one-line help). Order is the order of the path, from data to robot.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("dp.sim.collect_cmd", "collect demonstrations (scripted expert, teleop, or a controller recorder)"),
+    "import": ("dp.data.import_cmd", "import CALVIN, LIBERO or Diffusion Policy data into an episode store"),
+    "export-data": ("dp.data.export_cmd", "write an episode store out as LIBERO HDF5 or a CALVIN directory"),
+    "info": ("dp.data.info_cmd", "show what an episode store holds"),
+    "show": ("dp.sim.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
+    "train": ("dp.train.train_cmd", "train a MoDE policy on one or more episode stores"),
+    "eval": ("dp.sim.eval_cmd", "evaluate a policy in MuJoCo simulation"),
+    "export": ("dp.infer.export_cmd", "export a trained policy to ONNX"),
+    "robot": ("dp.deploy.robot_cmd", "run a robot controller (simulated or through a driver)"),
+    "node": ("dp.deploy.node_cmd", "run the inference node that drives a robot controller"),
+    "launch": ("dp.launch", "start the processes a launch file names"),
+    "quickstart": ("dp.quickstart", "the whole path on a small embedded default"),
+}
+
+
+def _usage() -> str:
+    width = max(len(n) for n in COMMANDS)
+    lines = ["usage: dp <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`dp <command> --help` explains a command's options."]
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The argument parser of one command (imports that command's module)."""
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"dp {name}",
+        description=(module.__doc__ or help_).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"dp: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    args = build_parser(name).parse_args(rest)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"dp {name}: interrupted", file=sys.stderr)
+        return 130
+    except DpError as exc:
+        print(f"dp {name}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Per-key normalisation: min-max to [-1, 1] per dimension, discrete dimensions passed through.
+
+Statistics are computed in one chunked pass over a store, cached in the store's root attributes
+(keyed by the frame count they were computed on) and saved inside every checkpoint as safetensors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from dp.data.store import EpisodeStore
+from dp.errors import DpError
+
+STAT_NAMES = ("min", "max", "mean", "std", "count")
+MIN_RANGE = 1e-6  # dimensions flatter than this are centred, not scaled
+
+
+def compute_stats(store: EpisodeStore, key: str, chunk_frames: int = 65536) -> dict[str, np.ndarray]:
+    """min, max, mean, std (per dimension) and count of one low-dim key over the store's committed frames."""
+    n = store.n_frames
+    if n == 0:
+        raise DpError(f"{store.path}: no frames to compute statistics of {key!r} from")
+    lo = hi = None
+    total = total_sq = 0.0
+    for start in range(0, n, chunk_frames):
+        x = store.read(key, start, min(n, start + chunk_frames)).astype(np.float64)
+        x = x.reshape(len(x), -1)
+        lo = x.min(0) if lo is None else np.minimum(lo, x.min(0))
+        hi = x.max(0) if hi is None else np.maximum(hi, x.max(0))
+        total = total + x.sum(0)
+        total_sq = total_sq + (x * x).sum(0)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    return {"min": lo, "max": hi, "mean": mean, "std": std, "count": np.array([n], dtype=np.float64)}
+
+
+def store_stats(store: EpisodeStore, keys: list[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Statistics of ``keys``, from the store's cache when it is fresh; refreshes the cache if writable."""
+    cached = store.attrs.get("stats") or {}
+    fresh = cached.get("n_frames") == store.n_frames
+    out, changed = {}, False
+    for key in keys:
+        if fresh and key in cached.get("keys", {}):
+            out[key] = {k: np.asarray(v, dtype=np.float64) for k, v in cached["keys"][key].items()}
+        else:
+            out[key], changed = compute_stats(store, key), True
+    if changed and store.mode == "a":
+        previous = cached.get("keys", {}) if fresh else {}
+        serial = {k: {s: v.tolist() for s, v in st.items()} for k, st in out.items()}
+        store.set_attrs(stats={"n_frames": store.n_frames, "keys": {**previous, **serial}})
+    return out
+
+
+def merge_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Combine the statistics of one key over several stores."""
+    count = sum(float(p["count"][0]) for p in parts)
+    mean = sum(p["mean"] * p["count"][0] for p in parts) / count
+    second = sum((p["std"] ** 2 + p["mean"] ** 2) * p["count"][0] for p in parts) / count
+    return {
+        "min": np.min([p["min"] for p in parts], axis=0),
+        "max": np.max([p["max"] for p in parts], axis=0),
+        "mean": mean,
+        "std": np.sqrt(np.maximum(second - mean * mean, 0.0)),
+        "count": np.array([count]),
+    }
+
+
+class Normalizer:
+    """Maps each key's values to [-1, 1] per dimension and back; discrete dimensions are untouched."""
+
+    def __init__(self, stats: dict[str, dict[str, np.ndarray]], discrete_dims: dict[str, list[int]] | None = None):
+        self.stats = {k: {s: np.asarray(v, dtype=np.float64) for s, v in st.items()} for k, st in stats.items()}
+        self.discrete_dims = {k: sorted(int(d) for d in v) for k, v in (discrete_dims or {}).items()}
+        self._affine = {k: self._make_affine(k) for k in self.stats}
+        self._torch_cache: dict[tuple, Any] = {}
+
+    @classmethod
+    def fit(cls, stores: list[EpisodeStore], keys: list[str], discrete_dims: dict[str, list[int]] | None = None) -> Normalizer:
+        """Statistics of ``keys`` over all ``stores`` (one pass each, or their cached stats)."""
+        per_store = [store_stats(s, keys) for s in stores]
+        stats = {k: merge_stats([p[k] for p in per_store]) for k in keys}
+        if discrete_dims is None:
+            discrete_dims = {}
+            for s in stores:
+                for k, dims in s.discrete_dims.items():
+                    if k in keys:
+                        discrete_dims[k] = sorted(set(discrete_dims.get(k, [])) | set(dims))
+        return cls(stats, discrete_dims)
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self.stats)
+
+    def _make_affine(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.stats[key]["min"], self.stats[key]["max"]
+        span = hi - lo
+        flat = span < MIN_RANGE
+        scale = np.where(flat, 1.0, 2.0 / np.where(flat, 1.0, span))
+        offset = np.where(flat, -(hi + lo) / 2.0, -1.0 - lo * scale)
+        for d in self.discrete_dims.get(key, []):
+            if d >= len(scale):
+                raise DpError(f"normalizer: discrete dimension {d} of {key!r} is out of range (key has {len(scale)} dims)")
+            scale[d], offset[d] = 1.0, 0.0
+        return scale.astype(np.float32), offset.astype(np.float32)
+
+    def _params(self, key: str, like: Any) -> tuple[Any, Any]:
+        if key not in self._affine:
+            raise DpError(f"normalizer: no statistics for key {key!r} (has: {', '.join(self.keys)})")
+        scale, offset = self._affine[key]
+        if isinstance(like, np.ndarray):
+            return scale, offset
+        cache_key = (key, like.device, like.dtype)
+        if cache_key not in self._torch_cache:
+            import torch
+
+            self._torch_cache[cache_key] = tuple(torch.as_tensor(a, device=like.device, dtype=like.dtype) for a in (scale, offset))
+        return self._torch_cache[cache_key]
+
+    def normalize(self, key: str, x: Any) -> Any:
+        """Raw values -> [-1, 1] (numpy array or torch tensor; last axis = dimensions)."""
+        scale, offset = self._params(key, x)
+        return x * scale + offset
+
+    def unnormalize(self, key: str, x: Any) -> Any:
+        """[-1, 1] -> raw values."""
+        scale, offset = self._params(key, x)
+        return (x - offset) / scale
+
+    # ------------------------------------------------------------------ persistence
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat ``{"<key>/<stat>": array}`` (safetensors-ready); discrete dims as ``<key>/discrete``."""
+        out = {f"{k}/{s}": np.ascontiguousarray(v) for k, st in self.stats.items() for s, v in st.items()}
+        for k, dims in self.discrete_dims.items():
+            out[f"{k}/discrete"] = np.asarray(dims, dtype=np.int64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Normalizer:
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        discrete: dict[str, list[int]] = {}
+        for name, value in arrays.items():
+            key, _, stat = name.rpartition("/")
+            if stat == "discrete":
+                discrete[key] = value.tolist()
+            else:
+                stats.setdefault(key, {})[stat] = value
+        for key, st in stats.items():
+            missing = [s for s in ("min", "max") if s not in st]
+            if missing:
+                raise DpError(f"normalizer: key {key!r} lacks statistics {missing}")
+        return cls(stats, discrete)
+
+    def save(self, path: str | Path) -> None:
+        save_file(self.to_arrays(), str(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Normalizer:
+        path = Path(path)
+        if not path.is_file():
+            raise DpError(f"{path}: normalizer file not found")
+        try:
+            arrays = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise DpError(f"{path}: not a readable safetensors normalizer ({exc})") from exc
+        return cls.from_arrays(arrays)

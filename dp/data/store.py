@@ -1,0 +1,478 @@
+"""The episode store: episodes of time-first arrays in a Zarr group, safe against crashes.
+
+Layout (compatible with Diffusion Policy's replay buffer, see FORMATS.md §1)::
+
+    store.zarr/
+      data/<key>          (T_total, ...) all episodes concatenated
+      meta/episode_ends   int64 cumulative exclusive ends; written LAST, it is the commit
+      meta/<name>         one entry per episode: task, instruction, success, seed, ...
+      zarr.json           root attrs: schema version, control frequency, robot, key roles
+
+Crash safety rests on two facts: zarr's LocalStore writes every file atomically (temp file +
+rename), and an episode becomes visible only when ``meta/episode_ends`` grows, after its data and
+metadata are written. A writer killed mid-append leaves data (and metadata entries) past the last
+end; on the next open for writing that torn tail is dropped, with a warning.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from dp.errors import DpError
+
+SCHEMA_VERSION = 1
+LOCK_FILE = ".dp-writer.lock"
+LOWDIM_CHUNK_BYTES = 2 << 20  # Diffusion Policy aims at ~2 MB chunks for low-dim keys
+IMAGE_SHARD_BYTES = 4 << 20  # frames are one chunk each, grouped into ~4 MB shards
+META_CHUNK = 4096
+MISSING_INT = np.iinfo(np.int64).min
+
+
+def _codec() -> BloscCodec:
+    return BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+
+
+def _is_image(arr: np.ndarray) -> bool:
+    return arr.dtype == np.uint8 and arr.ndim == 4 and arr.shape[-1] in (1, 3, 4)
+
+
+def infer_roles(arrays: dict[str, Any]) -> dict[str, list[str]]:
+    """Guess key roles from arrays (or zarr arrays): uint8 (T,H,W,C) -> image, `action*` -> action."""
+    roles: dict[str, list[str]] = {"lowdim": [], "image": [], "action": []}
+    for key, arr in sorted(arrays.items()):
+        is_image = (arr.dtype == np.uint8 or "img" in key or "image" in key) and len(arr.shape) == 4
+        if key.startswith("action"):
+            roles["action"].append(key)
+        elif is_image:
+            roles["image"].append(key)
+        else:
+            roles["lowdim"].append(key)
+    return roles
+
+
+class EpisodeStore:
+    """Episodes in a Zarr group. Create with :meth:`create`, open with :meth:`open`."""
+
+    def __init__(self, group: zarr.Group, path: Path, mode: str, lock_fd: int | None):
+        self._group = group
+        self.path = path
+        self.mode = mode
+        self._lock_fd = lock_fd
+        if "meta" not in group or "episode_ends" not in group["meta"]:
+            self.close()
+            raise DpError(f"{path}: not an episode store: 'meta/episode_ends' is missing")
+        self._ends_array = group["meta/episode_ends"]
+        self._data = group["data"] if "data" in group else None
+        raw_ends = np.asarray(self._ends_array[:], dtype=np.int64)
+        self._ends = self._valid_prefix(raw_ends)
+        if mode == "a":
+            self._drop_torn_tail(len(raw_ends))
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        control_freq: float | None = None,
+        robot: str | None = None,
+        roles: dict[str, list[str]] | None = None,
+        discrete_dims: dict[str, list[int]] | None = None,
+        attrs: dict[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> EpisodeStore:
+        """Create a new, empty zarr-format-3 store and open it for writing."""
+        path = Path(path)
+        if path.exists():
+            if not overwrite:
+                raise DpError(f"{path}: already exists (open it with mode='a', or pass overwrite)")
+            lock_fd = _take_lock(path)
+            _remove_store_contents(path)
+        else:
+            path.mkdir(parents=True)
+            lock_fd = _take_lock(path)
+        root = zarr.create_group(zarr.storage.LocalStore(path), zarr_format=3)  # not mode="w": it would delete the lock file
+        root.attrs.update(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "control_freq": control_freq,
+                "robot": robot,
+                "roles": roles or {},
+                "discrete_dims": discrete_dims or {},
+                **(attrs or {}),
+            }
+        )
+        root.create_group("data")
+        root.create_group("meta").create_array(
+            "episode_ends", shape=(0,), dtype="int64", chunks=(META_CHUNK,), fill_value=0
+        )
+        return cls(root, path, "a", lock_fd)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> EpisodeStore:
+        """Open an existing store: ``mode="r"`` to read (never blocked), ``"a"`` to append (exclusive)."""
+        path = Path(path)
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', not {mode!r}")
+        if not path.is_dir():
+            raise DpError(f"{path}: no episode store there (not a directory)")
+        lock_fd = _take_lock(path) if mode == "a" else None
+        try:
+            group = zarr.open_group(zarr.storage.LocalStore(path, read_only=mode == "r"), mode="r" if mode == "r" else "r+")
+        except Exception as exc:  # zarr raises several types for a missing or unreadable group
+            _release_lock(lock_fd)
+            raise DpError(f"{path}: not a readable Zarr group ({type(exc).__name__}: {exc})") from exc
+        if mode == "a" and group.metadata.zarr_format != 3:
+            _release_lock(lock_fd)
+            raise DpError(f"{path}: a zarr format-2 store is read-only here; convert it with `dp import dp-zarr`")
+        return cls(group, path, mode, lock_fd)
+
+    def close(self) -> None:
+        """Release the writer lock (if held). Safe to call twice."""
+        _release_lock(self._lock_fd)
+        self._lock_fd = None
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if hasattr(self, "_lock_fd"):
+            self.close()
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.path)!r}, episodes={len(self)}, frames={self.n_frames}, mode={self.mode!r})"
+
+    @property
+    def n_frames(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self._data.array_keys()) if self._data is not None else []
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._group.attrs)
+
+    @property
+    def zarr_format(self) -> int:
+        return self._group.metadata.zarr_format
+
+    @property
+    def roles(self) -> dict[str, list[str]]:
+        """Key roles: ``{"lowdim": [...], "image": [...], "action": [...]}`` (inferred if not declared)."""
+        declared = self._group.attrs.get("roles") or {}
+        inferred = infer_roles({k: self._data[k] for k in self.keys})
+        return {role: list(declared.get(role, inferred[role])) for role in ("lowdim", "image", "action")}
+
+    @property
+    def discrete_dims(self) -> dict[str, list[int]]:
+        return dict(self._group.attrs.get("discrete_dims") or {})
+
+    @property
+    def control_freq(self) -> float | None:
+        return self._group.attrs.get("control_freq")
+
+    @property
+    def robot(self) -> str | None:
+        return self._group.attrs.get("robot")
+
+    def array(self, key: str) -> zarr.Array:
+        """The zarr array behind a data key (for lazy, chunked reads)."""
+        if key not in self.keys:
+            raise DpError(f"{self.path}: no data key {key!r} (keys: {', '.join(self.keys) or 'none'})")
+        return self._data[key]
+
+    def episode_bounds(self, i: int) -> tuple[int, int]:
+        """Global frame range ``[start, stop)`` of episode ``i``."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"{self.path}: episode {i} out of range (store has {n})")
+        i %= n
+        return (int(self._ends[i - 1]) if i else 0), int(self._ends[i])
+
+    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` of one key, in global frame indices."""
+        arr = self.array(key)
+        try:
+            return arr[start:stop]
+        except Exception as exc:  # a codec error means a corrupt chunk: say which
+            chunk = arr.shards[0] if arr.shards else arr.chunks[0]
+            first, last = start // chunk, max(start, stop - 1) // chunk
+            raise DpError(
+                f"{self.path}: data/{key}: cannot read frames [{start}, {stop}) "
+                f"(chunks {first}..{last} along time; corrupt or truncated?): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def get_episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All frames of episode ``i`` for the given keys (default: every key)."""
+        start, stop = self.episode_bounds(i)
+        return {k: self.read(k, start, stop) for k in (keys or self.keys)}
+
+    def episode_meta(self, i: int) -> dict[str, Any]:
+        """Per-episode metadata given at :meth:`add_episode` (absent keys are left out)."""
+        self.episode_bounds(i)  # range check
+        i %= len(self)
+        return {name: value for name in self.meta_keys if (value := self._meta_value(name, i)) is not None}
+
+    @property
+    def meta_keys(self) -> list[str]:
+        return sorted(k for k in self._group["meta"].array_keys() if k != "episode_ends")
+
+    def meta_column(self, name: str) -> list[Any]:
+        """One metadata field for every episode (None where an episode lacks it)."""
+        if name not in self.meta_keys:
+            return [None] * len(self)
+        arr = self._group["meta"][name]
+        kind = arr.attrs["kind"]
+        values = [_decode_meta(kind, arr.attrs, v) for v in arr[: len(self)]]
+        return values + [None] * (len(self) - len(values))  # later episodes without this field
+
+    def _meta_value(self, name: str, i: int) -> Any:
+        arr = self._group["meta"][name]
+        return _decode_meta(arr.attrs["kind"], arr.attrs, arr[i]) if i < arr.shape[0] else None
+
+    # ------------------------------------------------------------------ writing
+    def add_episode(self, data: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> int:
+        """Append one episode, all or nothing; returns its index.
+
+        Every key must have the same length T >= 1; after the first episode the key set, trailing
+        shapes and dtypes are fixed. Data and metadata are written first, ``meta/episode_ends`` last.
+        """
+        if self.mode != "a":
+            raise DpError(f"{self.path}: opened read-only; open with mode='a' to append")
+        index = len(self)
+        arrays = self._validate_episode(data, index)
+        meta = dict(meta or {})
+        self._validate_meta(meta, index)
+        if self._data is None or not self.keys:
+            self._create_data_arrays(arrays)
+        start = self.n_frames
+        stop = start + len(next(iter(arrays.values())))
+        for key, value in arrays.items():
+            arr = self._data[key]
+            arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = value
+        for name, value in meta.items():
+            self._write_meta(name, value, index)
+        self._ends_array.resize((index + 1,))
+        self._ends_array[index] = stop  # the commit
+        self._ends = np.append(self._ends, np.int64(stop))
+        return index
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Update root attributes (control frequency, robot, roles, cached stats...)."""
+        if self.mode != "a":
+            raise DpError(f"{self.path}: opened read-only; open with mode='a' to change attributes")
+        self._group.attrs.update(attrs)
+
+    def _validate_episode(self, data: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+        where = f"{self.path}: episode {index}"
+        if not data:
+            raise DpError(f"{where}: no data given")
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        existing = set(self.keys)
+        if existing and set(arrays) != existing:
+            missing, extra = sorted(existing - set(arrays)), sorted(set(arrays) - existing)
+            raise DpError(f"{where}: keys differ from the store's (missing: {missing or 'none'}, unexpected: {extra or 'none'})")
+        lengths = {k: (v.shape[0] if v.ndim else 0) for k, v in arrays.items()}
+        if len(set(lengths.values())) != 1:
+            raise DpError(f"{where}: keys have different lengths {lengths}; every key needs one entry per frame")
+        if next(iter(lengths.values())) == 0:
+            raise DpError(f"{where}: episode has no frames")
+        image_keys = set(self._group.attrs.get("roles", {}).get("image", []))
+        for key, value in arrays.items():
+            if "/" in key or not key:
+                raise DpError(f"{where}: invalid key name {key!r}")
+            if key in image_keys and not _is_image(value):
+                raise DpError(f"{where}: image key {key!r} must be uint8 (T, H, W, C); got {value.dtype} {value.shape}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                bad = int(np.argwhere(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))[0, 0])
+                raise DpError(f"{where}: key {key!r} holds NaN or inf (first at frame {bad})")
+            if value.dtype.kind not in "fiub":
+                raise DpError(f"{where}: key {key!r} has unsupported dtype {value.dtype}")
+            if key in existing:
+                arr = self._data[key]
+                if tuple(value.shape[1:]) != tuple(arr.shape[1:]):
+                    raise DpError(f"{where}: key {key!r} has frame shape {value.shape[1:]}, store has {tuple(arr.shape[1:])}")
+                target = np.dtype(arr.dtype)
+                if value.dtype != target:
+                    if not np.can_cast(value.dtype, target, casting="same_kind"):
+                        raise DpError(f"{where}: key {key!r} has dtype {value.dtype}, store has {target}")
+                    arrays[key] = value.astype(target)
+        return arrays
+
+    def _validate_meta(self, meta: dict[str, Any], index: int) -> None:
+        for name, value in meta.items():
+            kind = _meta_kind(value)
+            if kind is None or name == "episode_ends" or "/" in name:
+                raise DpError(
+                    f"{self.path}: episode {index}: metadata {name!r} must be str, int, float, bool or a 1-D float array; got {type(value).__name__}"
+                )
+            if kind == "vector" and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
+                raise DpError(f"{self.path}: episode {index}: metadata {name!r} holds NaN or inf")
+            if name in self.meta_keys:
+                arr = self._group["meta"][name]
+                if arr.attrs["kind"] != kind and not (arr.attrs["kind"] == "float" and kind == "int"):
+                    raise DpError(f"{self.path}: episode {index}: metadata {name!r} is {kind}, earlier episodes have {arr.attrs['kind']}")
+                if kind == "vector" and arr.shape[1] != len(value):
+                    raise DpError(f"{self.path}: episode {index}: metadata {name!r} has length {len(value)}, earlier episodes have {arr.shape[1]}")
+
+    def _create_data_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        data = self._group.require_group("data")
+        roles = dict(self._group.attrs.get("roles") or {})
+        inferred = infer_roles(arrays)
+        for role in ("lowdim", "image", "action"):
+            declared = roles.get(role, [])
+            roles[role] = declared + [k for k in inferred[role] if k not in declared and not _in_any(roles, k)]
+        for key, value in arrays.items():
+            frame_shape, frame_bytes = value.shape[1:], max(1, value[0].nbytes)
+            if _is_image(value):
+                per_shard = max(1, min(256, IMAGE_SHARD_BYTES // frame_bytes))
+                data.create_array(
+                    key, shape=(0, *frame_shape), dtype=value.dtype, chunks=(1, *frame_shape),
+                    shards=(per_shard, *frame_shape), compressors=_codec(),
+                )
+            else:
+                per_chunk = max(1, LOWDIM_CHUNK_BYTES // frame_bytes)
+                data.create_array(key, shape=(0, *frame_shape), dtype=value.dtype, chunks=(per_chunk, *frame_shape), compressors=_codec())
+        self._group.attrs["roles"] = roles
+        self._data = data
+
+    def _write_meta(self, name: str, value: Any, index: int) -> None:
+        group = self._group["meta"]
+        kind = _meta_kind(value)
+        if name not in group:
+            dtype, fill = {
+                "str": ("int32", -1), "bool": ("int8", -1), "int": ("int64", MISSING_INT),
+                "float": ("float64", np.nan), "vector": ("float32", np.nan),
+            }[kind]
+            shape = (len(value),) if kind == "vector" else ()
+            arr = group.create_array(name, shape=(0, *shape), dtype=dtype, chunks=(META_CHUNK, *shape), fill_value=fill)
+            arr.attrs.update({"kind": kind, "vocab": []} if kind == "str" else {"kind": kind})
+        arr = group[name]
+        if kind == "str":
+            vocab = list(arr.attrs["vocab"])
+            if value not in vocab:
+                vocab.append(value)
+                arr.attrs["vocab"] = vocab  # written before the index that refers to it
+            value = vocab.index(value)
+        if arr.shape[0] < index + 1:
+            arr.resize((index + 1, *arr.shape[1:]))
+        arr[index] = np.asarray(value, dtype=arr.dtype)
+
+    # ------------------------------------------------------------------ crash recovery
+    def _valid_prefix(self, ends: np.ndarray) -> np.ndarray:
+        """The committed episodes: strictly increasing ends, within the data actually present."""
+        limit = min((self._data[k].shape[0] for k in self.keys), default=0)
+        n = 0
+        prev = 0
+        for end in ends:
+            if end <= prev or end > limit:
+                break
+            prev, n = end, n + 1
+        if n < len(ends) and self.zarr_format == 2:
+            warnings.warn(f"{self.path}: meta/episode_ends is inconsistent from entry {n} on (ends must increase and stay within the data); reading the first {n} episodes", stacklevel=3)
+        return ends[:n].copy()
+
+    def _drop_torn_tail(self, n_raw_ends: int) -> None:
+        n, frames = len(self._ends), self.n_frames
+        dropped = 0
+        for key in self.keys:
+            arr = self._data[key]
+            if arr.shape[0] > frames:
+                dropped = max(dropped, arr.shape[0] - frames)
+                arr.resize((frames, *arr.shape[1:]))
+        for name in self.meta_keys:
+            arr = self._group["meta"][name]
+            if arr.shape[0] > n:
+                arr.resize((n, *arr.shape[1:]))
+        if n_raw_ends > n:
+            self._ends_array.resize((n,))
+        for partial in self.path.rglob("*.partial"):  # temp files of writes cut short
+            partial.unlink(missing_ok=True)
+        if dropped or n_raw_ends > n:
+            warnings.warn(f"{self.path}: dropped a torn write at the end ({dropped} frames of an incomplete episode)", stacklevel=3)
+
+
+def _in_any(roles: dict[str, list[str]], key: str) -> bool:
+    return any(key in keys for keys in roles.values())
+
+
+def _meta_kind(value: Any) -> str | None:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    if isinstance(value, (float, np.floating)):
+        return "float"
+    if isinstance(value, (np.ndarray, list, tuple)) and np.asarray(value).ndim == 1 and len(value):
+        return "vector" if np.asarray(value).dtype.kind in "fiu" else None
+    return None
+
+
+def _decode_meta(kind: str, attrs: Any, raw: Any) -> Any:
+    if kind == "str":
+        return None if raw < 0 else attrs["vocab"][int(raw)]
+    if kind == "bool":
+        return None if raw < 0 else bool(raw)
+    if kind == "int":
+        return None if raw == MISSING_INT else int(raw)
+    if kind == "float":
+        return None if math.isnan(raw) else float(raw)
+    raw = np.asarray(raw, dtype=np.float32)
+    return None if np.isnan(raw).all() else raw
+
+
+def _take_lock(path: Path) -> int:
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DpError(f"{path}: another process is writing to this store (writer lock held); readers may still open it with mode='r'") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid()}).encode())
+    return fd
+
+
+def _release_lock(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)  # closing the descriptor releases the flock
+        except OSError:
+            pass
+
+
+def _remove_store_contents(path: Path) -> None:
+    for child in path.iterdir():
+        if child.name == LOCK_FILE:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
