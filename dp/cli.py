@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("dp.data.import_cmd", "import CALVIN, LIBERO or Diffusion Policy data into an episode store"),
     "export-data": ("dp.data.export_cmd", "write an episode store out as LIBERO HDF5 or a CALVIN directory"),
     "info": ("dp.data.info_cmd", "show what an episode store holds"),
+    "embed": ("dp.data.embed_cmd", "embed episodes' language instructions (offline sentence encoder) into the store"),
     "show": ("dp.sim.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
     "train": ("dp.train.train_cmd", "train a MoDE policy on one or more episode stores"),
     "eval": ("dp.sim.eval_cmd", "evaluate a policy in MuJoCo simulation"),

@@ -30,7 +30,7 @@ EMPTY = np.uint64(2**64 - 1)
 class FrameReader:
     """Reads frames ``arr[i]`` of one image key by global frame index."""
 
-    def __init__(self, store_path: str | Path, key: str, max_open: int = 128):
+    def __init__(self, store_path: str | Path, key: str, max_open: int = 1024):
         self.store_path = Path(store_path)
         self.key = key
         self.max_open = max_open

@@ -282,6 +282,16 @@ class EpisodeStore:
         self._ends = np.append(self._ends, np.int64(stop))
         return index
 
+    def set_episode_meta(self, i: int, meta: dict[str, Any]) -> None:
+        """Add or change metadata fields of an existing episode (e.g. a language embedding computed later)."""
+        if self.mode != "a":
+            raise DpError(f"{self.path}: opened read-only; open with mode='a' to change metadata")
+        self.episode_bounds(i)  # range check
+        i %= len(self)
+        self._validate_meta(meta, i)
+        for name, value in meta.items():
+            self._write_meta(name, value, i)
+
     def set_attrs(self, **attrs: Any) -> None:
         """Update root attributes (control frequency, robot, roles, cached stats...)."""
         if self.mode != "a":
