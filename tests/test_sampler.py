@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dp.data.frame_reader import FrameReader
+from dp.data.shards import FrameReader
 from dp.data.normalize import Normalizer
 from dp.data.sampler import WindowDataset, make_loader, split_episodes
 from dp.errors import DpError

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dp.data.frame_reader import FrameReader
+from dp.data.shards import FrameReader
 from dp.data.normalize import Normalizer
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
