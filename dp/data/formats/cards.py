@@ -1,0 +1,261 @@
+"""Dataset cards: YAML files in ``datasets/`` that describe a foreign dataset's keys for `dp import`.
+
+A card names, for every key of our store, where it comes from in the foreign data and its role::
+
+    name: libero
+    format: libero                 # calvin | libero | dp-zarr
+    robot: panda
+    control_freq: 20
+    gripper_close: 1               # the action value that closes the gripper
+    keys:
+      - {key: agentview_image, source: [obs/agentview_rgb, obs/agentview_image], role: image}
+      - {key: robot0_eef_quat, source: [obs/robot0_eef_quat, "robot_states[5:9]"], role: lowdim}
+      - {key: action, source: actions, role: action, discrete_dims: [6]}
+
+``source`` is a field of the foreign data (an HDF5 path inside a demo, an npz key, a zarr data key),
+or a list of alternatives tried in order; ``name[a:b]`` takes a slice of the last axis. Optional
+entry fields: ``camera`` (a name `--cameras` selects), ``variant`` (a name `--actions` selects),
+``optional`` (skip the key when the source is absent), ``negate_dims`` (dims multiplied by -1 on
+import and export), ``discrete_dims`` (dims that are discrete, e.g. the gripper), ``aliases``
+(other names of this key in our stores, used by export), ``description``. Any other field, at the
+top level or in an entry, is an error: a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from dp.errors import DpError
+
+CARDS_DIR = Path(__file__).resolve().parents[3] / "datasets"
+FORMATS = ("calvin", "libero", "dp-zarr")
+ROLES = ("image", "lowdim", "action")
+_TOP_FIELDS = {"name", "format", "description", "robot", "control_freq", "gripper_close", "keys"}
+_KEY_FIELDS = {"key", "source", "role", "camera", "variant", "optional", "negate_dims", "discrete_dims", "aliases", "description"}
+_SOURCE_RE = re.compile(r"^([^\[\]]+?)(?:\[(-?\d*):(-?\d*)\])?$")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """A field of the foreign data, optionally a slice ``[start:stop]`` of its last axis."""
+
+    field: str
+    start: int | None = None
+    stop: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> SourceRef:
+        match = _SOURCE_RE.match(text.strip()) if isinstance(text, str) else None
+        if not match:
+            raise DpError(f"{where}: source {text!r} is not 'field' or 'field[start:stop]'")
+        name, start, stop = match.groups()
+        return cls(name, int(start) if start else None, int(stop) if stop else None)
+
+    @property
+    def sliced(self) -> bool:
+        return self.start is not None or self.stop is not None
+
+    def take(self, arr: np.ndarray) -> np.ndarray:
+        return arr[..., self.start : self.stop] if self.sliced else arr
+
+    def __str__(self) -> str:
+        if not self.sliced:
+            return self.field
+        return f"{self.field}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key of our store and where it comes from."""
+
+    key: str
+    sources: tuple[SourceRef, ...]
+    role: str
+    camera: str | None = None
+    variant: str | None = None
+    optional: bool = False
+    negate_dims: tuple[int, ...] = ()
+    discrete_dims: tuple[int, ...] = ()
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def export_field(self) -> str | None:
+        """The foreign field export writes this key to: the first alternative that is not a slice."""
+        return next((s.field for s in self.sources if not s.sliced), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "source": [str(s) for s in self.sources], "role": self.role}
+        for name in ("camera", "variant", "description"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
+        if self.optional:
+            out["optional"] = True
+        for name in ("negate_dims", "discrete_dims", "aliases"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """A parsed, validated dataset card."""
+
+    name: str
+    format: str
+    keys: tuple[KeySpec, ...]
+    description: str = ""
+    robot: str | None = None
+    control_freq: float | None = None
+    gripper_close: float | None = None
+    origin: str = field(default="<dict>", compare=False)
+
+    # ----------------------------------------------------------------- selection
+    def select(self, *, cameras: list[str] | None = None, variant: str | None = None) -> DatasetCard:
+        """The card restricted to some cameras (None: all) and one variant (None: the first listed)."""
+        known_cams = sorted({k.camera for k in self.keys if k.camera})
+        if cameras is not None:
+            unknown = [c for c in cameras if c not in known_cams]
+            if unknown:
+                raise DpError(f"{self.origin}: unknown camera(s) {', '.join(unknown)} (this card has: {', '.join(known_cams) or 'none'})")
+        variants = sorted({k.variant for k in self.keys if k.variant})
+        if variant is not None and variant not in variants:
+            raise DpError(f"{self.origin}: no variant {variant!r} (this card has: {', '.join(variants) or 'none'})")
+        # default: the variant the card lists first
+        chosen = variant if variant is not None else next((k.variant for k in self.keys if k.variant), None)
+        keys = tuple(
+            k for k in self.keys
+            if (k.camera is None or cameras is None or k.camera in cameras) and (k.variant is None or k.variant == chosen)
+        )
+        return replace(self, keys=keys)
+
+    def spec(self, key: str) -> KeySpec | None:
+        return next((k for k in self.keys if k.key == key), None)
+
+    def spec_for_store_key(self, store_key: str) -> KeySpec | None:
+        """The entry for a key of our store, by name or by one of its aliases."""
+        return self.spec(store_key) or next((k for k in self.keys if store_key in k.aliases), None)
+
+    # ----------------------------------------------------------------- store attributes
+    def roles(self, present: list[str] | None = None) -> dict[str, list[str]]:
+        roles: dict[str, list[str]] = {r: [] for r in ("lowdim", "image", "action")}
+        for k in self.keys:
+            if present is None or k.key in present:
+                roles[k.role].append(k.key)
+        return roles
+
+    def discrete_dims(self, present: list[str] | None = None) -> dict[str, list[int]]:
+        return {k.key: list(k.discrete_dims) for k in self.keys if k.discrete_dims and (present is None or k.key in present)}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "format": self.format}
+        for name in ("description", "robot", "control_freq", "gripper_close"):
+            if getattr(self, name) not in (None, ""):
+                out[name] = getattr(self, name)
+        out["keys"] = [k.to_dict() for k in self.keys]
+        return out
+
+
+def card_from_dict(raw: Any, origin: str = "<dict>") -> DatasetCard:
+    """Validate a card given as a dict (from YAML or JSON); every problem is a DpError naming the field."""
+    if not isinstance(raw, dict):
+        raise DpError(f"{origin}: a dataset card must be a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_FIELDS)
+    if unknown:
+        raise DpError(f"{origin}: unknown card key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(_TOP_FIELDS))})")
+    for required in ("name", "format", "keys"):
+        if required not in raw:
+            raise DpError(f"{origin}: card needs {required!r}")
+    if raw["format"] not in FORMATS:
+        raise DpError(f"{origin}: format {raw['format']!r} is not one of {', '.join(FORMATS)}")
+    if not isinstance(raw["keys"], list) or not raw["keys"]:
+        raise DpError(f"{origin}: 'keys' must be a non-empty list of entries")
+    keys = tuple(_key_spec(entry, f"{origin}: keys[{i}]") for i, entry in enumerate(raw["keys"]))
+    seen: set[tuple[str, str | None]] = set()
+    for spec in keys:
+        if (spec.key, spec.variant) in seen:
+            raise DpError(f"{origin}: key {spec.key!r} appears twice" + (f" for variant {spec.variant!r}" if spec.variant else ""))
+        seen.add((spec.key, spec.variant))
+    return DatasetCard(
+        name=str(raw["name"]),
+        format=raw["format"],
+        keys=keys,
+        description=str(raw.get("description") or "").strip(),
+        robot=_optional(raw, "robot", str, origin),
+        control_freq=_optional(raw, "control_freq", float, origin),
+        gripper_close=_optional(raw, "gripper_close", float, origin),
+        origin=origin,
+    )
+
+
+def load_card(name_or_path: str | Path) -> DatasetCard:
+    """Load a card by path, or by name from ``datasets/<name>.yaml``."""
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = CARDS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
+        raise DpError(f"{name_or_path}: no such dataset card (cards in {CARDS_DIR}: {', '.join(known) or 'none'})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DpError(f"{path}: not valid YAML ({exc})") from exc
+    return card_from_dict(raw, str(path))
+
+
+def _optional(raw: dict, name: str, kind: type, origin: str) -> Any:
+    value = raw.get(name)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise DpError(f"{origin}: {name!r} must be {kind.__name__}, got {value!r}") from None
+
+
+def _int_list(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise DpError(f"{where}: must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _key_spec(entry: Any, where: str) -> KeySpec:
+    if not isinstance(entry, dict):
+        raise DpError(f"{where}: each key entry must be a mapping, got {entry!r}")
+    if "key" in entry:
+        where = f"{where} ({entry['key']!r})"
+    unknown = sorted(set(entry) - _KEY_FIELDS)
+    if unknown:
+        raise DpError(f"{where}: unknown card key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(_KEY_FIELDS))})")
+    for required in ("key", "source", "role"):
+        if required not in entry:
+            raise DpError(f"{where}: entry needs {required!r}")
+    key = entry["key"]
+    if not isinstance(key, str) or not key or "/" in key:
+        raise DpError(f"{where}: 'key' must be a store key name without '/', got {key!r}")
+    if entry["role"] not in ROLES:
+        raise DpError(f"{where}: role {entry['role']!r} is not one of {', '.join(ROLES)}")
+    raw_sources = entry["source"] if isinstance(entry["source"], list) else [entry["source"]]
+    if not raw_sources:
+        raise DpError(f"{where}: 'source' is empty")
+    aliases = entry.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise DpError(f"{where}: 'aliases' must be a list of key names")
+    return KeySpec(
+        key=key,
+        sources=tuple(SourceRef.parse(s, where) for s in raw_sources),
+        role=entry["role"],
+        camera=str(entry["camera"]) if entry.get("camera") is not None else None,
+        variant=str(entry["variant"]) if entry.get("variant") is not None else None,
+        optional=bool(entry.get("optional", False)),
+        negate_dims=_int_list(entry.get("negate_dims", []), f"{where}: negate_dims"),
+        discrete_dims=_int_list(entry.get("discrete_dims", []), f"{where}: discrete_dims"),
+        aliases=tuple(aliases),
+        description=str(entry.get("description") or ""),
+    )

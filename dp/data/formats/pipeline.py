@@ -1,0 +1,153 @@
+"""The import driver shared by every format: resumable, parallel decoding, one writer.
+
+An importer plans a list of :class:`ImportItem` (one per future episode, each with a stable source
+identity) and a picklable decode job. :func:`run_import` skips the items already in the store
+(resume after a kill: the identity is stored as episode metadata ``source_file`` +
+``source_index``), decodes the rest in a pool of worker processes, and appends them in order from
+the parent, the store's only writer. Items that fail with a :class:`DpError` stop the import, or
+with ``skip_bad`` are listed and skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from dp.data.formats.cards import DatasetCard
+from dp.data.formats.decode import Episode
+from dp.data.formats.workers import call, ordered_map
+from dp.data.store import EpisodeStore
+from dp.errors import DpError
+
+
+@dataclass
+class ImportItem:
+    """One episode to import: where it comes from and how to decode it."""
+
+    source_file: str  # stable name of the source (file or split), the same on every run
+    source_index: int  # the item's number inside that source
+    label: str  # for messages: "FILE: data/demo_3"
+    n_frames: int  # for progress (an estimate is fine)
+    job: Callable[..., Episode]  # a module-level function (picklable), run in a worker
+    args: tuple
+    meta: dict[str, Any] = field(default_factory=dict)
+    order: int | None = None  # position in the store an export recorded (restores the order on re-import)
+
+
+@dataclass
+class ImportReport:
+    store: Path
+    added: int = 0
+    frames: int = 0
+    already_present: int = 0
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"imported {self.added} episodes ({self.frames} frames) into {self.store} in {self.seconds:.1f} s "
+            f"({self.frames_per_s:.0f} frames/s); {self.already_present} already present"
+        ]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} bad item(s):")
+            lines += [f"  - {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def role_ordered_keys(store: EpisodeStore) -> list[str]:
+    """The store's keys in the order its roles list them (the order models concatenate them in)."""
+    ordered = [k for role in ("lowdim", "image", "action") for k in store.roles.get(role, []) if k in store.keys]
+    return ordered + [k for k in store.keys if k not in ordered]
+
+
+def existing_sources(store: EpisodeStore) -> set[tuple[str, int]]:
+    """The (source_file, source_index) identities already in a store."""
+    files, indices = store.meta_column("source_file"), store.meta_column("source_index")
+    return {(f, i) for f, i in zip(files, indices) if f is not None and i is not None}
+
+
+def run_import(
+    items: list[ImportItem],
+    out: str | Path,
+    card: DatasetCard,
+    *,
+    workers: int = 2,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    skipped: list[str] | None = None,
+    progress: bool = True,
+) -> ImportReport:
+    """Append the items' episodes to the store at ``out`` (created on the first episode if absent).
+
+    ``skipped`` carries bad items already found while planning (with ``skip_bad``).
+    """
+    out = Path(out)
+    report = ImportReport(store=out, skipped=list(skipped or []))
+    store: EpisodeStore | None = None
+    done: set[tuple[str, int]] = set()
+    if out.exists() and not overwrite:
+        store = EpisodeStore.open(out, mode="a")
+        previous = store.attrs.get("source_format")
+        if len(store) and previous != card.format:
+            store.close()
+            raise DpError(f"{out}: already holds {previous or 'non-imported'} episodes, not {card.format}; choose another --out or pass --overwrite")
+        if len(store) and store.attrs.get("dataset_card") != card.to_dict():
+            store.close()
+            raise DpError(f"{out}: was imported with another dataset card or other key options (--card, --cameras, --actions); "
+                          "re-run with the same ones to continue, or choose another --out, or pass --overwrite")
+        done = existing_sources(store)
+        if not len(store):  # an empty store (a run killed before its first episode): start it afresh
+            store.close()
+            store, overwrite = None, True
+    todo = [it for it in items if (it.source_file, it.source_index) not in done]
+    report.already_present = len(items) - len(todo)
+    start = time.perf_counter()
+    bar = tqdm(total=sum(it.n_frames for it in todo), unit="frame", unit_scale=True, desc=f"import {card.name}", disable=not progress)
+    futures = ordered_map(call, ((it.job, it.args) for it in todo), workers)
+    try:
+        for item, fut in zip(todo, futures):
+            try:
+                data = fut.result()
+                if store is None:
+                    store = _create_store(out, card, list(data), overwrite)
+                meta = {**item.meta, "source_file": item.source_file, "source_index": item.source_index}
+                store.add_episode(data, meta)
+            except DpError as exc:
+                if not skip_bad:
+                    raise
+                report.skipped.append(f"{item.label}: {exc}")
+                bar.update(item.n_frames)
+                continue
+            n = len(next(iter(data.values())))
+            report.added += 1
+            report.frames += n
+            bar.update(item.n_frames)
+            bar.set_postfix(episodes=report.added, refresh=False)
+    finally:
+        futures.close()  # stops the pool now, also when an error ends the import early
+        bar.close()
+        if store is not None:
+            store.close()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _create_store(out: Path, card: DatasetCard, keys: list[str], overwrite: bool) -> EpisodeStore:
+    return EpisodeStore.create(
+        out,
+        control_freq=card.control_freq,
+        robot=card.robot,
+        roles=card.roles(keys),
+        discrete_dims=card.discrete_dims(keys),
+        attrs={"source_format": card.format, "gripper_close": card.gripper_close, "dataset_card": card.to_dict()},
+        overwrite=overwrite,
+    )
