@@ -1,1 +1,1 @@
-"""dp.diffusion"""
+"""Diffusion: EDM preconditioning and training sigmas (:mod:`.edm`), the DDIM sampler (:mod:`.sampler`)."""

@@ -1,1 +1,2 @@
-"""dp.train"""
+"""Training: the loop (:mod:`.trainer`), checkpoints (:mod:`.checkpoint`), data wiring (:mod:`.data`),
+metrics (:mod:`.metrics`) and the `dp train` command (:mod:`.train_cmd`)."""

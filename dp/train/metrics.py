@@ -1,0 +1,59 @@
+"""Training metrics: one JSON object per line in ``metrics.jsonl``, and a loss plot ``loss.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, allow_nan=False, default=float) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Rows of a metrics file; a line cut short by a kill is skipped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` (a resumed run re-logs them)."""
+    rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def plot_loss(metrics: Path, out: Path) -> None:
+    """Training and validation loss against step (log scale), written to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics)
+    train = [(r["step"], r["loss"]) for r in rows if r.get("event") == "train" and math.isfinite(r.get("loss", math.nan))]
+    val = [(r["step"], r["val_loss"]) for r in rows if r.get("event") == "val"]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", lw=1)
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if train or val:
+        ax.set_yscale("log")
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out.with_name(f".tmp-{out.name}")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(out)

@@ -1,0 +1,171 @@
+"""`dp train` end to end on real stores: overfitting, checkpoint layout, multitask goals, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dp.cli import main as dp_main
+from dp.config import build_config, load_config
+from dp.data.store import EpisodeStore
+from dp.errors import DpError
+from dp.infer import Policy
+from dp.train import checkpoint as ckpt
+from dp.train.synthetic import make_store
+from dp.train.trainer import NonFiniteLoss, Trainer
+
+
+def rows(run: Path, event: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == event]
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("overfit")
+    store = make_store(root / "reach.zarr", episodes=4, length=30)
+    run = root / "run"
+    rc = dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(run), "--no-progress",
+                  "train.steps=400", "data.val_fraction=0"])
+    assert rc == 0
+    return store, run
+
+
+def test_tiny_preset_overfits_a_few_episodes(overfit_run):
+    store_path, run = overfit_run
+    train = rows(run, "train")
+    assert train[0]["loss"] / train[-1]["loss"] > 10, (train[0]["loss"], train[-1]["loss"])
+    policy = Policy.load(run)
+    store = EpisodeStore.open(store_path)
+    errors, grip_match, baseline = [], [], []
+    mean_action = store.read("action", 0, store.n_frames)[:, :6].mean(0)
+    for e in range(len(store)):
+        ep = store.get_episode(e)
+        policy.reset()
+        for t in range(0, 30, 3):
+            chunk = policy.predict_chunk({k: ep[k][t] for k in policy.obs_keys})
+            truth = ep["action"][np.minimum(np.arange(t, t + 10), 29)]
+            errors.append(np.abs(chunk[:, :6] - truth[:, :6]).mean())
+            baseline.append(np.abs(mean_action - truth[:, :6]).mean())
+            grip_match.append((chunk[:, 6] == truth[:, 6]).mean())
+    assert np.mean(errors) < 0.06 and np.max(errors) < 0.2, (np.mean(errors), np.max(errors))
+    assert np.mean(errors) < 0.3 * np.mean(baseline)
+    assert np.mean(grip_match) >= 0.9
+
+
+def test_checkpoint_layout_and_safe_loading(overfit_run):
+    _, run = overfit_run
+    for name in ("config.yaml", "metrics.jsonl", "loss.png", "model.safetensors", "normalizer.safetensors", "train_state.pt"):
+        assert (run / name).is_file(), name
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    latest = (run / "latest").resolve()
+    assert latest.name == "step_0000400"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000300", "step_0000400"]  # keep 2
+    cfg = load_config(latest / "config.yaml")
+    assert cfg.preset == "tiny" and cfg.data.lowdim_keys == ["robot0_eef_pos", "robot0_gripper_qpos", "object"]
+    assert cfg.data.action_dim == 7 and cfg.vocab.tasks == ["reach"] and cfg.model.goal == "task"
+    state = torch.load(run / "train_state.pt", weights_only=True)
+    assert state["step"] == 400 and set(state) >= {"model", "ema", "optimizer", "scheduler", "rng", "epoch", "batch_in_epoch"}
+    # model.safetensors holds the EMA weights, not the raw ones
+    ema = ckpt.load_weights(run / "model.safetensors")
+    assert any(not torch.equal(ema[k], v) for k, v in state["model"].items())
+    end = rows(run, "end")[-1]
+    assert end["step"] == 400 and len(end["weights_sha256"]) == 1
+    start = rows(run, "start")[0]
+    assert start["active_params"] < start["total_params"]
+
+
+def test_multitask_language_goals(tmp_path):
+    a = make_store(tmp_path / "reach.zarr", episodes=3, length=20, tasks=("reach",), lang=True, seed=1)
+    b = make_store(tmp_path / "retreat.zarr", episodes=3, length=20, tasks=("retreat",), lang=True, seed=2)
+    run = tmp_path / "run"
+    assert dp_main(["train", "--data", f"{a},{b}", "--preset", "tiny", "--out", str(run), "--no-progress",
+                    "train.steps=30", "train.val_every=30"]) == 0
+    cfg = load_config(run / "config.yaml")
+    assert cfg.model.goal == "lang" and cfg.vocab.tasks == ["reach", "retreat"]
+    assert cfg.vocab.instructions == {"reach": "reach the target", "retreat": "move away from the target"}
+    assert len(rows(run, "val")) == 1  # one held-out episode per store
+    goals = ckpt.load_goals(run / "goals.safetensors")
+    assert sorted(goals) == ["move away from the target", "reach the target"] and goals["reach the target"].shape == (384,)
+    policy = Policy.load(run)
+    obs = {k: v[0] for k, v in EpisodeStore.open(a).get_episode(0).items()}
+    noise = np.random.default_rng(0).normal(size=(10, 7))
+    policy.reset("reach the target")
+    reach = policy.predict_chunk(obs, noise=noise)
+    policy.reset("retreat")  # a task name maps to its instruction's embedding
+    retreat = policy.predict_chunk(obs, noise=noise)
+    assert not np.allclose(reach, retreat)
+    with pytest.raises(DpError, match="no language embedding"):
+        policy.reset("open the door")
+    with pytest.raises(DpError):
+        policy.reset(None)  # two goals: the instruction is required
+
+
+def test_config_overrides_are_checked():
+    cfg = build_config("tiny", ["model.n_layers=3", "train.lr=2e-4", "data.obs_keys=[a,b]", "data.images=true"])
+    assert cfg.model.n_layers == 3 and cfg.train.lr == 2e-4 and cfg.data.obs_keys == ["a", "b"] and cfg.data.images
+    with pytest.raises(DpError, match="unknown key"):
+        build_config("tiny", ["model.n_layer=3"])
+    with pytest.raises(DpError, match="expected an integer"):
+        build_config("tiny", ["model.n_layers=three"])
+    with pytest.raises(DpError, match="unknown preset"):
+        build_config("huge")
+    with pytest.raises(DpError, match="section.key=value"):
+        build_config("tiny", ["steps"])
+
+
+# ---------------------------------------------------------------------------- bad input
+def test_store_without_the_configured_keys(tmp_path, capsys):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
+    rc = dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(tmp_path / "run"), "data.obs_keys=[robot0_eef_pos,robot0_joint_pos]"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "robot0_joint_pos" in err and "s.zarr" in err
+    rc = dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(tmp_path / "run"), "data.images=true"])
+    assert rc == 1 and "no image keys" in capsys.readouterr().err
+    rc = dp_main(["train", "--data", str(tmp_path / "missing.zarr"), "--preset", "tiny", "--out", str(tmp_path / "run")])
+    assert rc == 1 and "missing.zarr" in capsys.readouterr().err
+
+
+def test_checkpoint_from_another_preset(overfit_run, tmp_path, capsys):
+    store, run = overfit_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    rc = dp_main(["train", "--data", str(store), "--preset", "small", "--out", str(copy), "--resume", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "another preset" in err and "preset 'small'" in err
+    # a checkpoint whose weights do not fit its config: Policy.load names the tensor
+    cfg_path = (copy / "latest").resolve() / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["model"]["d_model"] = 32
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(DpError, match="expects"):
+        Policy.load(copy)
+    # an existing run is not overwritten without --resume
+    rc = dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(run)])
+    assert rc == 1 and "--resume" in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    store = make_store(tmp_path / "s.zarr", episodes=3, length=20)
+    run = tmp_path / "run"
+    rc = dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(run), "--no-progress",
+                  "train.lr=1e30", "train.warmup_steps=0", "train.ckpt_every=1", "train.grad_clip=0", "train.steps=50"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "training stopped at step" in err and "diverged" in err, err
+    bad_step = int(err.split("training stopped at step ")[1].split(":")[0])
+    latest = (run / "latest").resolve()
+    assert latest.name == f"step_{bad_step - 1:07d}"  # the last good step; nothing written after it
+    assert all(torch.isfinite(v).all() for v in ckpt.load_weights(run / "model.safetensors").values())
+    # a batch with NaN in an input names the key
+    cfg = build_config("tiny", ["train.steps=5"])
+    trainer = Trainer(cfg, [str(store)], tmp_path / "run2", resume=False, progress=False)
+    batch = trainer.data.train.__getitems__(list(range(8)))
+    batch["obs"]["object"][0, 0, 1] = float("nan")
+    with pytest.raises(NonFiniteLoss, match="'obs/object'"):
+        trainer.train_step(trainer._to_device(batch, trainer.train_map))
+    trainer.close()
