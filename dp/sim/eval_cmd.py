@@ -1,0 +1,65 @@
+"""Evaluate a policy in MuJoCo simulation: success rate (95% Wilson interval), mean episode
+length and policy latency over seeded episodes, with optional MP4s of the first episodes.
+
+POLICY is `expert:<task>` (the scripted expert), an exported folder (policy.onnx) or a training
+run / checkpoint folder (model.safetensors). Cameras the policy observes are rendered for it.
+
+  dp eval runs/lift --task lift --episodes 50
+  dp eval expert:can --task can --episodes 20 --video videos/
+  dp eval --onnx exported/lift --task lift --episodes 50 --rti --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from dp.errors import DpError
+from dp.sim.tasks import TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("policy", nargs="?", default=None, help="expert:TASK, an exported folder (policy.onnx) or a run/checkpoint folder")
+    parser.add_argument("--task", required=True, help=f"task to evaluate on ({', '.join(TASKS)})")
+    parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
+    parser.add_argument("--onnx", type=Path, default=None, help="run the exported ONNX policy in this folder (POLICY may be left out)")
+    parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")
+    parser.add_argument("--image-size", type=int, default=84, help="camera image size rendered for image policies (default 84)")
+    parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
+                        help="write MP4s of the first episodes into this folder (default ./videos)")
+    parser.add_argument("--video-episodes", type=int, default=3, help="how many episodes --video records (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from dp.sim.evaluate import evaluate, load_policy, wilson_interval
+
+    if args.onnx is not None:
+        if not (args.onnx / "policy.onnx").is_file():
+            raise DpError(f"--onnx {args.onnx}: no policy.onnx in that folder (make one with `dp export`)")
+        spec = str(args.onnx)
+    elif args.policy:
+        spec = args.policy
+    else:
+        raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
+    policy = load_policy(spec, rti=args.rti)
+    result = evaluate(policy, args.task, args.episodes, seed=args.seed, image_size=args.image_size,
+                      video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
+    figures = {"policy": spec, **result.as_dict()}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    low, high = wilson_interval(result.successes, result.episodes)
+    lat = figures["latency_ms"]
+    print(
+        f"{result.task}: success {result.successes}/{result.episodes} = {result.success_rate:.1%} "
+        f"(95% CI {low:.1%}-{high:.1%}), mean episode length {figures['mean_length']:.1f} steps, "
+        f"policy latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms"
+    )
+    for path in result.videos:
+        print(f"video: {path}")
+    return 0

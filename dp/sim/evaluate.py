@@ -1,0 +1,186 @@
+"""Policy evaluation in simulation: seeded rollouts, success rate with a 95% Wilson interval, mean
+episode length, policy latency, and MP4s of the first episodes.
+
+Evaluation seeds come from ``seed_for(S, i, "eval")``, a stream apart from the one collection uses,
+so a policy is never judged on the initial states of its training demonstrations.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from dp.errors import DpError
+from dp.sim.rollout import ActionSource, run_episode, seed_for
+from dp.sim.tasks import CAMERAS, get_task
+
+
+def load_policy(spec: str, *, rti: bool = False) -> ActionSource:
+    """The policy ``spec`` names, tried in order: ``expert:<task>`` (a scripted expert); a folder with
+    ``policy.onnx`` (``dp.infer.OnnxPolicy``); a folder with ``model.safetensors``, a run or a
+    checkpoint (``dp.infer.Policy``). ``rti`` turns real-time-iteration warm starts on."""
+    if spec.startswith("expert:"):
+        from dp.sim.experts import make_expert
+
+        if rti:
+            raise DpError("--rti applies to trained policies, not to a scripted expert")
+        return make_expert(spec.split(":", 1)[1])
+    path = Path(spec)
+    if not path.exists():
+        raise DpError(f"policy {spec!r}: no such file or folder (expected expert:TASK, an exported folder or a run folder)")
+    if (path / "policy.onnx").is_file():
+        return _load(_runtime("OnnxPolicy"), path, rti)
+    if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
+        return _load(_runtime("Policy"), path, rti)
+    raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
+
+
+def _runtime(name: str) -> Any:
+    """``dp.infer.<name>``, imported only when needed (torch, onnxruntime)."""
+    try:
+        import dp.infer
+
+        return getattr(dp.infer, name)
+    except (ImportError, AttributeError) as exc:
+        raise DpError(f"the policy runtime dp.infer.{name} is not available here ({exc})") from None
+
+
+def _load(cls: Any, path: Path, rti: bool) -> ActionSource:
+    if not rti:
+        return cls.load(path)
+    if "rti" not in inspect.signature(cls.load).parameters:
+        raise DpError(f"{cls.__name__}.load has no rti option: this runtime cannot run RTI warm starts")
+    return cls.load(path, rti=True)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound for rates near 0 or 1 and small n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # the bounds are exactly 0 / 1 at p = 0 / 1; say so rather than 0.9999999999999999
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass
+class EvalResult:
+    """The figures `dp eval` prints."""
+
+    task: str
+    episodes: int
+    successes: int
+    lengths: list[int]
+    seeds: list[int]
+    latency_ms: np.ndarray = field(repr=False)  # per select_action call, all episodes
+    videos: list[str] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        low, high = wilson_interval(self.successes, self.episodes)
+        lat = self.latency_ms
+        return {
+            "task": self.task,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "success_ci95": [low, high],
+            "mean_length": float(np.mean(self.lengths)) if self.lengths else 0.0,
+            "lengths": self.lengths,
+            "latency_ms": {
+                "median": float(np.median(lat)) if lat.size else None,
+                "p99": float(np.percentile(lat, 99)) if lat.size else None,
+                "calls": int(lat.size),
+            },
+            "seeds": self.seeds,
+            "videos": self.videos,
+        }
+
+
+def policy_cameras(policy: ActionSource) -> list[str]:
+    """The cameras a policy observes, from its ``image_keys`` (``<camera>_image``), if it declares any."""
+    keys = list(getattr(policy, "image_keys", None) or [])
+    cameras = [k[: -len("_image")] for k in keys if k.endswith("_image")]
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if unknown or len(cameras) != len(keys):
+        raise DpError(f"the policy observes image keys {keys}; the sim renders only {[f'{c}_image' for c in CAMERAS]}")
+    return cameras
+
+
+def evaluate(
+    policy: ActionSource,
+    task: str,
+    episodes: int,
+    *,
+    seed: int = 0,
+    cameras: list[str] | None = None,
+    image_size: int = 84,
+    video_dir: Path | None = None,
+    video_episodes: int = 3,
+    video_size: int = 256,
+    progress: bool = True,
+) -> EvalResult:
+    """Roll ``policy`` out for ``episodes`` seeded episodes of ``task``. ``cameras`` are rendered
+    into the observations (default: those the policy declares); with ``video_dir`` the first
+    ``video_episodes`` episodes are written as MP4s with every camera side by side."""
+    spec = get_task(task)
+    if episodes < 1:
+        raise DpError(f"--episodes must be at least 1, got {episodes}")
+    cameras = policy_cameras(policy) if cameras is None else list(cameras)
+    env = spec.make_env(cameras, image_size, offscreen=video_dir is not None)
+    if video_dir is not None:
+        video_dir.mkdir(parents=True, exist_ok=True)
+    result = EvalResult(spec.name, 0, 0, [], [], np.zeros(0))
+    latencies: list[np.ndarray] = []
+    bar = tqdm(total=episodes, desc=f"eval {spec.name}", unit="ep", disable=not progress)
+    try:
+        for i in range(episodes):
+            video = video_dir is not None and i < video_episodes
+            ep = run_episode(env, policy, seed_for(seed, i, "eval"), record=False,
+                             video_cameras=list(spec.cameras) if video else None, video_size=video_size)
+            result.episodes += 1
+            result.successes += ep.success
+            result.lengths.append(ep.length)
+            result.seeds.append(ep.seed)
+            latencies.append(ep.latencies * 1000.0)
+            if video:
+                path = video_dir / f"{spec.name}_ep{i:03d}_{'success' if ep.success else 'failure'}.mp4"
+                write_mp4(path, ep.frames, spec.control_freq)
+                result.videos.append(str(path))
+            bar.update(1)
+            bar.set_postfix(success=f"{result.success_rate:.0%}")
+    finally:
+        bar.close()
+        env.close()
+    result.latency_ms = np.concatenate(latencies) if latencies else np.zeros(0)
+    return result
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Write RGB uint8 frames as an MP4 (opencv, mp4v codec)."""
+    import cv2
+
+    if not frames:
+        raise DpError(f"{path}: no frames to write")
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    if not writer.isOpened():
+        raise DpError(f"{path}: opencv cannot open an MP4 writer here")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()

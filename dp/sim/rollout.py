@@ -1,0 +1,124 @@
+"""One episode of any action source in a :class:`~dp.sim.tasks.SimEnv`.
+
+The action source is anything with the Policy runtime API (``reset(instruction)``,
+``select_action(obs)``): a scripted expert, a teleoperation device, a trained policy. Sources that
+draw random numbers (the scripted experts) expose ``seed(int)`` and are seeded per episode, so an
+episode is reproducible from its seed alone. A source may raise :class:`EndEpisode` to stop early
+(a teleoperator's reset key).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from dp.errors import DpError
+from dp.sim.tasks import SimEnv
+
+
+class ActionSource(Protocol):
+    def reset(self, instruction: str | None = None) -> None: ...
+
+    def select_action(self, obs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class EndEpisode(Exception):
+    """Raised by an action source to end the current episode now."""
+
+
+@dataclass
+class Episode:
+    """What one rollout produced."""
+
+    seed: int
+    success: bool
+    length: int  # steps taken
+    data: dict[str, np.ndarray] = field(default_factory=dict)  # obs keys + "action", (T, ...) each
+    latencies: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds per select_action
+    frames: list[np.ndarray] = field(default_factory=list)  # video frames (cameras side by side)
+    strategy: str | None = None  # a scripted expert's strategy label
+
+
+def seed_for(base: int, index: int, purpose: str) -> int:
+    """The seed of episode ``index`` of a run started with ``base``. ``purpose`` ("collect" or
+    "eval") keeps evaluation seeds apart from the seeds of collected demonstrations."""
+    stream = {"collect": 0, "eval": 1}[purpose]
+    return int(np.random.SeedSequence([stream, base, index]).generate_state(1)[0])
+
+
+def run_episode(
+    env: SimEnv,
+    policy: ActionSource,
+    seed: int,
+    *,
+    record: bool = True,
+    video_cameras: list[str] | None = None,
+    video_size: int = 256,
+    success_hold: int = 0,
+    viewer: bool = False,
+) -> Episode:
+    """Roll ``policy`` out from ``env.reset(seed)`` until success (held for ``success_hold`` more
+    steps) or the task's horizon; ``success`` means the task was solved at some step. ``record``
+    keeps observations and actions for a store; ``video_cameras`` renders those cameras side by
+    side into ``frames`` (the first observation, then one per step)."""
+    spec = env.spec
+    obs = env.reset(seed)
+    if callable(getattr(policy, "seed", None)):
+        policy.seed(seed)
+    policy.reset(instruction=spec.instruction)
+    steps: list[dict[str, np.ndarray]] = []
+    actions: list[np.ndarray] = []
+    latencies: list[float] = []
+    frames: list[np.ndarray] = []
+    success, held = False, 0
+    if video_cameras:
+        frames.append(_video_frame(env, video_cameras, video_size))
+    for _ in range(spec.horizon):
+        start = time.perf_counter()
+        try:
+            action = policy.select_action(obs)
+        except EndEpisode:
+            break
+        latencies.append(time.perf_counter() - start)
+        action = _check_action(action)
+        if record:
+            steps.append(obs)
+            actions.append(action)
+        obs, _ = env.step(action)
+        if viewer:
+            env.env.render()
+        if video_cameras:
+            frames.append(_video_frame(env, video_cameras, video_size))
+        if env.success():
+            success = True
+            held += 1
+            if held > success_hold:
+                break
+        else:
+            held = 0
+    data: dict[str, np.ndarray] = {}
+    if record and steps:
+        data = {key: np.stack([s[key] for s in steps]) for key in steps[0]}
+        data["action"] = np.stack(actions).astype(np.float32)
+    strategy = getattr(policy, "strategy_label", None)
+    return Episode(
+        seed=seed, success=success, length=len(latencies), data=data,
+        latencies=np.asarray(latencies), frames=frames,
+        strategy=strategy if isinstance(strategy, str) else None,
+    )
+
+
+def _check_action(action: Any) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float32).reshape(-1)
+    if action.shape != (7,):
+        raise DpError(f"the policy returned an action of shape {action.shape}; the sim tasks take 7 values (OSC_POSE + gripper)")
+    if not np.isfinite(action).all():
+        raise DpError(f"the policy returned a non-finite action {action.tolist()}")
+    return action
+
+
+def _video_frame(env: SimEnv, cameras: list[str], size: int) -> np.ndarray:
+    return np.concatenate([env.render(cam, size) for cam in cameras], axis=1)

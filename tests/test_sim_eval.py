@@ -1,0 +1,83 @@
+"""`dp eval`: the harness on the scripted lift expert, the interval, the policy loader."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from dp.cli import main
+from dp.errors import DpError
+from dp.sim.evaluate import evaluate, load_policy, wilson_interval
+from dp.sim.experts import LiftExpert
+from dp.sim.rollout import seed_for
+
+
+def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_path, capsys):
+    code = main(["eval", "expert:lift", "--task", "lift", "--episodes", "10", "--seed", "3", "--json",
+                 "--video", str(tmp_path / "videos"), "--video-episodes", "1"])
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["episodes"] == 10 and figures["success_rate"] >= 0.9
+    low, high = figures["success_ci95"]
+    assert low <= figures["success_rate"] <= high and high <= 1.0
+    assert 20 < figures["mean_length"] < 200
+    assert figures["latency_ms"]["calls"] == pytest.approx(10 * figures["mean_length"])
+    assert 0 < figures["latency_ms"]["median"] <= figures["latency_ms"]["p99"]
+    assert figures["seeds"] == [seed_for(3, i, "eval") for i in range(10)]
+    assert len(figures["videos"]) == 1
+    video = cv2.VideoCapture(figures["videos"][0])
+    ok, frame = video.read()
+    assert ok and frame.shape == (256, 512, 3)  # both cameras side by side
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == figures["lengths"][0] + 1  # the first frame, then one per step
+
+
+def test_eval_seeds_are_apart_from_collection_seeds():
+    collect = {seed_for(0, i, "collect") for i in range(1000)}
+    assert not collect & {seed_for(0, i, "eval") for i in range(1000)}
+
+
+def test_wilson_interval_matches_reference_values():
+    low, high = wilson_interval(9, 10)
+    assert low == pytest.approx(0.5958, abs=1e-4) and high == pytest.approx(0.9821, abs=1e-4)
+    assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_evaluate_calls_reset_with_the_instruction_and_renders_declared_cameras():
+    class Recorder(LiftExpert):
+        image_keys = ["agentview_image"]
+
+        def __init__(self):
+            from dp.sim.tasks import get_task
+
+            super().__init__(get_task("lift"))
+            self.instructions, self.shapes = [], set()
+
+        def reset(self, instruction=None):
+            self.instructions.append(instruction)
+            super().reset(instruction)
+
+        def select_action(self, obs):
+            self.shapes.add(obs["agentview_image"].shape)
+            return super().select_action(obs)
+
+    policy = Recorder()
+    result = evaluate(policy, "lift", 1, image_size=32, progress=False)
+    assert policy.instructions == ["lift the cube"] and policy.shapes == {(32, 32, 3)}
+    assert result.episodes == 1 and len(result.latency_ms) == result.lengths[0]
+
+
+def test_load_policy_errors_name_what_was_expected(tmp_path, capsys):
+    assert isinstance(load_policy("expert:lift"), LiftExpert)
+    with pytest.raises(DpError, match="known tasks"):
+        load_policy("expert:pour")
+    with pytest.raises(DpError, match="no such file"):
+        load_policy(str(tmp_path / "missing"))
+    with pytest.raises(DpError, match="scripted expert"):
+        load_policy("expert:lift", rti=True)
+    assert main(["eval", "--task", "lift"]) == 1
+    assert "name the policy" in capsys.readouterr().err
+    assert main(["eval", "--onnx", str(tmp_path), "--task", "lift"]) == 1
+    assert "no policy.onnx" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""The simulation task registry (real robosuite / MuJoCo) and the scripted experts on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp.errors import DpError
+from dp.sim.experts import make_expert, wrist_turn
+from dp.sim.rollout import run_episode, seed_for
+from dp.sim.tasks import TASKS, get_task
+
+ROBOT_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
+OBJECT_DIMS = {"lift": 10, "stack": 23, "can": 14, "door": 14, "square": 14}
+
+
+@pytest.fixture(scope="module")
+def envs():
+    """One state-only env per task, shared by the tests of this module (creation costs ~1-2 s)."""
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = get_task(name).make_env()
+        return made[name]
+
+    yield get
+    for env in made.values():
+        env.close()
+
+
+def test_registry_has_the_five_tasks_and_rejects_unknown_names():
+    assert {"lift", "stack", "can", "door", "square"} <= set(TASKS)
+    with pytest.raises(DpError) as err:
+        get_task("pour")
+    for name in TASKS:
+        assert name in str(err.value)
+    spec = get_task("lift")
+    assert spec.instruction == "lift the cube" and spec.control_freq == 20.0 and spec.horizon > 0
+    assert spec.lowdim_keys == ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
+    assert spec.cameras == ("agentview", "robot0_eye_in_hand")
+
+
+@pytest.mark.parametrize("task", sorted(OBJECT_DIMS))
+def test_task_resets_steps_and_reports_success(envs, task):
+    env = envs(task)
+    obs = env.reset(seed=5)
+    assert sorted(obs) == sorted(get_task(task).lowdim_keys)
+    for key, shape in {**ROBOT_SHAPES, "object": (OBJECT_DIMS[task],)}.items():
+        assert obs[key].shape == shape and obs[key].dtype == np.float32, key
+    assert not env.success()  # nothing is solved at the start
+    again = env.reset(seed=5)
+    for key in obs:
+        np.testing.assert_array_equal(obs[key], again[key])  # the seed fixes the initial state
+    other = env.reset(seed=6)
+    assert not np.array_equal(obs["object"], other["object"])
+    for _ in range(3):
+        obs, info = env.step(np.array([0, 0, 0.5, 0, 0, 0, -1], dtype=np.float32))
+    assert isinstance(env.success(), bool) and isinstance(info["reward"], float)
+    assert obs["robot0_eef_pos"][2] > other["robot0_eef_pos"][2]  # +z moved the hand up
+    with pytest.raises(DpError, match="shape"):
+        env.step(np.zeros(6))
+    with pytest.raises(DpError, match="NaN"):
+        env.step(np.full(7, np.nan))
+
+
+def test_cameras_are_upright_uint8_images():
+    spec = get_task("lift")
+    env = spec.make_env(["agentview", "robot0_eye_in_hand"], image_size=48)
+    try:
+        obs = env.reset(seed=0)
+        for key in ("agentview_image", "robot0_eye_in_hand_image"):
+            assert obs[key].shape == (48, 48, 3) and obs[key].dtype == np.uint8
+        view = obs["agentview_image"].astype(float).mean(axis=2)
+        # upright: the white table fills the bottom of the agent view, the dark room the top
+        assert view[-12:].mean() > view[:6].mean() + 40
+        assert env.render("agentview", 64).shape == (64, 64, 3)
+    finally:
+        env.close()
+    with pytest.raises(DpError, match="unknown camera"):
+        spec.make_env(["sideview"])
+
+
+@pytest.mark.parametrize("task,seeds", [("lift", (0, 1)), ("stack", (0, 1)), ("can", (0, 1)), ("door", (0, 1)), ("square", (0, 1))])
+def test_expert_succeeds_on_fixed_seeds(envs, task, seeds):
+    env, expert = envs(task), make_expert(task)
+    for seed in seeds:
+        ep = run_episode(env, expert, seed_for(0, seed, "collect"))
+        assert ep.success, f"{task} expert failed on seed {seed} (strategy {ep.strategy}, {ep.length} steps)"
+        assert env.success()
+        assert 20 < ep.length < get_task(task).horizon
+        actions = ep.data["action"]
+        assert actions.shape == (ep.length, 7) and np.abs(actions).max() <= 1.0
+        assert set(np.unique(actions[:, 6])) <= {-1.0, 1.0}  # the gripper stays discrete
+
+
+@pytest.mark.parametrize("task", sorted(OBJECT_DIMS))
+def test_expert_draws_several_strategies_and_is_reproducible(envs, task):
+    env, expert = envs(task), make_expert(task)
+    labels = set()
+    for seed in range(8):
+        obs = env.reset(seed)
+        expert.seed(seed)
+        expert.reset(get_task(task).instruction)
+        expert.select_action(obs)
+        labels.add(expert.strategy_label)
+    assert len(labels) >= 2, f"{task}: one strategy only ({labels})"
+    runs = []
+    for _ in range(2):
+        obs = env.reset(3)
+        expert.seed(3)
+        expert.reset()
+        actions = []
+        for _ in range(15):
+            actions.append(expert.select_action(obs))
+            obs, _ = env.step(actions[-1])
+        runs.append(np.stack(actions))
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_wrist_turn_keeps_the_wrist_in_range():
+    grasp, place = wrist_turn(object_yaw=2.0, target_yaw=-np.pi / 2)
+    assert place - grasp == pytest.approx(-np.pi / 2 - 2.0 + 2 * np.pi)  # turns the nut by the wanted angle
+    assert grasp == pytest.approx(2.0 - np.pi)  # grasping at yaw 2.0 would end at 4.7 rad: take the other side
+    assert place == pytest.approx(np.pi / 2)
+    assert wrist_turn(object_yaw=0.3, target_yaw=np.pi) is None  # a 2.8 rad turn the wrist cannot make
