@@ -1,0 +1,93 @@
+"""Export a trained policy to ONNX: a folder that runs with numpy and onnxruntime alone (no torch).
+
+Writes DIR/policy.onnx (a chunk from noise, the full sampler), DIR/policy_warm.onnx (a chunk from the
+previous one: real-time-iteration warm start) and DIR/policy.yaml (keys, shapes, horizons, rates,
+sampler and RTI settings, goal vocabulary, file hashes). Experts are cached, the sampler unrolled,
+normalisation inside the graphs; both graphs are validated with the ONNX checker and against torch.
+Run it with `dp eval --onnx DIR --task TASK` or `dp node --policy DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dp.errors import DpError
+from dp.infer.rti import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, RTISettings
+from dp.infer.runtime_common import FULL_FILE, SPEC_FILE, WARM_FILE
+
+STAGES = 5  # caching, two exports, the check against torch, policy.yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder (its latest checkpoint) or checkpoint folder to export")
+    parser.add_argument("--out", required=True, help="folder to write policy.onnx, policy_warm.onnx and policy.yaml into")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps of policy.onnx (default: the run's diffusion.steps)")
+    parser.add_argument("--rti-steps", type=int, default=DEFAULT_RTI_STEPS, help=f"denoising steps of policy_warm.onnx (default {DEFAULT_RTI_STEPS})")
+    parser.add_argument("--rti-sigma", type=float, default=DEFAULT_RTI_SIGMA, help=f"noise level the warm start's guess is noised to (default {DEFAULT_RTI_SIGMA})")
+    parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (default: the run's data.n_action_steps)")
+    parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+
+
+def _prepare_out(out: Path) -> None:
+    """Refuse to write into a folder that holds anything but a previous export."""
+    if out.exists() and not out.is_dir():
+        raise DpError(f"{out}: exists and is not a folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in (FULL_FILE, WARM_FILE, SPEC_FILE))
+        if foreign:
+            raise DpError(f"{out}: holds other files ({', '.join(foreign[:5])}); choose an empty or a previous export folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dp.infer.onnx_export import export_policy  # torch and onnx load only when the command runs
+    from dp.infer.policy import Policy
+
+    out = Path(args.out)
+    _prepare_out(out)
+    if args.steps is not None and args.steps < 1:
+        raise DpError(f"--steps must be >= 1, got {args.steps}")
+    start = time.perf_counter()
+    policy = Policy.load(args.run, n_action_steps=args.n_action_steps)
+    rti = RTISettings(args.rti_steps, args.rti_sigma)
+    rti.for_model(policy.model, args.steps)  # a bad --rti-* fails here, before anything is written
+    tmp = out.with_name(f".tmp-{out.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    with tqdm(total=STAGES, desc="dp export", unit="stage", disable=args.json) as bar:
+
+        def progress(done: str) -> None:
+            bar.set_postfix_str(done)
+            bar.update(1)
+
+        try:
+            spec = export_policy(policy, tmp, steps=args.steps, rti=rti, control_freq=args.control_freq, source=str(Path(args.run).resolve()), progress=progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    if out.is_dir():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    summary = {
+        "out": str(out),
+        "files": {name: spec["files"][name]["bytes"] for name in (FULL_FILE, WARM_FILE)},
+        "sampler_steps": spec["sampler"]["steps"],
+        "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start},
+        "control_freq": spec["control_freq"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        sizes = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["files"].items())
+        print(f"exported {args.run} -> {out} ({sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
+              f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}; {summary['seconds']} s")
+        if spec["control_freq"] is None:
+            print("note: no control rate recorded (training store not found); pass --control-freq HZ")
+    return 0

@@ -1,0 +1,194 @@
+"""The ONNX Runtime policy: an exported folder that acts, with numpy and onnxruntime only (no torch).
+
+``OnnxPolicy.load(DIR)`` checks ``policy.yaml`` and the sha256 of every graph it names before
+creating any session, so a folder with a missing, truncated or mismatched file is refused with a
+clear error. The API is the torch Policy's: ``reset(instruction=None)``, ``predict_chunk(obs,
+noise=None)``, ``select_action(obs)``; ``rti=True`` samples every chunk after the first from the
+previous one (``policy_warm.onnx``, see :mod:`dp.infer.rti`) instead of from noise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+from dp.errors import DpError
+from dp.infer.runtime_common import (
+    FULL_FILE,
+    SPEC_FILE,
+    SPEC_FORMAT,
+    SPEC_VERSION,
+    WARM_FILE,
+    check_noise,
+    check_observation,
+    resolve_goal,
+    sha256_file,
+    shift_guess,
+)
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """Options for batch-1 latency on a small CPU: every graph optimisation, ``threads`` intra-op
+    threads (1 by default: the matmuls are small, and the robot's controller needs the other core),
+    no spinning threads burning a core between calls."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def read_spec(folder: Path) -> dict[str, Any]:
+    """``policy.yaml`` of an exported folder, checked for format, keys, and the sha256 of its graphs."""
+    if not folder.is_dir():
+        raise DpError(f"{folder}: no such exported policy folder")
+    path = folder / SPEC_FILE
+    if not path.is_file():
+        raise DpError(f"{folder}: no {SPEC_FILE} (not an exported policy folder; create one with `dp export RUN --out {folder}`)")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DpError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        raise DpError(f"{path}: not an exported policy description (format {SPEC_FORMAT!r} expected)")
+    if spec.get("version") != SPEC_VERSION:
+        raise DpError(f"{path}: version {spec.get('version')!r}, this runtime reads version {SPEC_VERSION}; re-export the policy")
+    for section in ("observation", "action", "goal", "files", "graphs", "rti", "sampler"):
+        if not isinstance(spec.get(section), dict):
+            raise DpError(f"{path}: section {section!r} is missing")
+    for name in (FULL_FILE, WARM_FILE):
+        entry = spec["files"].get(name)
+        if not isinstance(entry, dict) or "sha256" not in entry:
+            raise DpError(f"{path}: no sha256 recorded for {name}")
+        file = folder / name
+        if not file.is_file():
+            raise DpError(f"{file}: missing (the folder is incomplete; re-export with `dp export`)")
+        if sha256_file(file) != entry["sha256"]:
+            raise DpError(f"{file}: sha256 differs from {SPEC_FILE} (a file from another export or a damaged copy); re-export the folder")
+    return spec
+
+
+class OnnxPolicy:
+    """An exported MoDE policy run by ONNX Runtime. Same API as :class:`dp.infer.Policy`."""
+
+    def __init__(self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1):
+        self.folder = Path(folder)
+        self.spec = spec = read_spec(self.folder)
+        obs, act, goal = spec["observation"], spec["action"], spec["goal"]
+        try:
+            self.lowdim_keys, self.image_keys = list(obs["lowdim_keys"]), list(obs["image_keys"])
+            self.obs_keys = [*self.lowdim_keys, *self.image_keys]
+            self.shapes = {k: [int(n) for n in obs["shapes"][k]] for k in self.obs_keys}
+            self.obs_horizon = int(obs["horizon"])
+            self.action_key, self.action_dim, self.action_horizon = str(act["key"]), int(act["dim"]), int(act["horizon"])
+            self.discrete_dims = [int(d) for d in act["discrete_dims"]]
+            self.goal_kind = str(goal["kind"])
+            self.tasks, self.instructions = list(goal["tasks"]), dict(goal["instructions"])
+            self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}
+            default_steps = int(act["n_action_steps"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DpError(f"{self.folder / SPEC_FILE}: missing or malformed field ({type(exc).__name__}: {exc}); re-export the folder") from exc
+        self.n_action_steps = int(n_action_steps or default_steps)
+        if not 1 <= self.n_action_steps <= self.action_horizon:
+            raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
+        self.control_freq = spec.get("control_freq")
+        self.rti = bool(rti)
+        options = session_options(threads)
+        self._full = self._session(FULL_FILE, options)
+        self._warm = self._session(WARM_FILE, options) if self.rti else None
+        self._rng = np.random.default_rng(seed)
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
+        self._queue: deque[np.ndarray] = deque()
+        self._previous: np.ndarray | None = None
+        self._goal: dict[str, np.ndarray] | None = None
+        self.instruction: str | None = None
+        try:  # a single-goal policy is ready at once; a multi-goal one waits for reset(instruction)
+            self.reset()
+        except DpError:
+            pass
+
+    @classmethod
+    def load(cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1) -> OnnxPolicy:
+        """Load an exported folder (``policy.onnx``, ``policy_warm.onnx``, ``policy.yaml``)."""
+        return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads)
+
+    def _session(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
+        path = self.folder / name
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise DpError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        declared = self.spec["graphs"].get(name, {}).get("inputs", {})
+        actual = {i.name: list(i.shape) for i in session.get_inputs()}
+        if {k: v["shape"] for k, v in declared.items()} != actual:
+            raise DpError(f"{path}: graph inputs {actual} do not match {SPEC_FILE} {declared}; re-export the folder")
+        return session
+
+    # ------------------------------------------------------------------ episode state
+    def seed(self, seed: int) -> None:
+        """Reseed the sampler noise (reproducible episodes)."""
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, instruction: str | None = None) -> None:
+        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal."""
+        self._goal = resolve_goal(self.goal_kind, instruction, self.tasks, self.instructions, self.goals)
+        self.instruction = instruction
+        self._history.clear()
+        self._queue.clear()
+        self._previous = None
+
+    # ------------------------------------------------------------------ acting
+    def _push(self, obs: dict[str, Any]) -> None:
+        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes)
+        if not self._history:
+            for _ in range(self.obs_horizon - 1):
+                self._history.append(frame)  # the first observation fills the history, as in training
+        self._history.append(frame)
+
+    def _feeds(self, noise: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {k: np.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
+        feeds.update(self._goal)
+        shape = (1, self.action_horizon, self.action_dim)
+        feeds["noise"] = self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
+        return feeds
+
+    def _sample(self, noise: np.ndarray | None) -> np.ndarray:
+        if self._goal is None:
+            known = ", ".join(repr(t) for t in self.tasks) or "none"
+            raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {known}")
+        feeds = self._feeds(noise)
+        if self._warm is not None and self._previous is not None:
+            feeds["guess"] = shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]
+            chunk = self._warm.run(None, feeds)[0][0]
+        else:
+            chunk = self._full.run(None, feeds)[0][0]
+        self._previous = chunk
+        return chunk.copy()
+
+    def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
+        """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
+
+        ``noise``: optional (H, A) standard-normal start of the sampler, for reproducible chunks. With
+        RTI, every chunk after the first starts from the previous one advanced by ``n_action_steps``.
+        """
+        self._push(obs)
+        return self._sample(noise)
+
+    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
+        self._push(obs)
+        if not self._queue:
+            self._queue.extend(self._sample(None)[: self.n_action_steps])
+        return self._queue.popleft()
+
+    def pending_actions(self) -> np.ndarray:
+        """The queued actions still to come after the last one returned, (n, A)."""
+        return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)

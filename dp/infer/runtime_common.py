@@ -1,0 +1,111 @@
+"""Numpy helpers shared by the torch and the ONNX Runtime policies (no torch here: robots import this).
+
+Observation checks, goal lookup, and the RTI warm-start guess (previous chunk shifted by the executed
+steps, last action repeated, discrete dimensions snapped to +-1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dp.errors import DpError
+
+# An exported policy folder (written by dp.infer.onnx_export, read by dp.infer.onnx_policy).
+FULL_FILE, WARM_FILE, SPEC_FILE = "policy.onnx", "policy_warm.onnx", "policy.yaml"
+SPEC_FORMAT, SPEC_VERSION = "dp-onnx-policy", 1
+
+
+def shift_guess(previous: np.ndarray, executed: int, discrete_dims: list[int]) -> np.ndarray:
+    """The RTI initial guess (H, A): ``previous`` (H, A) advanced by ``executed`` steps, the last
+    action repeated to fill the tail, discrete dimensions snapped to +-1."""
+    H = previous.shape[0]
+    index = np.minimum(np.arange(H) + executed, H - 1)
+    guess = np.array(previous[index], dtype=np.float32)
+    return snap_discrete(guess, discrete_dims)
+
+
+def snap_discrete(chunk: np.ndarray, discrete_dims: list[int]) -> np.ndarray:
+    """``chunk`` (..., A) with the discrete dimensions set to +1 where >= 0 and -1 elsewhere (in place)."""
+    for d in discrete_dims:
+        chunk[..., d] = np.where(chunk[..., d] >= 0, 1.0, -1.0)
+    return chunk
+
+
+def check_observation(obs: Any, lowdim_keys: list[str], image_keys: list[str], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """One time step of raw observations, checked and converted: low-dim float32 in the trained
+    shape, images uint8 HxWxC. A DpError names the key and what was expected."""
+    if not isinstance(obs, dict):
+        raise DpError(f"observation must be a dict of key -> array, got {type(obs).__name__}")
+    out = {}
+    for key in [*lowdim_keys, *image_keys]:
+        if key not in obs:
+            raise DpError(f"observation has no key {key!r}; the policy needs {[*lowdim_keys, *image_keys]} (got {sorted(obs)})")
+        value = np.asarray(obs[key])
+        expected = tuple(int(s) for s in shapes[key])
+        if key in image_keys:
+            if value.dtype != np.uint8 or value.shape != expected:
+                raise DpError(f"observation {key!r}: expected a uint8 image of shape {expected}, got {value.dtype} {value.shape}")
+        else:
+            if value.dtype.kind not in "fiu":
+                raise DpError(f"observation {key!r}: expected numbers (float), got dtype {value.dtype}")
+            if value.size != int(np.prod(expected)):
+                raise DpError(f"observation {key!r}: expected shape {expected}, got {value.shape}")
+            value = value.reshape(expected).astype(np.float32)
+            if not np.isfinite(value).all():
+                raise DpError(f"observation {key!r} holds NaN or inf: {value.tolist()}")
+        out[key] = value
+    return out
+
+
+def check_noise(noise: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Caller-given sampler noise as float32 of ``shape`` (any layout with as many finite values)."""
+    value = np.asarray(noise, dtype=np.float32)
+    if value.size != int(np.prod(shape)):
+        raise DpError(f"noise: expected {int(np.prod(shape))} values (shape {shape}), got shape {value.shape}")
+    if not np.isfinite(value).all():
+        raise DpError("noise holds NaN or inf")
+    return value.reshape(shape)
+
+
+def resolve_goal(
+    kind: str,
+    instruction: str | None,
+    tasks: list[str],
+    instructions: dict[str, str],
+    embeddings: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The goal input for ``instruction`` (a task name or its instruction): ``{"task_id": (1,) int64}``,
+    ``{"lang_emb": (1, E) float32}`` or ``{}``; a DpError lists the known goals when it is unknown."""
+    if kind == "none":
+        return {}
+    known = ", ".join(f"{t!r} ({instructions[t]!r})" if t in instructions else repr(t) for t in tasks) or "none"
+    if kind == "task":
+        if instruction is None:
+            if len(tasks) == 1:
+                return {"task_id": np.zeros(1, dtype=np.int64)}
+            raise DpError(f"this policy was trained on several tasks; reset(instruction) must name one of: {known}")
+        by_instruction = {v: k for k, v in instructions.items()}
+        task = instruction if instruction in tasks else by_instruction.get(instruction)
+        if task is None:
+            raise DpError(f"unknown instruction {instruction!r}; this policy knows: {known}")
+        return {"task_id": np.array([tasks.index(task)], dtype=np.int64)}
+    key = instruction
+    if key is None and len(embeddings) == 1:
+        key = next(iter(embeddings))
+    elif key is not None and key not in embeddings:
+        key = instructions.get(key, key)  # a task name -> its instruction
+    if key not in embeddings:
+        raise DpError(f"no language embedding for instruction {instruction!r}; this policy knows: {known}")
+    return {"lang_emb": np.asarray(embeddings[key], dtype=np.float32)[None]}
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,96 @@
+"""The torch Policy runtime: loading, observation history, action queue, reproducibility, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dp.cli import main as dp_main
+from dp.data.store import EpisodeStore
+from dp.errors import DpError
+from dp.infer import Policy
+from dp.train.synthetic import make_store
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A tiny two-camera policy with an observation history of 2 (trained briefly: mechanics, not skill)."""
+    root = tmp_path_factory.mktemp("policy")
+    store = make_store(root / "img.zarr", episodes=3, length=12, cameras=2, image_size=24)
+    run = root / "run"
+    assert dp_main(["train", "--data", str(store), "--preset", "tiny", "--out", str(run), "--no-progress", "data.images=true",
+                    "data.obs_horizon=2", "data.n_action_steps=4", "train.steps=10", "train.batch_size=16"]) == 0
+    episode = EpisodeStore.open(store).get_episode(0)
+    frames = [{k: v[t] for k, v in episode.items() if k != "action"} for t in range(len(episode["action"]))]
+    return run, frames
+
+
+def test_loads_run_or_checkpoint_folder(image_run):
+    run, frames = image_run
+    policy = Policy.load(run)
+    assert policy.image_keys == ["cam0_image", "cam1_image"] and policy.obs_horizon == 2
+    assert policy.lowdim_keys == ["robot0_eef_pos", "robot0_gripper_qpos", "object"]
+    assert policy.predict_chunk(frames[0]).shape == (10, 7)
+    same = Policy.load(run / "checkpoints" / "step_0000010")
+    noise = np.random.default_rng(0).normal(size=(10, 7))
+    policy.reset()
+    np.testing.assert_array_equal(policy.predict_chunk(frames[0], noise=noise), same.predict_chunk(frames[0], noise=noise))
+    with pytest.raises(DpError, match="no model.safetensors"):
+        Policy.load(run / "checkpoints")
+
+
+def test_history_is_padded_with_the_first_observation(image_run):
+    run, frames = image_run
+    policy = Policy.load(run)
+    policy.reset()
+    policy._push(frames[0])
+    first = policy._batch()
+    np.testing.assert_array_equal(first["cam0_image"][0, 0].numpy(), frames[0]["cam0_image"])
+    np.testing.assert_array_equal(first["cam0_image"][0, 1].numpy(), frames[0]["cam0_image"])
+    policy._push(frames[1])
+    second = policy._batch()
+    np.testing.assert_array_equal(second["cam1_image"][0, 0].numpy(), frames[0]["cam1_image"])
+    np.testing.assert_array_equal(second["cam1_image"][0, 1].numpy(), frames[1]["cam1_image"])
+    policy.reset()
+    assert not policy._history
+
+
+def test_action_queue_refills_every_n_action_steps(image_run):
+    run, frames = image_run
+    policy = Policy.load(run, seed=3)
+    calls = []
+    sample = policy.model.sample
+    policy.model.sample = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
+    actions = [policy.select_action(frames[t]) for t in range(9)]
+    assert len(calls) == 3  # 4 actions per chunk: steps 0, 4, 8
+    assert all(a.shape == (7,) and a[6] in (-1.0, 1.0) for a in actions)  # the gripper is snapped to +-1
+    # select_action's first action is the first action of the chunk predict_chunk returns
+    twin = Policy.load(run, seed=3)
+    np.testing.assert_allclose(twin.predict_chunk(frames[0])[:4], np.stack(actions[:4]), rtol=0, atol=1e-6)
+    policy.reset()
+    policy.select_action(frames[0])
+    assert len(calls) == 4  # reset empties the queue
+    assert Policy.load(run, n_action_steps=10).n_action_steps == 10
+    with pytest.raises(DpError, match="n_action_steps"):
+        Policy.load(run, n_action_steps=11)
+
+
+def test_bad_observations_are_refused(image_run):
+    run, frames = image_run
+    policy = Policy.load(run)
+    good = frames[0]
+    cases = {
+        "no key 'object'": {k: v for k, v in good.items() if k != "object"},
+        "expected shape": {**good, "robot0_eef_pos": np.zeros(4, dtype=np.float32)},
+        "NaN": {**good, "object": np.array([0.0, np.nan, 0.0], dtype=np.float32)},
+        "expected uint8 image": {**good, "cam0_image": good["cam0_image"].astype(np.float32)},
+        "uint8 image": {**good, "cam1_image": good["cam1_image"][:12]},
+    }
+    for message, obs in cases.items():
+        with pytest.raises(DpError, match=message):
+            policy.select_action(obs)
+    assert policy.select_action({**good, "extra_key": np.zeros(2)}).shape == (7,)  # extra keys are ignored
+    with pytest.raises(DpError, match="unknown instruction"):
+        policy.reset("stack the cubes")
+    policy.reset("reach the target")  # the instruction of the only task
+    policy.reset("reach")
