@@ -1,0 +1,310 @@
+"""The inference node: subscribes to a controller's State, runs a policy, sends waypoints.
+
+One cycle per control tick (a State with a new ``tick`` carries a new observation): the
+observation goes to ``policy.select_action`` (the policy keeps the observation history and its
+action queue, exactly as in `dp eval`), and the action — followed by the rest of the policy's
+current chunk when it offers ``pending_actions()`` — becomes ``ee_delta`` waypoints at
+``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.deploy.protocol`). Waypoints carry the
+observation's time, so inference latency is absorbed: if a command arrives late, the controller
+uses the later waypoints of the chunk, and drops the ones already past.
+
+Between commands the node sends heartbeats. If the controller falls silent the node stops
+commanding and says so; when a controller (re)appears — a new ``boot`` — the node resets the
+policy and starts over. With ``episodes > 0`` the node runs that many episodes itself: it sends a
+Reset with the seed `dp eval --seed` gives episode i (``seed_for(seed, i, "eval")``, so the two
+success rates are paired), drives until the State reports success or the horizon passes, and
+reports the success rate.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from dp.deploy import protocol as P
+from dp.deploy.transport import ClientSockets
+from dp.errors import DpError
+from dp.sim.rollout import seed_for
+
+log = logging.getLogger("dp.node")
+
+
+def _stats(values: list[float], target: float | None = None) -> dict[str, float]:
+    """median / p99 / max; with ``target`` also the spread around it (loop jitter)."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return {"n": 0}
+    out = {"n": int(a.size), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+    if target is not None:
+        dev = np.abs(a - target)
+        out.update(std=float(a.std()), p99_abs_dev=float(np.percentile(dev, 99)), max_abs_dev=float(dev.max()))
+    return out
+
+
+@dataclass
+class NodeReport:
+    episodes: list[dict] = field(default_factory=list)  # per episode: seed, success, steps
+    cycle_ms: list[float] = field(default_factory=list)  # State received -> command sent (node clock)
+    policy_ms: list[float] = field(default_factory=list)  # inside the policy
+    period_ms: list[float] = field(default_factory=list)  # between consecutive cycles
+    obs_to_command_ms: list[float] = field(default_factory=list)  # measured by the controller (State.cmd_latency)
+    rejected: int = 0  # bad States dropped
+    send_failures: int = 0
+    policy_errors: int = 0
+    resyncs: int = 0
+    period_target_ms: float | None = None  # the control period the node should cycle at
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.episodes)
+        wins = sum(e["success"] for e in self.episodes)
+        return {
+            "episodes": n, "successes": wins, "success_rate": wins / n if n else None,
+            "mean_episode_length": float(np.mean([e["steps"] for e in self.episodes])) if n else None,
+            "obs_to_command_ms": _stats(self.obs_to_command_ms), "cycle_ms": _stats(self.cycle_ms),
+            "policy_ms": _stats(self.policy_ms), "period_ms": _stats(self.period_ms, self.period_target_ms),
+            "rejected_states": self.rejected, "send_failures": self.send_failures,
+            "policy_errors": self.policy_errors, "resyncs": self.resyncs, "per_episode": self.episodes,
+        }
+
+
+class InferenceNode:
+    def __init__(
+        self,
+        policy: Any,
+        sockets: ClientSockets,
+        *,
+        instruction: str | None = None,
+        episodes: int = 0,
+        seed: int = 0,
+        max_steps: int | None = None,
+        silence_timeout: float = 0.5,
+        heartbeat_period: float = 0.05,
+        timings: Path | None = None,
+        clock=time.monotonic,
+    ):
+        self.policy = policy
+        self.sockets = sockets
+        self.instruction = instruction
+        self.episodes = episodes
+        self.seed = seed
+        self.max_steps = max_steps
+        self.silence_timeout = silence_timeout
+        self.heartbeat_period = heartbeat_period
+        self.clock = clock
+        self.sender = P.new_id()
+        self.seq = 0
+        self.report = NodeReport()
+        self.timings = open(timings, "w", buffering=1) if timings else None  # line-buffered: readable live
+        self.info: P.Info | None = None
+        self.state: P.State | None = None
+        self.state_guard = P.SeqGuard()
+        self.boot: int | None = None
+        self.last_rx = -np.inf
+        self.last_tx = -np.inf
+        self.last_cycle = None
+        self.last_tick = -1
+        self.last_latency_seq = -1
+        self.silent = False
+        # episode bookkeeping
+        self.episode_id: int | None = None  # controller episode being driven
+        self.episode_seed = 0
+        self.episode_start_tick = 0
+        self.awaiting_reset: tuple[int, float] | None = None  # (episode id to wait for, deadline)
+        self.done = False
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, should_stop=lambda: False, connect_timeout: float | None = None) -> NodeReport:
+        gc.freeze()  # the policy's start-up objects leave the collector: shorter pauses in the loop
+        start = self.clock()
+        next_log = start + 10.0
+        while not should_stop() and not self.done:
+            if self.clock() >= next_log:
+                next_log += 10.0
+                self._log_progress()
+            if self.sockets.sub.poll(timeout=int(self.heartbeat_period * 1e3), flags=zmq.POLLIN):
+                self._drain()
+            now = self.clock()
+            if self.state is None:
+                if connect_timeout is not None and now - start > connect_timeout:
+                    raise TimeoutError(f"no State from the controller within {connect_timeout:.0f} s")
+                continue
+            if now - self.last_rx > self.silence_timeout:
+                if not self.silent:
+                    log.warning("controller silent for %.2f s: stopped commanding (waiting for it to come back)", now - self.last_rx)
+                    self.silent = True
+                continue
+            if self.silent:
+                log.info("controller is back")
+                self.silent = False
+            self._step(now)
+            if self._commanding() and now - self.last_tx >= self.heartbeat_period:
+                self._send(P.Heartbeat(self.sender, self._next_seq()))
+        if self.timings:
+            self.timings.close()
+        return self.report
+
+    def _log_progress(self) -> None:
+        r = self.report
+        pol, lat = _stats(r.policy_ms[-200:]), _stats(r.obs_to_command_ms[-200:])
+        log.info("cycles %d, policy median %.2f ms, obs->command p99 %.1f ms, rejected %d, send failures %d",
+                 len(r.cycle_ms), pol.get("median", float("nan")), lat.get("p99", float("nan")), r.rejected, r.send_failures)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frame = self.sockets.sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = P.decode(frame, accept=(P.State, P.Info))
+                if isinstance(msg, P.Info):
+                    self._on_info(msg)
+                    continue
+                self.state_guard.check(msg.boot, msg.seq, "state.seq")
+            except P.ProtocolError as exc:
+                self.report.rejected += 1
+                if self.report.rejected <= 5:
+                    log.warning("dropped a bad message from the controller: %s", exc)
+                continue
+            self.last_rx = self.clock()
+            if msg.boot != self.boot:
+                self._resync(msg.boot)
+            self.state = msg
+            if msg.command_seq > self.last_latency_seq and msg.cmd_latency >= 0:
+                self.last_latency_seq = msg.command_seq
+                self.report.obs_to_command_ms.append(msg.cmd_latency * 1e3)
+
+    def _on_info(self, info: P.Info) -> None:
+        if self.info is None or info.boot != self.info.boot:
+            log.info("controller %s: %g Hz control, modes %s, task %s", info.robot, info.control_hz, info.modes, info.task)
+        if P.MODE_EE_DELTA not in info.modes:
+            raise DpError(f"controller {info.robot} does not take ee_delta commands (modes {info.modes})")
+        self.info = info
+        self.report.period_target_ms = 1e3 / info.control_hz
+        self.sockets.connect_commands(info.command_port)
+
+    def _resync(self, boot: int) -> None:
+        if self.boot is not None:
+            self.report.resyncs += 1
+            log.warning("controller restarted (run %x -> %x): resetting the policy", self.boot, boot)
+            if self.episode_id is not None and self.episodes:
+                log.warning("episode with seed %d interrupted; it will be run again", self.episode_seed)
+        self.boot = boot
+        self.episode_id = None
+        self.awaiting_reset = None
+        self.last_tick = -1
+        self.last_cycle = None
+        self.last_latency_seq = -1  # the policy is reset when the next episode starts
+
+    # ------------------------------------------------------------------ episodes and cycles
+    def _commanding(self) -> bool:
+        return self.episode_id is not None and self.info is not None and self.info.boot == self.boot
+
+    def _step(self, now: float) -> None:
+        s = self.state
+        if self.info is None or self.info.boot != s.boot:
+            return  # need the Info of this controller run (command port, rates) first
+        if self.episode_id is not None and s.episode != self.episode_id:
+            if self.episodes:
+                log.warning("someone else reset the robot (episode %d -> %d): starting over", self.episode_id, s.episode)
+                self.episode_id = None
+            else:
+                self._start_episode(s)
+        if self.episode_id is None:
+            self._begin(s, now)
+            if self.episode_id is None:
+                return
+        if s.tick == self.last_tick or s.mode == P.ROBOT_STOPPED:
+            return
+        steps = s.tick - self.episode_start_tick
+        horizon = self.max_steps or self.info.horizon
+        if self.episodes and (s.success or (horizon and steps >= horizon)):
+            self._finish(bool(s.success), steps)
+            return
+        self._cycle(s)
+
+    def _begin(self, s: P.State, now: float) -> None:
+        if not self.episodes:
+            self._start_episode(s)
+            return
+        if self.awaiting_reset is None:
+            seed = seed_for(self.seed, len(self.report.episodes), "eval")
+            if self._send(P.Reset(self.sender, self._next_seq(), seed)):  # not yet connected: try again next wake-up
+                self.awaiting_reset = (s.episode + 1, now + 5.0)
+                self.episode_seed = seed
+        elif s.episode >= self.awaiting_reset[0]:
+            self.awaiting_reset = None
+            self._start_episode(s)
+        elif now > self.awaiting_reset[1]:
+            log.warning("no new episode 5 s after a Reset: sending it again")
+            self.awaiting_reset = None
+
+    def _start_episode(self, s: P.State) -> None:
+        self.episode_id, self.episode_start_tick, self.last_tick = s.episode, s.tick, -1
+        if not self.episodes:
+            self.episode_seed = self.info.seed
+        if callable(getattr(self.policy, "seed", None)):
+            self.policy.seed(self.episode_seed)
+        self.policy.reset(self.instruction if self.instruction is not None else self.info.instruction)
+        log.info("episode %d started (seed %d)", s.episode, self.episode_seed)
+
+    def _finish(self, success: bool, steps: int) -> None:
+        self.report.episodes.append({"seed": self.episode_seed, "success": success, "steps": steps})
+        n, wins = len(self.report.episodes), sum(e["success"] for e in self.report.episodes)
+        log.info("episode %d/%d: %s after %d steps (success rate %d/%d)", n, self.episodes,
+                 "success" if success else "failure", steps, wins, n)
+        self.episode_id = None
+        self.done = n >= self.episodes
+
+    def _cycle(self, s: P.State) -> None:
+        t0 = time.perf_counter()
+        if self.last_cycle is not None:
+            self.report.period_ms.append((t0 - self.last_cycle) * 1e3)
+        self.last_cycle = t0
+        self.last_tick = s.tick
+        try:
+            action = np.asarray(self.policy.select_action(P.observation_from_state(s)), dtype=np.float64)
+            pending = getattr(self.policy, "pending_actions", None)
+            chunk = action[None] if pending is None else np.concatenate([action[None], np.asarray(pending(), np.float64).reshape(-1, action.size)])
+            if chunk.shape[1] != 7 or not np.isfinite(chunk).all():
+                raise ValueError(f"expected finite actions of 7 values, got shape {chunk.shape}")
+        except Exception as exc:  # a policy fault must not send anything; the controller holds
+            self.report.policy_errors += 1
+            log.error("policy failed on tick %d, nothing sent: %s", s.tick, exc)
+            return
+        t1 = time.perf_counter()
+        dt = 1.0 / self.info.control_hz
+        chunk = chunk[: P.MAX_WAYPOINTS]
+        times = s.obs_stamp + dt * np.arange(1, len(chunk) + 1)
+        scale = np.repeat(np.asarray(self.info.action_scale, dtype=np.float64), 3)
+        cmd = P.Command(
+            sender=self.sender, seq=self._next_seq(), boot=s.boot, obs_stamp=s.obs_stamp, mode=P.MODE_EE_DELTA,
+            times=times, waypoints=chunk[:, :6] * scale, gripper=chunk[:, 6], expires=float(times[-1] + dt / 2),
+        )
+        self._send(cmd)
+        t2 = time.perf_counter()
+        self.report.policy_ms.append((t1 - t0) * 1e3)
+        self.report.cycle_ms.append((t2 - t0) * 1e3)
+        if self.timings:
+            self.timings.write(json.dumps({"tick": s.tick, "policy_ms": (t1 - t0) * 1e3, "cycle_ms": (t2 - t0) * 1e3,
+                                           "waypoints": len(chunk)}) + "\n")
+
+    # ------------------------------------------------------------------ sending
+    def _next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def _send(self, msg: P.Message) -> bool:
+        if self.sockets.send(P.encode(msg)):
+            self.last_tx = self.clock()
+            return True
+        self.report.send_failures += 1
+        return False

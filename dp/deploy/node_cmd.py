@@ -1,0 +1,80 @@
+"""Run the inference node: subscribe to a robot controller's State, run the policy once per control
+tick, send waypoints anchored to the observation's timestamp.
+
+  dp node --policy exported/lift --robot tcp://127.0.0.1:5555        an exported policy (ONNX Runtime, RTI)
+  dp node --policy expert:lift --robot tcp://127.0.0.1:5555 --episodes 10 --json
+  dp node --policy runs/lift --robot tcp://10.0.0.2:5555 --keys keys/ --instruction "lift the cube"
+
+With --episodes N the node resets the robot N times (with the seeds `dp eval --seed` uses), drives
+each episode to success or to the horizon and reports the success rate; without it, it drives the robot
+until Ctrl-C. Per-cycle timings go to --timings (JSON lines); a summary is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+from pathlib import Path
+
+from dp.deploy.policies import load_policy
+from dp.deploy.transport import ClientSockets, split_endpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="exported folder (policy.onnx), run folder, expert:TASK, or package.module:Name")
+    parser.add_argument("--robot", default="tcp://127.0.0.1:5555", help="the controller's State endpoint (default tcp://127.0.0.1:5555)")
+    parser.add_argument("--instruction", help="language instruction / task for the policy's goal (default: the controller's task)")
+    parser.add_argument("--episodes", type=int, default=0, help="run this many episodes, then exit (default 0: run until stopped)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes with --episodes, as `dp eval --seed` (default 0)")
+    parser.add_argument("--max-steps", type=int, help="episode length in control ticks (default: the controller's horizon)")
+    parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
+    parser.add_argument("--keys", type=Path, help="CURVE key folder (client.key_secret + server.key) for an authenticated controller")
+    parser.add_argument("--silence-timeout", type=float, default=0.5, help="seconds without State before the node stops commanding (default 0.5)")
+    parser.add_argument("--connect-timeout", type=float, help="give up if no controller answers within this many seconds (default: wait)")
+    parser.add_argument("--timings", type=Path, help="write per-cycle timings here (JSON lines)")
+    parser.add_argument("--json", action="store_true", help="print the final report as JSON")
+    parser.add_argument("--json-out", default="", help="also write the final report to this file (empty: do not)")
+    parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
+    split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
+    policy = load_policy(args.policy, rti=not args.no_rti)
+
+    from dp.deploy.node import InferenceNode
+
+    sockets = ClientSockets(args.robot, args.keys)
+    node = InferenceNode(
+        policy, sockets, instruction=args.instruction, episodes=args.episodes, seed=args.seed,
+        max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings,
+    )
+    stopping = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    print(f"dp node: policy {args.policy}, controller {args.robot}", flush=True)
+    try:
+        report = node.run(should_stop=lambda: bool(stopping), connect_timeout=args.connect_timeout).summary()
+    except TimeoutError as exc:
+        print(f"dp node: {exc}", flush=True)
+        return 1
+    finally:
+        sockets.close()
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        lat, pol = report["obs_to_command_ms"], report["policy_ms"]
+        line = f"dp node: {report['episodes']} episodes" if report["episodes"] else "dp node: stopped"
+        if report["episodes"]:
+            line += f", success rate {report['success_rate']:.0%}"
+        if lat.get("n"):
+            line += f"; obs->command median {lat['median']:.1f} ms, p99 {lat['p99']:.1f} ms"
+        if pol.get("n"):
+            line += f"; policy median {pol['median']:.2f} ms"
+        print(line + f"; rejected states {report['rejected_states']}, resyncs {report['resyncs']}", flush=True)
+    return 0 if not args.episodes or report["episodes"] >= args.episodes else 1
