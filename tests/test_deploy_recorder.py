@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dp.cli import main
 from dp.data.store import EpisodeStore
 from dp.deploy.harness import StateWatcher, spawn_dp, start_robot
-from dp.deploy.recorder import Frame, stored_observation, frames_to_episode, record_episodes
+from dp.deploy.recorder import Frame, stored_observation, frames_to_episode
 
 
 def test_frames_pair_each_observation_with_the_action_that_followed():
@@ -24,16 +25,18 @@ def test_frames_pair_each_observation_with_the_action_that_followed():
     assert frames_to_episode([frame(0, True), frame(1, True)], (0.05, 0.5)) is None
 
 
-def test_records_driven_episodes_into_a_store(tmp_path):
+def test_dp_collect_from_records_driven_episodes_into_a_store(tmp_path, capsys):
     robot, endpoint = start_robot()
     node = spawn_dp(["node", "--policy", "expert:lift", "--robot", endpoint, "--episodes", "2"])
     try:
-        summary = record_episodes(endpoint, tmp_path / "rec.zarr", 2, progress=False, connect_timeout=60)
+        code = main(["collect", "--from", endpoint, "--episodes", "2", "--out", str(tmp_path / "rec.zarr")])
         assert node.popen.wait(60) == 0, node.output
     finally:
         node.stop()
         assert robot.stop() == 0, robot.output
-    assert summary.episodes == 2 and summary.successes == 2 and summary.missed_ticks == 0, summary
+    report = capsys.readouterr().out
+    assert code == 0, report
+    assert "recorded 2 episodes" in report and "2 successes" in report and "missed ticks 0," in report, report
     with EpisodeStore.open(tmp_path / "rec.zarr") as store:
         assert len(store) == 2 and store.control_freq == 20.0 and store.robot == "panda_sim"
         assert set(store.keys) == {"robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object", "action"}

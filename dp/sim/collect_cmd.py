@@ -4,10 +4,12 @@ By default the task's scripted expert acts; `--teleop keyboard|spacemouse` hands
 operator through robosuite's input devices (needs a display). Every finished episode is appended
 to the store as it ends, tagged with task, instruction, seed, success and source; re-running the
 same command resumes until the store holds --episodes episodes of the task. Failed attempts are
-counted but not stored unless --keep-failures.
+counted but not stored unless --keep-failures. `--from tcp://HOST:PORT` records from a running
+robot controller (`dp robot`) instead: its States and executed commands become the episodes.
 
   dp collect --task lift --episodes 50 --out data/lift.zarr
   dp collect --task can --episodes 200 --out data/can_img.zarr --cameras agentview,robot0_eye_in_hand --workers 2
+  dp collect --from tcp://127.0.0.1:5555 --episodes 10 --out data/recorded.zarr
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import json
 import os
 from pathlib import Path
 
+from dp.deploy.recorder import add_recorder_arguments, run_recorder
 from dp.errors import DpError
 from dp.sim.tasks import CAMERAS, TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, help=f"task to collect ({', '.join(TASKS)})")
+    parser.add_argument("--task", help=f"task to collect ({', '.join(TASKS)}); not needed with --from")
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes of the task the store should hold")
     parser.add_argument("--out", type=Path, required=True, help="episode store to create or append to (a .zarr directory)")
     parser.add_argument("--cameras", default="", help=f"comma-separated cameras to record ({','.join(CAMERAS)}); none by default")
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
     parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
+    add_recorder_arguments(parser)
 
 
 def parse_cameras(text: str) -> list[str]:
@@ -44,6 +48,10 @@ def parse_cameras(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.from_endpoint:
+        return run_recorder(args)
+    if not args.task:
+        raise DpError(f"--task is required unless recording --from a controller (tasks: {', '.join(TASKS)})")
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dp.sim.collector import collect
 
