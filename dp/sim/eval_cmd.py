@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write MP4s of the first episodes into this folder (default ./videos)")
     parser.add_argument("--video-episodes", type=int, default=3, help="how many episodes --video records (default 3)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON to this file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(policy, args.task, args.episodes, seed=args.seed, image_size=args.image_size,
                       video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
     figures = {"policy": spec, **result.as_dict()}
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(figures, indent=2))
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
