@@ -1,0 +1,225 @@
+"""bench/report.py: the results page from hand-written benchmark JSONs in their real structures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def report():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "bench" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def _stats(median, p99, mx, n=100, **extra):
+    return {"n": n, "median": median, "p99": p99, "max": mx, **extra}
+
+
+def _eval(task, episodes, successes, ci, policy="runs/lift", latency=0.8):
+    """`dp eval --json-out` (EvalResult.as_dict plus the policy spec)."""
+    return {"policy": policy, "task": task, "episodes": episodes, "successes": successes, "success_rate": successes / episodes,
+            "success_ci95": ci, "mean_length": 80.0, "lengths": [80] * episodes,
+            "latency_ms": {"median": latency, "p99": 3 * latency, "calls": 80 * episodes}, "seeds": list(range(episodes)), "videos": []}
+
+
+def _timed(median, p99):
+    return {"median_ms": median, "p99_ms": p99, "calls": 200}
+
+
+def write_results(root: Path) -> None:
+    (root / "success").mkdir(parents=True)
+    (root / "curves").mkdir()
+    dump = lambda path, obj: path.write_text(json.dumps(obj, indent=2))  # noqa: E731
+
+    dump(root / "data_throughput.json", {
+        "episode_length": 200, "cameras": "2x84x84x3", "obs_horizon": 2, "action_horizon": 16, "workers": 2,
+        "by_size": [{"frames": 2000, "image_windows_per_s": 2600, "peak_rss_mb": 400.0},
+                    {"frames": 8000, "image_windows_per_s": 2500, "peak_rss_mb": 410.5}],
+        "lowdim_windows_per_s_in_process": 250000, "lowdim_windows_per_s_loader": 61234, "image_windows_per_s": 2500,
+        "append_mb_per_s": 120.5, "peak_rss_mb_growth": 10.5, "store_bytes_on_disk": 1000000,
+        "targets": {"lowdim_windows_per_s>=50000": True, "image_windows_per_s>=3000": False}})
+    phases = {"frames": 1920, "episodes": 30, "seconds": 1.5, "frames_per_s": 1280.4, "decode_only_frames_per_s": 2000.0,
+              "store_write_only_frames_per_s": 5000.0, "cpu_ms_per_frame": {"import_total": 1.2, "decode_in_workers": 1.0, "store_write": 0.2},
+              "frames_per_s_implied_by_cpu_on_2_idle_cores": 1666.7}
+    dump(root / "import_throughput.json", {
+        "cpu_count": 2, "workers": 2, "calvin": {"image_sizes": {"rgb_static": 200, "rgb_gripper": 84}, "window": 64, "npz_kb_per_frame": 150.0, **phases},
+        "libero": {"image_sizes": {"agentview": 128, "eye_in_hand": 128}, **phases, "frames_per_s": 900.0},
+        "target_calvin_frames_per_s": 1000, "calvin_meets_target": True, "load_average_1min": 1.5, "generate_seconds": 3.0})
+    sizes = {"total_params": 4_000_000, "active_params": 2_500_000, "encoder_params": 10_000, "encoder_flops": 20_000,
+             "flops_per_step": 5_000_000, "flops_per_chunk": 50_000_000}
+    dump(root / "train.json", {
+        "preset": "small", "device": "cpu",
+        "state": {"samples_per_s": 812.3, "batch_size": 64, "s_per_step": 0.0788, "threads": 2, "mode": sizes, "dense_twin": sizes},
+        "two_cameras_84": {"samples_per_s": 95.1, "batch_size": 64, "s_per_step": 0.673, "threads": 2, "mode": sizes, "dense_twin": sizes}})
+    section = {
+        "eager_uncached": _timed(24.0, 30.0), "cached": _timed(8.0, 9.0), "cached_rti": _timed(2.5, 3.0),
+        "onnx_full": _timed(5.0, 6.0), "onnx_rti": _timed(1.5, 2.0), "speedup_onnx_rti_vs_eager": 16.0,
+        "flops_per_chunk": {"uncached": 9_000_000, "cached": 6_000_000, "cached_rti": 1_200_000, "dense_twin_uncached": 12_000_000},
+        "params": {"mode_total": 4_000_000, "dense_twin_total": 4_100_000}, "onnx_bytes": {"policy.onnx": 100, "policy_warm.onnx": 100}}
+    dump(root / "latency.json", {
+        "machine": {"cpus": 2, "cpu": "x86_64", "threads": 1, "torch": "2.5", "onnxruntime": "1.19"},
+        "rti": {"steps": 2, "sigma_start": 0.5},
+        "small_state": section,
+        "small_two_cameras_84": {**section, "onnx_rti": _timed(4.0, 5.0), "speedup_onnx_rti_vs_eager": 6.0},
+        "targets": {"onnx_rti_median_le_2ms": True, "onnx_rti_10x_faster_than_eager": True},
+        "rti_check": {"chunks": 40, "full_error": 0.05, "policy": "tiny preset trained here", "data": None, "held_out_episodes": 8,
+                      "settings": [{"steps": 2, "sigma_start": 0.5, "warm_error": 0.06, "warm_vs_full": 0.02, "guess_error": 0.1,
+                                    "gripper_agreement": 0.98, "contraction": [1.0, 0.4, 0.1]}]}})
+    dump(root / "deploy.json", {
+        "policy": "expert:lift", "task": "lift", "control_hz": 20.0, "state_hz": 100.0,
+        "obs_to_command_ms": _stats(1.2, 12.5, 20.0), "node_cycle_ms": _stats(0.5, 1.0, 2.0), "policy_ms": _stats(0.1, 0.3, 0.5),
+        "jitter": {"node_period_ms": _stats(50.0, 51.0, 52.0, std=0.3, p99_abs_dev=0.9, max_abs_dev=2.0),
+                   "controller_tick_period_ms": _stats(50.0, 50.5, 51.0, std=0.1, p99_abs_dev=0.4, max_abs_dev=1.0),
+                   "state_rate_hz": 99.9, "state_interarrival_ms": _stats(10.0, 11.0, 12.0, std=0.2, p99_abs_dev=1.0, max_abs_dev=2.0)},
+        "watchdog": {"hold_after_expiry_ms": _stats(20.0, 45.0, 52.0, n=20), "held_tick_after_expiry_ms": _stats(40.0, 60.0, 70.0, n=20),
+                     "hold_after_heartbeat_timeout_ms": _stats(25.0, 48.0, 55.0, n=20), "heartbeat_timeout_s": 0.25, "trials": 20},
+        "success": {"episodes": 50, "success_rate": 0.96, "mean_episode_length": 90.0, "wall_seconds": 300.0,
+                    "dp_eval_success_rate": 0.98, "dp_eval_mean_length": 89.0, "difference_points": -2.0},
+        "targets": {}})
+    expert = lambda k, n: {"episodes": n, "successes": k, "success_rate": k / n, "success_ci95": [0.5, 0.99], "mean_length": 100.0,  # noqa: E731
+                           "strategies": {"top": k}, "frames_per_second": 500.0}
+    dump(root / "sim_collect.json", {
+        "experts": {"lift": expert(49, 50), "stack": expert(40, 50), "can": expert(48, 50), "door": expert(50, 50), "square": expert(36, 50)},
+        "throughput": [{"workers": 1, "cameras": [], "episodes": 12, "frames": 1200, "seconds": 2.0, "frames_per_second": 600.0},
+                       {"workers": 2, "cameras": ["agentview", "robot0_eye_in_hand"], "episodes": 12, "frames": 1200, "seconds": 6.0,
+                        "frames_per_second": 200.0}],
+        "env_step_ms": {"state_only": 1.1, "two_cameras_84": 4.2}, "cpu_count": 2})
+
+    dump(root / "success" / "lift__torch.json", _eval("lift", 50, 47, [0.8378, 0.9793]))
+    (root / "success" / "lift__torch.cmd").write_text("dp train --data data/lift.zarr --out runs/lift\n"
+                                                      "dp eval runs/lift --task lift --episodes 50 --json-out bench/results/success/lift__torch.json\n")
+    dump(root / "success" / "lift__onnx_rti.json", _eval("lift", 50, 45, [0.7864, 0.9565], policy="exported/lift", latency=1.4))
+    # `dp node --json-out`: no success_ci95, no latency_ms; the report computes the Wilson interval
+    dump(root / "success" / "lift__deploy.json", {
+        "episodes": 20, "successes": 19, "success_rate": 0.95, "mean_episode_length": 85.0, "obs_to_command_ms": _stats(1.25, 4.0, 6.0),
+        "cycle_ms": _stats(0.4, 1.0, 1.5), "policy_ms": _stats(0.3, 0.8, 1.0), "period_ms": _stats(50.0, 51.0, 52.0),
+        "rejected_states": 0, "send_failures": 0, "policy_errors": 0, "resyncs": 0, "per_episode": []})
+    dump(root / "success" / "multitask_lift__mode.json", _eval("lift", 30, 24, [0.6269, 0.9051]))
+    (root / "success" / "multitask_lift__dense.json").write_text("{not json")
+
+    rows = [{"event": "start", "step": 0, "world_size": 1, "device": "cpu", "total_params": 254159, "active_params": 155855}]
+    for step in range(10, 110, 10):
+        rows.append({"event": "train", "step": step, "epoch": 1, "loss": 1.0 / step, "grad_norm": 1.0, "lr": 1e-3 * step / 100,
+                     "samples_per_s": 1800.0, "elapsed_s": step / 10})
+        if step % 50 == 0:
+            rows.append({"event": "val", "step": step, "val_loss": 2.0 / step, "val_action_mse": 0.5 / step})
+    rows.append({"event": "end", "step": 100, "run": "runs/lift", "wall_s": 12.0, "loss": 0.01})
+    (root / "curves" / "lift_small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"event": "tra')
+
+    dump(root / "quickstart.json", {
+        "out": "/tmp/qs", "task": "lift", "fast": False, "seconds": 700.0,
+        "sizes": {"episodes": 100, "preset": "small", "train_steps": 2000, "batch_size": 64, "eval_episodes": 20, "deploy_episodes": 5},
+        "stages": {"collect": {"status": "ok", "command": "dp collect --task lift --episodes 100 --out /tmp/qs/data/lift.zarr", "seconds": 60.0},
+                   "train": {"status": "ok", "command": "dp train --data /tmp/qs/data/lift.zarr", "seconds": 500.0}},
+        "summary": {"torch": {"success_rate": 0.9, "episodes": 20, "policy_ms_median": 0.7},
+                    "onnx": {"success_rate": 0.85, "episodes": 20, "policy_ms_median": 0.3},
+                    "deploy": {"success_rate": 1.0, "episodes": 5, "obs_to_command_ms_median": 1.1, "obs_to_command_ms_p99": 4.2}}})
+
+
+def _row(page: str, *cells: str) -> str:
+    """The table line holding all ``cells`` as substrings, in order (each after the previous one)."""
+    for line in page.splitlines():
+        if not line.startswith("|"):
+            continue
+        pos = 0
+        for c in cells:
+            pos = line.find(c, pos)
+            if pos < 0:
+                break
+            pos += len(c)
+        else:
+            return line
+    raise AssertionError(f"no table row with {cells}")
+
+
+def test_full_page(report, tmp_path, capsys):
+    results = tmp_path / "results"
+    write_results(results)
+    out = tmp_path / "docs" / "results.md"
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    page = out.read_text()
+
+    # headline: success, CI, counts; the deploy row's CI is computed (Wilson), missing rows say so
+    assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 | 0.80 ms policy |" in page
+    assert _row(page, "lift", "ONNX Runtime + RTI", "90.0%", "45/50", "1.40 ms policy")
+    lo, hi = report.wilson_interval(19, 20)
+    assert _row(page, "lift", "deploy", "95.0%", f"{100 * lo:.1f}–{100 * hi:.1f}%", "19/20", "1.25 ms obs→command")
+    assert _row(page, "multitask_lift", "MoDE", "80.0%", "24/30")
+    assert _row(page, "lift", "torch + RTI", "not measured yet")
+    assert _row(page, "lift_image", "torch", "not measured yet")
+    assert "dp eval runs/lift --task lift --episodes 50" in page  # the .cmd file is shown
+    assert "multitask_lift__dense.json" in page and "Unreadable" in page  # a broken file is named, not fatal
+
+    # target verdicts
+    assert _row(page, "low-dim windows/s", "61,234", "≥ 50,000", "| met |")
+    assert _row(page, "image windows/s", "2,500", "≥ 3,000", "not met")
+    assert _row(page, "CALVIN frames/s (end to end)", "1,280", "≥ 1,000", "| met |")
+    assert _row(page, "ONNX Runtime + RTI median, state", "1.50 ms", "≤ 2.00 ms", "| met |")
+    assert _row(page, "vs eager uncached", "16.0x", "≥ 10.0x", "| met |")
+    assert _row(page, "obs→command p99", "12.50 ms", "≤ 10.00 ms", "not met")
+    assert _row(page, "hold after command expiry, max", "52.00 ms", "≤ 100.00 ms", "| met |")
+    assert _row(page, "State stream rate", "99.9 Hz", "not met")
+    assert _row(page, "| stack |", "80.0%", "≥ 90.0%", "not met")
+    assert _row(page, "| square |", "72.0%", "≥ 70.0%", "| met |")
+    assert _row(page, "| door |", "100.0%", "| met |")
+
+    # latency table: per mode, speed-up against eager in each case
+    assert _row(page, "ONNX Runtime + RTI |", "1.500", "2.000", "16.0x", "4.000", "5.000", "6.0x")
+    assert _row(page, "torch eager, uncached", "24.000", "1.0x")
+    # training: curves summary, throughput; quickstart; collection throughput
+    assert _row(page, "lift_small", "100", "0.0100", "0.0200", "0.0200 @ 100", "12 s")
+    assert _row(page, "state only", "812.3", "64")
+    assert _row(page, "| torch |", "90.0%", "20", "policy 0.70 ms")
+    assert _row(page, "collection: lift frames/s, two 84×84 cameras, 2 worker(s)", "200")
+    assert page.count("not measured yet") >= 2
+    assert "2 not met" not in page and "not met" in page
+
+    for name in ("results_success.png", "results_latency.png", "results_training.png"):
+        png = tmp_path / "docs" / "img" / name
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"](img/{name})" in page
+
+
+def test_missing_inputs_say_not_measured(report, tmp_path, capsys):
+    results = tmp_path / "empty"
+    results.mkdir()
+    out = tmp_path / "docs" / "results.md"
+    img = tmp_path / "docs" / "img"
+    img.mkdir(parents=True)
+    (img / "results_latency.png").write_bytes(b"stale")
+    assert report.main(["--results", str(results), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert _row(page, "lift", "torch", "not measured yet")
+    assert _row(page, "low-dim windows/s", "not measured yet", "≥ 50,000", "not measured yet")
+    assert _row(page, "obs→command p99", "not measured yet")
+    assert _row(page, "| square |", "not measured yet", "≥ 70.0%")
+    assert "python bench/latency.py > bench/results/latency.json" in page
+    assert "0 met, 0 not met" in page
+    assert "Training curves" in page and "Quickstart" in page
+    assert not list(img.glob("*.png"))  # no data, no plot; the stale one is gone
+    assert "](img/" not in page
+
+
+def test_headline_only(report, tmp_path, capsys):
+    results = tmp_path / "results"
+    write_results(results)
+    assert report.main(["--results", str(results), "--headline"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("| Task | Method | Success | 95% CI |")
+    assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 |" in text
+    assert "##" not in text and "Target" not in text
+    assert not (tmp_path / "docs").exists()
