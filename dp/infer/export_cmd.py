@@ -18,8 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dp.errors import DpError
-from dp.infer.rti import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, RTISettings
-from dp.infer.runtime_common import FULL_FILE, SPEC_FILE, WARM_FILE
+from dp.infer.runtime_common import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, FULL_FILE, SPEC_FILE, WARM_FILE
 
 STAGES = 5  # caching, two exports, the check against torch, policy.yaml
 
@@ -48,6 +47,7 @@ def _prepare_out(out: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     from dp.infer.onnx_export import export_policy  # torch and onnx load only when the command runs
     from dp.infer.policy import Policy
+    from dp.infer.rti import RTISettings
 
     out = Path(args.out)
     _prepare_out(out)

@@ -24,7 +24,7 @@ import torch
 
 from dp.diffusion.sampler import ddim_sample
 from dp.errors import DpError
-from dp.infer.runtime_common import resolve_goal, shift_guess, snap_discrete
+from dp.infer.runtime_common import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, resolve_goal, shift_guess, snap_discrete
 from dp.models.diffusion_policy import DiffusionPolicy
 
 if TYPE_CHECKING:  # the Policy imports this module
@@ -36,8 +36,6 @@ if TYPE_CHECKING:  # the Policy imports this module
 # drawn with the same noise; an error in the guess shrinks to 5%). Lower start sigmas are worse (0.2:
 # 0.077; 0.05: 0.121), two steps only slightly better (0.051) at twice the cost: one warm step of the
 # small preset takes 1.4 ms in ONNX Runtime on one core here, against a 2 ms budget.
-DEFAULT_RTI_STEPS = 1
-DEFAULT_RTI_SIGMA = 1.0
 
 
 @dataclass(frozen=True)

@@ -109,3 +109,8 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+# RTI defaults (steps of policy_warm, start sigma), chosen by `bench/latency.py --rti-sweep`; here so
+# that command-line parsers can show them without importing torch.
+DEFAULT_RTI_STEPS = 1
+DEFAULT_RTI_SIGMA = 1.0

@@ -4,9 +4,9 @@ A run folder looks like::
 
     RUN/config.yaml             the run's configuration
     RUN/metrics.jsonl, loss.png
-    RUN/checkpoints/step_000200/  config.yaml, model.safetensors (EMA weights),
+    RUN/checkpoints/step_0000200/  config.yaml, model.safetensors (EMA weights),
                                   normalizer.safetensors, train_state.pt, [goals.safetensors]
-    RUN/latest -> checkpoints/step_000200
+    RUN/latest -> checkpoints/step_0000200
     RUN/model.safetensors -> latest/model.safetensors   (and the other checkpoint files)
 
 A checkpoint is written into a temporary folder and renamed into place (atomic), then ``latest``

@@ -13,8 +13,7 @@ together, so the same active FLOPs per step. The run folder gets config.yaml, me
 loss.png and atomic checkpoints (model.safetensors holds the EMA weights).
 
 Several machines: start torchrun on each node with the same rendezvous, e.g.
-  torchrun --nnodes 2 --node-rank R --nproc-per-node 1 --rdzv-backend c10d \
-           --rdzv-endpoint HOST0:29500 -m dp.train --data STORE --out RUN
+  torchrun --nnodes 2 --node-rank R --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 -m dp.train --data STORE --out RUN
 Rank 0 writes the run folder; put it on a shared filesystem so that --resume finds it on every node.
 """
 

@@ -83,7 +83,7 @@ class Trainer:
         tcfg = cfg.train
         if tcfg.batch_size % self.dist.world:
             raise DpError(f"train.batch_size={tcfg.batch_size} does not split over {self.dist.world} processes")
-        threads = tcfg.threads or (max(1, (os.cpu_count() or 1) // self.dist.world) if self.device.type == "cpu" else 0)
+        threads = tcfg.threads or (max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))) if self.device.type == "cpu" else 0)
         if threads:
             torch.set_num_threads(threads)
 
