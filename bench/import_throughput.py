@@ -5,8 +5,8 @@ and the low-dim fields, as the real files hold), imported as 64-frame language w
 LIBERO: task files with two 128x128 cameras. Images carry sensor-like noise so they compress about
 as real camera frames do. Besides the end-to-end rate (`frames_per_s`, pool start-up included),
 the two halves are timed alone: decoding in the worker pool without writing, and the store's
-`add_episode` of already decoded episodes (the single writer). Target: >= 1,000 CALVIN frames/s
-on 2 cores.
+staging and batched commits of already decoded episodes, as the importer does (the single writer).
+Target: >= 1,000 CALVIN frames/s on 2 cores.
 
     python bench/import_throughput.py [--windows 30] [--demos 12] [--workers 2]
 """
@@ -43,7 +43,7 @@ def _phases(card, items, workers: int, scratch: Path) -> dict[str, Any]:
     Wall-clock rates depend on what else runs on the machine; CPU milliseconds per frame do not
     (much), so the JSON also gives the rate they imply for 2 otherwise idle cores.
     """
-    from dp.data.formats.pipeline import run_import
+    from dp.data.formats.pipeline import BATCH_EPISODES, BATCH_FRAMES, run_import
     from dp.data.formats.workers import call, ordered_map
     from dp.data.store import EpisodeStore
 
@@ -63,8 +63,14 @@ def _phases(card, items, workers: int, scratch: Path) -> dict[str, Any]:
     store = EpisodeStore.create(out, control_freq=card.control_freq, roles=card.roles(list(decoded[0])),
                                 discrete_dims=card.discrete_dims(list(decoded[0])))
     start = time.perf_counter()
-    for i, data in enumerate(decoded):
-        store.add_episode(data, {"source_file": "bench", "source_index": i})
+    staged: list[int] = []
+    for i, data in enumerate(decoded):  # staged and committed in batches, as run_import does
+        store.stage_episode(data, {"source_file": "bench", "source_index": i})
+        staged.append(len(next(iter(data.values()))))
+        if len(staged) >= BATCH_EPISODES or sum(staged) >= BATCH_FRAMES:
+            store.commit()
+            staged = []
+    store.commit()
     write_s = time.perf_counter() - start
     cpu3 = _cpu_s()
     store.close()
@@ -89,6 +95,9 @@ def _phases(card, items, workers: int, scratch: Path) -> dict[str, Any]:
 def main() -> None:
     from dp.data.formats import calvin, libero
     from dp.data.formats.synthetic import make_calvin_split, make_libero_file
+    from dp.data.formats.workers import keep_freed_memory
+
+    keep_freed_memory()  # as `dp import` does
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--windows", type=int, default=30, help="CALVIN language windows of 64 frames (default 30)")

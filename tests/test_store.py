@@ -309,3 +309,43 @@ def test_image_appends_cross_shards_and_zarr_reads_them(tmp_path):
     assert arr.shards[0] < 50  # the first episode already spans two shards
     np.testing.assert_array_equal(arr[:], np.concatenate(episodes))
     assert arr.nbytes_stored() < arr.nbytes * 1.05
+
+
+def test_add_episodes_commits_a_batch_at_once_and_refuses_it_whole(make_store):
+    store = make_store(1)
+    batch = [(make_episode(i), {"seed": i} if i % 2 else {"task": "late", "seed": i, "emb": np.arange(3.0)}) for i in range(1, 4)]
+    assert store.add_episodes(batch) == [1, 2, 3]
+    bad = make_episode(5)
+    bad["action"][0, 0] = np.nan
+    with pytest.raises(DpError, match="episode 5: key 'action' holds NaN"):
+        store.add_episodes([(make_episode(4), None), (bad, None)])
+    path = store.path
+    store.close()
+    store = EpisodeStore.open(path, "a")
+    assert len(store) == 4 and store.n_frames == sum(len(make_episode(i)["step"]) for i in range(4))
+    for i in range(1, 4):
+        for key, value in make_episode(i).items():
+            np.testing.assert_array_equal(store.get_episode(i)[key], value)
+    assert store.meta_column("seed") == [0, 1, 2, 3]
+    assert store.meta_column("task") == ["lift", None, "late", None]
+    emb = store.meta_column("emb")
+    assert emb[0] is None and emb[1] is None and emb[3] is None and emb[2].tolist() == [0.0, 1.0, 2.0]
+    store.set_episode_meta(1, {"task": "set later"})
+    assert store.meta_column("task") == ["lift", "set later", "late", None]
+
+
+def test_staged_episodes_are_invisible_until_committed(make_store):
+    store = make_store(1)
+    path = store.path
+    assert store.stage_episode(make_episode(1), {"seed": 1}) == 1
+    assert store.stage_episode(make_episode(2), {"seed": 2}) == 2
+    assert len(store) == 1 and len(EpisodeStore.open(path, "r")) == 1
+    store.close()  # not committed: dropped (a crash leaves the same)
+    store = EpisodeStore.open(path, "a")
+    assert len(store) == 1 and store.array("agentview_image").shape[0] == store.n_frames
+    assert store.stage_episode(make_episode(3), {"seed": 3}) == 1
+    assert store.commit() == [1]
+    reader = EpisodeStore.open(path, "r")
+    assert len(reader) == 2 and reader.meta_column("seed") == [0, 3]
+    for key, value in make_episode(3).items():
+        np.testing.assert_array_equal(reader.get_episode(1)[key], value)

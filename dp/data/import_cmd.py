@@ -22,6 +22,7 @@ from pathlib import Path
 from dp.data.formats import calvin, dp_zarr, libero
 from dp.data.formats.cards import load_card
 from dp.data.formats.pipeline import run_import
+from dp.data.formats.workers import keep_freed_memory
 
 
 def _comma_list(text: str) -> list[str]:
@@ -65,6 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_freed_memory()  # this process only imports: reuse freed episode-sized buffers (see workers.py)
     card = load_card(args.card) if args.card else None
     skipped: list[str] = []
     if args.format == "calvin":

@@ -21,6 +21,7 @@ import json
 import os
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import google_crc32c
@@ -76,11 +77,17 @@ def _read_index(fd: int, n: int, path: Path) -> np.ndarray:
     return np.frombuffer(raw[:-4], dtype="<u8").reshape(n, 2)
 
 
-def append_frames(array_dir: Path, layout: dict, old_len: int, frames: np.ndarray) -> None:
-    """Write ``frames`` as array positions ``old_len, old_len + 1, ...`` (the array's shape must already cover them)."""
+def append_frames(array_dir: Path, layout: dict, old_len: int, frames: np.ndarray | Sequence[np.ndarray]) -> None:
+    """Write ``frames`` as array positions ``old_len, old_len + 1, ...`` (the array's shape must already cover them).
+
+    ``frames``: one (T, ...) array, or a sequence of them written one after the other (several
+    episodes appended at once, without concatenating them first).
+    """
     n = layout["per_shard"]
     conf = layout["blosc"]
     codec = numcodecs.Blosc(cname=conf.get("cname", "lz4"), clevel=conf.get("clevel", 5), shuffle=_SHUFFLE[conf.get("shuffle", "bitshuffle")], blocksize=conf.get("blocksize", 0))
+    if not isinstance(frames, np.ndarray):
+        frames = [frame for part in frames for frame in part]  # views, no copy
     stop = old_len + len(frames)
     for shard in range(old_len // n, (stop - 1) // n + 1):
         first = shard * n
@@ -110,7 +117,7 @@ def append_frames(array_dir: Path, layout: dict, old_len: int, frames: np.ndarra
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
         with open(tmp, "wb") as fh:
-            fh.write(b"".join(parts))
+            fh.writelines(parts)  # not b"".join: no copy of the shard
         os.replace(tmp, path)
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,14 @@ class EpisodeStore:
         self.mode = mode
         self._lock_fd = lock_fd
         self._layouts: dict[str, dict | None] = {}  # image keys written by dp.data.shards
+        # A writer holds the lock, so nobody else changes the layout: it keeps the array handles
+        # (opening one reads its zarr.json) and each str column's vocabulary instead of re-reading them.
+        self._arrays: dict[str, zarr.Array] | None = None
+        self._meta_arrays: dict[str, zarr.Array] | None = None
+        self._vocab_index: dict[str, dict[str, int]] = {}
+        self._staged: list[tuple[dict[str, np.ndarray], dict[str, Any], int]] = []  # low-dim, meta, end: see stage_episode
+        self._staged_kinds: dict[str, tuple[str, int | None]] = {}
+        self._staged_stop = 0
         if "meta" not in group or "episode_ends" not in group["meta"]:
             self.close()
             raise DpError(f"{path}: not an episode store: 'meta/episode_ends' is missing")
@@ -84,6 +93,9 @@ class EpisodeStore:
         self._ends = self._valid_prefix(raw_ends)
         if mode == "a":
             self._drop_torn_tail(len(raw_ends))
+            self._arrays = {k: self._data[k] for k in self.keys}
+            meta = self._group["meta"]
+            self._meta_arrays = {k: meta[k] for k in meta.array_keys() if k != "episode_ends"}
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -145,7 +157,9 @@ class EpisodeStore:
         return cls(group, path, mode, lock_fd)
 
     def close(self) -> None:
-        """Release the writer lock (if held). Safe to call twice."""
+        """Release the writer lock (if held); staged episodes not committed are dropped. Safe to call twice."""
+        if hasattr(self, "_staged"):
+            self.discard()
         _release_lock(self._lock_fd)
         self._lock_fd = None
 
@@ -176,6 +190,8 @@ class EpisodeStore:
 
     @property
     def keys(self) -> list[str]:
+        if self._arrays is not None:
+            return sorted(self._arrays)
         return sorted(self._data.array_keys()) if self._data is not None else []
 
     @property
@@ -207,6 +223,8 @@ class EpisodeStore:
 
     def array(self, key: str) -> zarr.Array:
         """The zarr array behind a data key (for lazy, chunked reads)."""
+        if self._arrays is not None and key in self._arrays:
+            return self._arrays[key]
         if key not in self.keys:
             raise DpError(f"{self.path}: no data key {key!r} (keys: {', '.join(self.keys) or 'none'})")
         return self._data[key]
@@ -245,19 +263,26 @@ class EpisodeStore:
 
     @property
     def meta_keys(self) -> list[str]:
+        if self._meta_arrays is not None:
+            return sorted(self._meta_arrays)
         return sorted(k for k in self._group["meta"].array_keys() if k != "episode_ends")
+
+    def _meta_array(self, name: str) -> zarr.Array:
+        if self._meta_arrays is not None:
+            return self._meta_arrays[name]
+        return self._group["meta"][name]
 
     def meta_column(self, name: str) -> list[Any]:
         """One metadata field for every episode (None where an episode lacks it)."""
         if name not in self.meta_keys:
             return [None] * len(self)
-        arr = self._group["meta"][name]
+        arr = self._meta_array(name)
         kind = arr.attrs["kind"]
         values = [_decode_meta(kind, arr.attrs, v) for v in arr[: len(self)]]
         return values + [None] * (len(self) - len(values))  # later episodes without this field
 
     def _meta_value(self, name: str, i: int) -> Any:
-        arr = self._group["meta"][name]
+        arr = self._meta_array(name)
         return _decode_meta(arr.attrs["kind"], arr.attrs, arr[i]) if i < arr.shape[0] else None
 
     # ------------------------------------------------------------------ writing
@@ -267,30 +292,92 @@ class EpisodeStore:
         Every key must have the same length T >= 1; after the first episode the key set, trailing
         shapes and dtypes are fixed. Data and metadata are written first, ``meta/episode_ends`` last.
         """
+        return self.add_episodes([(data, meta)])[0]
+
+    def add_episodes(self, episodes: Sequence[tuple[dict[str, np.ndarray], dict[str, Any] | None]]) -> list[int]:
+        """Append several ``(data, meta)`` episodes with one commit; returns their indices.
+
+        The same contract as :meth:`add_episode` for each episode, at the cost of one resize per
+        array and one write of each metadata column and of ``meta/episode_ends`` for the whole
+        batch instead of per episode. Every episode is validated before anything is written: one
+        bad episode refuses the batch and leaves the store as it was.
+        """
         if self.mode != "a":
             raise DpError(f"{self.path}: opened read-only; open with mode='a' to append")
-        index = len(self)
+        first = len(self) + len(self._staged)
+        checked: list[tuple[dict[str, np.ndarray], dict[str, Any]]] = []
+        reference: dict[str, np.ndarray] | None = None
+        kinds = dict(self._staged_kinds)
+        for j, (data, meta) in enumerate(episodes):
+            arrays = self._validate_episode(data, first + j, reference)
+            reference = reference or arrays
+            meta = dict(meta or {})
+            self._validate_meta(meta, first + j, kinds)
+            checked.append((arrays, meta))
+        indices = [self._stage(arrays, meta) for arrays, meta in checked]
+        self.commit()
+        return indices
+
+    def stage_episode(self, data: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> int:
+        """Validate one episode and write its image frames now; it becomes visible at :meth:`commit`.
+
+        Returns the index it will have. For a writer that receives episodes one by one (an import)
+        and commits every few: each image frame is compressed and written as it arrives, and the
+        commit writes the low-dim data, the metadata and ``meta/episode_ends`` of all staged
+        episodes at once. Staged episodes that are never committed (a crash, :meth:`discard`,
+        :meth:`close`) are not in the store: their frames lie past the arrays' shapes, where the
+        next append overwrites them. A bad episode raises DpError and stages nothing.
+        """
+        if self.mode != "a":
+            raise DpError(f"{self.path}: opened read-only; open with mode='a' to append")
+        index = len(self) + len(self._staged)
         arrays = self._validate_episode(data, index)
         meta = dict(meta or {})
-        self._validate_meta(meta, index)
-        if self._data is None or not self.keys:
+        kinds = dict(self._staged_kinds)
+        self._validate_meta(meta, index, kinds)
+        self._staged_kinds = kinds
+        return self._stage(arrays, meta)
+
+    def _stage(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> int:
+        if not self._arrays:
             self._create_data_arrays(arrays)
-        start = self.n_frames
+        start = self._staged_stop if self._staged else self.n_frames
         stop = start + len(next(iter(arrays.values())))
+        lowdim = {}
         for key, value in arrays.items():
-            arr = self._data[key]
-            arr.resize((stop, *arr.shape[1:]))
             layout = self._shard_layout(key)
             if layout is not None:
                 append_frames(self.path / "data" / key, layout, start, value)
             else:
-                arr[start:stop] = value
-        for name, value in meta.items():
-            self._write_meta(name, value, index)
-        self._ends_array.resize((index + 1,))
-        self._ends_array[index] = stop  # the commit
-        self._ends = np.append(self._ends, np.int64(stop))
-        return index
+                lowdim[key] = value
+        self._staged.append((lowdim, meta, stop))
+        self._staged_stop = stop
+        return len(self) + len(self._staged) - 1
+
+    def commit(self) -> list[int]:
+        """Make the staged episodes visible (the arrays' shapes, low-dim data and metadata first,
+        ``meta/episode_ends`` last); returns their indices. A crash before the last write keeps a
+        prefix of them, possibly empty, and never part of an episode."""
+        if not self._staged:
+            return []
+        staged, self._staged, self._staged_kinds = self._staged, [], {}
+        first, start, stop = len(self), self.n_frames, self._staged_stop
+        for key, arr in self._arrays.items():
+            arr.resize((stop, *arr.shape[1:]))
+            if self._shard_layout(key) is None:
+                parts = [lowdim[key] for lowdim, _, _ in staged]
+                arr[start:stop] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self._write_meta_rows([meta for _, meta, _ in staged], first)
+        ends = np.array([end for _, _, end in staged], dtype=np.int64)
+        n = first + len(staged)
+        self._ends_array.resize((n,))
+        self._ends_array[first:n] = ends  # the commit
+        self._ends = np.concatenate([self._ends, ends])
+        return list(range(first, n))
+
+    def discard(self) -> None:
+        """Drop the staged episodes (nothing of them is visible)."""
+        self._staged, self._staged_kinds = [], {}
 
     def _shard_layout(self, key: str) -> dict | None:
         if key not in self._layouts:
@@ -304,8 +391,7 @@ class EpisodeStore:
         self.episode_bounds(i)  # range check
         i %= len(self)
         self._validate_meta(meta, i)
-        for name, value in meta.items():
-            self._write_meta(name, value, i)
+        self._write_meta_rows([meta], i)
 
     def set_attrs(self, **attrs: Any) -> None:
         """Update root attributes (control frequency, robot, roles, cached stats...)."""
@@ -313,12 +399,17 @@ class EpisodeStore:
             raise DpError(f"{self.path}: opened read-only; open with mode='a' to change attributes")
         self._group.attrs.update(attrs)
 
-    def _validate_episode(self, data: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
+    def _validate_episode(
+        self, data: dict[str, np.ndarray], index: int, reference: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The episode's arrays (cast to the store's dtypes), or DpError. ``reference``: the batch's
+        first episode, which fixes keys, shapes and dtypes when the store has no arrays yet."""
         where = f"{self.path}: episode {index}"
         if not data:
             raise DpError(f"{where}: no data given")
         arrays = {k: np.asarray(v) for k, v in data.items()}
-        existing = set(self.keys)
+        stored = {k: self.array(k) for k in self.keys} or (reference or {})
+        existing = set(stored)
         if existing and set(arrays) != existing:
             missing, extra = sorted(existing - set(arrays)), sorted(set(arrays) - existing)
             raise DpError(f"{where}: keys differ from the store's (missing: {missing or 'none'}, unexpected: {extra or 'none'})")
@@ -339,7 +430,7 @@ class EpisodeStore:
             if value.dtype.kind not in "fiub":
                 raise DpError(f"{where}: key {key!r} has unsupported dtype {value.dtype}")
             if key in existing:
-                arr = self._data[key]
+                arr = stored[key]
                 if tuple(value.shape[1:]) != tuple(arr.shape[1:]):
                     raise DpError(f"{where}: key {key!r} has frame shape {value.shape[1:]}, store has {tuple(arr.shape[1:])}")
                 target = np.dtype(arr.dtype)
@@ -349,7 +440,10 @@ class EpisodeStore:
                     arrays[key] = value.astype(target)
         return arrays
 
-    def _validate_meta(self, meta: dict[str, Any], index: int) -> None:
+    def _validate_meta(self, meta: dict[str, Any], index: int, batch: dict[str, tuple[str, int | None]] | None = None) -> None:
+        """DpError unless every value fits its column; ``batch`` (name -> kind, vector length) carries
+        the columns that earlier episodes of the same batch create."""
+        batch = {} if batch is None else batch
         for name, value in meta.items():
             kind = _meta_kind(value)
             if kind is None or name == "episode_ends" or "/" in name:
@@ -358,12 +452,19 @@ class EpisodeStore:
                 )
             if kind == "vector" and not np.isfinite(np.asarray(value, dtype=np.float64)).all():
                 raise DpError(f"{self.path}: episode {index}: metadata {name!r} holds NaN or inf")
-            if name in self.meta_keys:
-                arr = self._group["meta"][name]
-                if arr.attrs["kind"] != kind and not (arr.attrs["kind"] == "float" and kind == "int"):
-                    raise DpError(f"{self.path}: episode {index}: metadata {name!r} is {kind}, earlier episodes have {arr.attrs['kind']}")
-                if kind == "vector" and arr.shape[1] != len(value):
-                    raise DpError(f"{self.path}: episode {index}: metadata {name!r} has length {len(value)}, earlier episodes have {arr.shape[1]}")
+            if name in batch:
+                have, length = batch[name]
+            elif name in self.meta_keys:
+                arr = self._meta_array(name)
+                have, length = arr.attrs["kind"], (arr.shape[1] if arr.ndim > 1 else None)
+            else:
+                batch[name] = (kind, len(value) if kind == "vector" else None)
+                continue
+            if have != kind and not (have == "float" and kind == "int"):
+                raise DpError(f"{self.path}: episode {index}: metadata {name!r} is {kind}, earlier episodes have {have}")
+            if kind == "vector" and length != len(value):
+                raise DpError(f"{self.path}: episode {index}: metadata {name!r} has length {len(value)}, earlier episodes have {length}")
+            batch.setdefault(name, (have, length))
 
     def _create_data_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         data = self._group.require_group("data")
@@ -385,28 +486,55 @@ class EpisodeStore:
                 data.create_array(key, shape=(0, *frame_shape), dtype=value.dtype, chunks=(per_chunk, *frame_shape), compressors=_codec())
         self._group.attrs["roles"] = roles
         self._data = data
+        self._arrays = {k: data[k] for k in arrays}
 
-    def _write_meta(self, name: str, value: Any, index: int) -> None:
+    def _write_meta_rows(self, metas: list[dict[str, Any]], first: int) -> None:
+        """Write the (validated) metadata of episodes ``first, first + 1, ...``: one resize and one
+        write per column. Rows a column had no value for (here or, for a column that starts late,
+        before) are written as missing, so nothing left behind by a torn write can show through."""
         group = self._group["meta"]
-        kind = _meta_kind(value)
-        if name not in group:
-            dtype, fill = {
-                "str": ("int32", -1), "bool": ("int8", -1), "int": ("int64", MISSING_INT),
-                "float": ("float64", np.nan), "vector": ("float32", np.nan),
-            }[kind]
-            shape = (len(value),) if kind == "vector" else ()
-            arr = group.create_array(name, shape=(0, *shape), dtype=dtype, chunks=(META_CHUNK, *shape), fill_value=fill)
-            arr.attrs.update({"kind": kind, "vocab": []} if kind == "str" else {"kind": kind})
-        arr = group[name]
-        if kind == "str":
-            vocab = list(arr.attrs["vocab"])
-            if value not in vocab:
-                vocab.append(value)
-                arr.attrs["vocab"] = vocab  # written before the index that refers to it
-            value = vocab.index(value)
-        if arr.shape[0] < index + 1:
-            arr.resize((index + 1, *arr.shape[1:]))
-        arr[index] = np.asarray(value, dtype=arr.dtype)
+        names = sorted({name for meta in metas for name in meta})
+        for name in names:
+            if name not in self.meta_keys:
+                kind = _meta_kind(next(meta[name] for meta in metas if name in meta))
+                dtype, fill = {
+                    "str": ("int32", -1), "bool": ("int8", -1), "int": ("int64", MISSING_INT),
+                    "float": ("float64", np.nan), "vector": ("float32", np.nan),
+                }[kind]
+                value = next(meta[name] for meta in metas if name in meta)
+                shape = (len(value),) if kind == "vector" else ()
+                arr = group.create_array(name, shape=(0, *shape), dtype=dtype, chunks=(META_CHUNK, *shape), fill_value=fill)
+                arr.attrs.update({"kind": kind, "vocab": []} if kind == "str" else {"kind": kind})
+                if self._meta_arrays is not None:
+                    self._meta_arrays[name] = arr
+            arr = self._meta_array(name)
+            kind = arr.attrs["kind"]
+            old_len, stop = arr.shape[0], first + len(metas)
+            lo = min(old_len, first)  # rows [lo, first) are gaps (missing) if the column starts late
+            rows = np.full((stop - lo, *arr.shape[1:]), arr.fill_value, dtype=arr.dtype)
+            if old_len > first:  # rows already there (set_episode_meta): keep the values not given
+                rows[: min(old_len, stop) - first] = arr[first : min(old_len, stop)]
+            if kind == "str":
+                vocab = list(arr.attrs["vocab"])
+                index = self._vocab_index.get(name)
+                if index is None or len(index) != len(vocab):
+                    index = {v: j for j, v in enumerate(vocab)}
+                grew = False
+                for meta in metas:
+                    if name in meta and meta[name] not in index:
+                        index[meta[name]] = len(vocab)
+                        vocab.append(meta[name])
+                        grew = True
+                if grew:
+                    arr.attrs["vocab"] = vocab  # written before the indices that refer to it
+                self._vocab_index[name] = index
+            for j, meta in enumerate(metas):
+                if name in meta:
+                    value = index[meta[name]] if kind == "str" else meta[name]
+                    rows[first + j - lo] = np.asarray(value, dtype=arr.dtype)
+            if arr.shape[0] < stop:
+                arr.resize((stop, *arr.shape[1:]))
+            arr[lo : lo + len(rows)] = rows
 
     # ------------------------------------------------------------------ crash recovery
     def _valid_prefix(self, ends: np.ndarray) -> np.ndarray:

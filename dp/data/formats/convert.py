@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from dp.data.formats.cards import KeySpec
+from dp.data.formats.workers import cv2_module
 from dp.errors import DpError
 
 
@@ -26,6 +26,7 @@ def to_image(arr: np.ndarray, where: str, *, size: int | None = None, flip: bool
         arr = arr[:, ::-1]
     if size is not None and arr.shape[1:3] != (size, size):
         channels = arr.shape[-1]
+        cv2 = cv2_module()
         arr = np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA).reshape(size, size, channels) for frame in arr])
     return np.ascontiguousarray(arr)
 

@@ -4,8 +4,8 @@ An importer plans a list of :class:`ImportItem` (one per future episode, each wi
 identity) and a picklable decode job. :func:`run_import` skips the items already in the store
 (resume after a kill: the identity is stored as episode metadata ``source_file`` +
 ``source_index``), decodes the rest in a pool of worker processes, and appends them in order from
-the parent, the store's only writer. Items that fail with a :class:`DpError` stop the import, or
-with ``skip_bad`` are listed and skipped.
+the parent, the store's only writer, a few episodes per commit (``BATCH_EPISODES``). Items that
+fail with a :class:`DpError` stop the import, or with ``skip_bad`` are listed and skipped.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from dp.data.formats.decode import Episode
 from dp.data.formats.workers import call, ordered_map
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
+
+
+# The writer stages each decoded episode (its frames are compressed and written at once) and commits
+# them in batches (EpisodeStore.stage_episode / commit): per-episode metadata and commit writes would
+# otherwise cost as much as the frames themselves for short episodes. A kill loses at most the
+# batch being gathered; the resumed import redoes it.
+BATCH_EPISODES = 8
+BATCH_FRAMES = 512
 
 
 @dataclass
@@ -113,6 +121,17 @@ def run_import(
     start = time.perf_counter()
     bar = tqdm(total=sum(it.n_frames for it in todo), unit="frame", unit_scale=True, desc=f"import {card.name}", disable=not progress)
     futures = ordered_map(call, ((it.job, it.args) for it in todo), workers)
+    staged: list[tuple[ImportItem, int]] = []  # (item, frames) staged in the store, not yet committed
+
+    def commit() -> None:
+        store.commit()
+        for item, n in staged:
+            report.added += 1
+            report.frames += n
+            bar.update(item.n_frames)
+        bar.set_postfix(episodes=report.added, refresh=False)
+        staged.clear()
+
     try:
         for item, fut in zip(todo, futures):
             try:
@@ -120,18 +139,20 @@ def run_import(
                 if store is None:
                     store = _create_store(out, card, list(data), overwrite)
                 meta = {**item.meta, "source_file": item.source_file, "source_index": item.source_index}
-                store.add_episode(data, meta)
+                store.stage_episode(data, meta)  # its frames are written now, committed with the batch
             except DpError as exc:
                 if not skip_bad:
+                    if staged:
+                        commit()  # the episodes before the bad one are kept
                     raise
                 report.skipped.append(f"{item.label}: {exc}")
                 bar.update(item.n_frames)
                 continue
-            n = len(next(iter(data.values())))
-            report.added += 1
-            report.frames += n
-            bar.update(item.n_frames)
-            bar.set_postfix(episodes=report.added, refresh=False)
+            staged.append((item, len(next(iter(data.values())))))
+            if len(staged) >= BATCH_EPISODES or sum(n for _, n in staged) >= BATCH_FRAMES:
+                commit()
+        if staged:
+            commit()
     finally:
         futures.close()  # stops the pool now, also when an error ends the import early
         bar.close()

@@ -9,10 +9,41 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 
+_IN_POOL = False
+
+
 def _worker_init() -> None:
+    global _IN_POOL
+    _IN_POOL = True  # opencv, when a job needs it, runs single-threaded: the pool already uses every core
+    keep_freed_memory()
+
+
+def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
+    """Let glibc's malloc reuse freed blocks of up to ``mmap_threshold`` bytes instead of mapping
+    fresh pages for each (and keep up to ``trim_threshold`` of freed memory instead of returning it).
+
+    Import moves episode-sized buffers around (decoded frames, pickled results, compressed shards);
+    by default every one above ~128 KB is a new mmap whose page faults cost a third of a CALVIN
+    frame's decoding on a busy VM. For processes that only import (pool workers, ``dp import``).
+    Returns False where it does not apply (not glibc).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
+    except (OSError, AttributeError):
+        return False
+
+
+def cv2_module() -> Any:
+    """opencv, imported on first use: a worker whose jobs never resize does not pay its start-up."""
     import cv2
 
-    cv2.setNumThreads(1)  # the pool already uses every core
+    if _IN_POOL:
+        cv2.setNumThreads(1)
+    return cv2
 
 
 def ordered_map(fn: Callable[..., Any], arg_tuples: Iterable[tuple], workers: int) -> Iterator[Future]:
