@@ -41,14 +41,16 @@ class ModelConfig:
     dropout: float = 0.0  # residual / attention dropout
     lb_weight: float = 0.01  # load-balancing loss weight
     z_loss_weight: float = 0.0  # router z-loss weight (0 = off)
-    goal: str = "auto"  # "auto" (lang if every episode has lang_emb, else task), "task", "lang", "none"
+    goal: str = "auto"  # "auto" (lang if every episode has lang_emb, else task), "task", "lang" (instructions without lang_emb are embedded once, offline, and cached in the store), "none"
     lang_dim: int = 384  # size of the language embedding
     state_hidden: int = 256  # hidden width of the low-dim state MLP
     vision_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # FiLM-ResNet stage widths
     vision_blocks: int = 1  # residual blocks per stage
     vision_pool: str = "keypoints"  # "keypoints" (spatial softmax) or "avg"
     vision_keypoints: int = 32
-    image_size: int | None = None  # resize images to this square size in the encoder (None: as stored)
+    image_size: int | None = None  # resize every camera to this square size in the encoder (None: model.card_resize sizes, else as stored)
+    card_resize: bool = False  # resize each camera to the `resize` of the store's dataset card (the benchmark's MoDE input size)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # per-camera resize, wins over image_size (filled from the card by training with card_resize)
     aug_shift: int = 4  # random-shift augmentation in pixels during training (0 = off)
 
 
@@ -94,8 +96,9 @@ class DataConfig:
     """Which keys feed the policy and how windows are cut. Resolved fields are filled by training."""
 
     stores: list[str] = field(default_factory=list)  # resolved: the training stores
-    obs_keys: list[str] | None = None  # None: every low-dim key of the store (+ image keys if images)
-    images: bool = False  # add the store's image keys to the default obs keys
+    obs_keys: list[str] | None = None  # None: the store's state-encoder keys (if lowdim) + vision-encoder keys (if images), by role and dataset card
+    images: bool = False  # add the store's image keys (card encoder: vision) to the default obs keys
+    lowdim: bool = True  # add the store's low-dim keys (card encoder: state) to the default obs keys
     action_key: str = "action"
     obs_horizon: int = 1
     action_horizon: int = 10  # the predicted chunk
@@ -114,6 +117,7 @@ class VocabConfig:
 
     tasks: list[str] = field(default_factory=list)  # task_id indexes this list
     instructions: dict[str, str] = field(default_factory=dict)  # task -> language instruction
+    lang_encoder: str = ""  # sentence encoder of the goal embeddings ("" = unknown: new instructions cannot be embedded)
 
 
 @dataclass

@@ -5,8 +5,9 @@ a guess (RTI: the previous chunk shifted, see :mod:`dp.infer.rti`). Each graph h
 normalisation, the encoders, the cached denoiser (:mod:`dp.infer.caching`) unrolled over its
 schedule, the unnormalisation and the snapping of discrete action dimensions. Noise is an input, so
 a run is reproducible. ``policy.yaml`` beside them says everything a runtime needs (keys, shapes,
-dtypes, horizons, rates, sampler and RTI settings, goal vocabulary and language embeddings, the
-onnx files' sha256).
+dtypes, horizons, rates, sampler and RTI settings, goal vocabulary, the language embeddings the
+policy was trained with and the sentence encoder that made them (so that a runtime embeds a new
+instruction the same way, and needs no text model for a known one), the onnx files' sha256).
 
 Exporter: torch 2.13's default ``torch.onnx.export(dynamo=True)`` needs the ``onnxscript`` package,
 which the stack does not otherwise use. With it installed, the dynamo exporter also gives a correct
@@ -243,6 +244,7 @@ def build_spec(policy: Policy, full: PolicyGraph, warm: PolicyGraph, rti: RTISet
             "tasks": list(policy.tasks),
             "instructions": dict(policy.instructions),
             "embeddings": {k: np.asarray(v, dtype=np.float32).tolist() for k, v in sorted(policy.goals.items())},
+            "encoder": cfg.vocab.lang_encoder or None,  # embeds new instructions at run time (None: only the known ones)
         },
         "normalizer": {
             k: {s: np.asarray(stats[k][s]).tolist() for s in ("min", "max")} for k in [*policy.lowdim_keys, policy.action_key]

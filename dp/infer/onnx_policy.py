@@ -93,6 +93,7 @@ class OnnxPolicy:
             self.goal_kind = str(goal["kind"])
             self.tasks, self.instructions = list(goal["tasks"]), dict(goal["instructions"])
             self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}
+            self.lang_encoder = goal.get("encoder") or None  # older exports do not name it: known instructions only
             default_steps = int(act["n_action_steps"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DpError(f"{self.folder / SPEC_FILE}: missing or malformed field ({type(exc).__name__}: {exc}); re-export the folder") from exc
@@ -109,6 +110,7 @@ class OnnxPolicy:
         self._queue: deque[np.ndarray] = deque()
         self._previous: np.ndarray | None = None
         self._goal: dict[str, np.ndarray] | None = None
+        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
         self.instruction: str | None = None
         try:  # a single-goal policy is ready at once; a multi-goal one waits for reset(instruction)
             self.reset()
@@ -138,12 +140,30 @@ class OnnxPolicy:
         self._rng = np.random.default_rng(seed)
 
     def reset(self, instruction: str | None = None) -> None:
-        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal."""
-        self._goal = resolve_goal(self.goal_kind, instruction, self.tasks, self.instructions, self.goals)
+        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal.
+
+        A language instruction the export carries no embedding for is embedded with the offline
+        sentence encoder (once; needs the `lang` extra, and a policy trained on that encoder's
+        embeddings); known instructions need no text model.
+        """
+        self._goal = self._resolve_goal(instruction)
         self.instruction = instruction
         self._history.clear()
         self._queue.clear()
         self._previous = None
+
+    def _resolve_goal(self, instruction: str | None) -> dict[str, np.ndarray]:
+        try:
+            return resolve_goal(self.goal_kind, instruction, self.tasks, self.instructions, {**self.goals, **self._encoded})
+        except DpError:
+            if self.goal_kind != "lang" or instruction is None or instruction in self.tasks:
+                raise
+        from dp.data.language import embed_new_instruction  # imported only now: it loads a text model (and torch)
+
+        known = ", ".join(f"{t!r} ({self.instructions[t]!r})" if t in self.instructions else repr(t) for t in self.tasks) or "none"
+        dim = int(self.spec["graphs"][FULL_FILE]["inputs"]["lang_emb"]["shape"][-1])
+        self._encoded[instruction] = embed_new_instruction(instruction, self.lang_encoder, dim, known)
+        return {"lang_emb": self._encoded[instruction][None].astype(np.float32)}
 
     # ------------------------------------------------------------------ acting
     def _push(self, obs: dict[str, Any]) -> None:

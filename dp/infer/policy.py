@@ -2,7 +2,9 @@
 
 ``Policy.load(RUN)`` reads ``config.yaml``, ``model.safetensors`` (EMA weights),
 ``normalizer.safetensors`` and, for language goals, ``goals.safetensors`` from one checkpoint (no
-pickle). ``reset(instruction)`` starts an episode and picks the goal; ``select_action(obs)`` takes one
+pickle). ``reset(instruction)`` starts an episode and picks the goal (an instruction without a stored
+embedding is embedded with the offline sentence encoder when the policy's embeddings came from it
+and the `lang` extra is installed, see :func:`dp.data.language.embed_new_instruction`); ``select_action(obs)`` takes one
 raw observation (key -> array without time axis; images uint8 HxWxC), keeps the observation history
 (the first observation repeated to fill it, as in training) and an action queue refilled every
 ``n_action_steps`` from a freshly sampled chunk; ``predict_chunk(obs)`` returns the whole (H, A) chunk.
@@ -48,7 +50,8 @@ class Policy:
         self.model = model.to(device).eval()
         self.cfg: Config = model.cfg
         self.normalizer = normalizer
-        self.goals = dict(goals or {})
+        self.goals = dict(goals or {})  # the embeddings it was trained with (exported with it)
+        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
         self.device = torch.device(device)
         data = self.cfg.data
         self.lowdim_keys, self.image_keys = list(data.lowdim_keys), list(data.image_keys)
@@ -121,7 +124,16 @@ class Policy:
         elif key is not None and key not in self.goals:
             key = self.instructions.get(key, key)  # a task name -> its instruction
         if key not in self.goals:
-            raise DpError(f"no language embedding for instruction {instruction!r}; this policy knows: {self._known()}")
+            if instruction is None:
+                raise DpError(f"this policy was trained on several instructions; reset(instruction) must give one; it knows: {self._known()}")
+            if instruction in self.tasks:
+                raise DpError(f"no language embedding for task {instruction!r}; this policy knows: {self._known()}")
+            # a new instruction: embedded as the training data was (offline sentence encoder), once
+            from dp.data.language import embed_new_instruction
+
+            if instruction not in self._encoded:
+                self._encoded[instruction] = embed_new_instruction(instruction, self.cfg.vocab.lang_encoder, self.cfg.model.lang_dim, self._known())
+            return {"lang_emb": torch.as_tensor(self._encoded[instruction], dtype=torch.float32, device=self.device)[None]}
         return {"lang_emb": torch.as_tensor(self.goals[key], dtype=torch.float32, device=self.device)[None]}
 
     def _known(self) -> str:

@@ -63,7 +63,7 @@ class MoDE(nn.Module):
             {
                 key: FiLMResNet(
                     d, d, cfg.vision_channels, cfg.vision_blocks, cfg.vision_pool, cfg.vision_keypoints,
-                    in_channels=image_channels, image_size=cfg.image_size,
+                    in_channels=image_channels, image_size=cfg.image_sizes.get(key, cfg.image_size),
                 )
                 for key in self.image_keys
             }

@@ -1,16 +1,32 @@
-"""From episode stores to training windows: key selection, shapes, goal vocabulary, split, normalizer."""
+"""From episode stores to training windows: key selection, shapes, goal vocabulary, split, normalizer.
+
+Which keys feed the policy, unless ``data.obs_keys`` names them: the store's key roles, refined by
+the dataset card the store was imported with (its ``dataset_card`` attribute): low-dim keys whose
+card ``encoder`` is ``state`` feed the state encoder (if ``data.lowdim``), image keys whose encoder
+is ``vision`` feed one vision encoder each (if ``data.images``), resized to the card's ``resize`` with
+``model.card_resize``; keys marked ``none`` (privileged simulator state) only when named. Several
+stores: the first store's card decides, and every key must be in every store.
+
+Language goals (``model.goal=lang``): the episodes' ``lang_emb`` metadata (the card's
+``language.key``); instructions without an embedding are embedded once per distinct instruction
+with the offline sentence encoder and cached in their store first (dp/data/language.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from dp.config import Config
+from dp.data import language
+from dp.data.formats.cards import DatasetCard, card_from_dict
 from dp.data.normalize import Normalizer
 from dp.data.sampler import DEFAULT_TASK, WindowDataset, split_episodes
 from dp.data.store import EpisodeStore
@@ -37,6 +53,24 @@ def open_stores(paths: list[str]) -> list[EpisodeStore]:
     return stores
 
 
+def store_card(store: EpisodeStore) -> DatasetCard | None:
+    """The dataset card a store was imported with (None for collected stores, or an unreadable card)."""
+    raw = store.attrs.get("dataset_card")
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return card_from_dict(raw, f"{store.path}: dataset_card attribute")
+    except DpError:
+        return None
+
+
+def _encoder_of(card: DatasetCard | None, key: str, role: str) -> str:
+    spec = card.spec_for_store_key(key) if card is not None else None
+    if spec is not None and spec.role == role:
+        return spec.policy_encoder
+    return {"image": "vision", "lowdim": "state"}.get(role, "none")
+
+
 def _select_keys(cfg: Config, stores: list[EpisodeStore]) -> tuple[list[str], list[str]]:
     data = cfg.data
     first = stores[0]
@@ -48,10 +82,15 @@ def _select_keys(cfg: Config, stores: list[EpisodeStore]) -> tuple[list[str], li
         image = [k for k in wanted if k in first.roles["image"]]
         lowdim = [k for k in wanted if k not in image]
     else:
-        lowdim = [k for k in first.roles["lowdim"] if all(k in s.keys for s in stores)]
-        image = [k for k in first.roles["image"] if all(k in s.keys for s in stores)] if data.images else []
+        card = store_card(first)
+
+        def inputs(role: str, encoder: str) -> list[str]:
+            return [k for k in first.roles[role] if all(k in s.keys for s in stores) and _encoder_of(card, k, role) == encoder]
+
+        lowdim = inputs("lowdim", "state") if data.lowdim else []
+        image = inputs("image", "vision") if data.images else []
         if data.images and not image:
-            raise DpError(f"{first.path}: data.images=true but the store has no image keys (roles: {first.roles})")
+            raise DpError(f"{first.path}: data.images=true but the store has no image keys for the vision encoder (roles: {first.roles})")
         wanted = [*lowdim, *image]
     for store in stores:
         missing = [k for k in [*wanted, data.action_key] if k not in store.keys]
@@ -61,8 +100,27 @@ def _select_keys(cfg: Config, stores: list[EpisodeStore]) -> tuple[list[str], li
                 f"(data.obs_keys / data.action_key); the store has: {', '.join(store.keys)}"
             )
     if not wanted:
-        raise DpError(f"{first.path}: no observation keys to train on (roles: {first.roles}); set data.obs_keys")
+        raise DpError(
+            f"{first.path}: no observation keys to train on (roles: {first.roles}; data.lowdim={str(data.lowdim).lower()}, "
+            f"data.images={str(data.images).lower()}); set data.obs_keys, data.lowdim=true or data.images=true"
+        )
     return lowdim, image
+
+
+def _image_sizes(cfg: Config, stores: list[EpisodeStore], image: list[str]) -> dict[str, int]:
+    """Per-camera resize: explicit ``model.image_sizes`` entries, else (with ``model.card_resize`` and no
+    ``model.image_size``) the card's ``resize`` of each camera."""
+    unknown = sorted(set(cfg.model.image_sizes) - set(image))
+    if unknown:
+        raise DpError(f"model.image_sizes names {unknown}, which are not camera keys of this run (cameras: {image or 'none'})")
+    sizes = dict(cfg.model.image_sizes)
+    if cfg.model.card_resize and cfg.model.image_size is None:
+        card = store_card(stores[0])
+        for key in image:
+            spec = card.spec_for_store_key(key) if card is not None else None
+            if key not in sizes and spec is not None and spec.resize:
+                sizes[key] = int(spec.resize)
+    return sizes
 
 
 def _shapes(cfg: Config, stores: list[EpisodeStore], keys: list[str]) -> dict[str, list[int]]:
@@ -77,27 +135,68 @@ def _shapes(cfg: Config, stores: list[EpisodeStore], keys: list[str]) -> dict[st
     return shapes
 
 
-def _vocabulary(stores: list[EpisodeStore]) -> tuple[list[str], dict[str, str], dict[str, np.ndarray], bool]:
+# embeddings made in memory for stores that could not be written (store path -> instruction -> vector)
+_MEMORY_GOALS: dict[str, dict[str, np.ndarray]] = {}
+
+
+def _vocabulary(stores: list[EpisodeStore]) -> tuple[list[str], dict[str, str], dict[str, np.ndarray], bool, set[str]]:
+    """(tasks, task -> instruction, instruction (or task) -> embedding, every episode has one, encoders of the embeddings)."""
     tasks: set[str] = set()
     instructions: dict[str, str] = {}
     goals: dict[str, np.ndarray] = {}
+    encoders: set[str] = set()
     all_lang = True
     for store in stores:
-        t_col, i_col, l_col = store.meta_column("task"), store.meta_column("instruction"), store.meta_column("lang_emb")
-        for task, instr, emb in zip(t_col, i_col, l_col):
+        memory = _MEMORY_GOALS.get(str(Path(store.path).resolve()), {})
+        key, _ = language.card_language(store)
+        t_col, i_col, l_col = store.meta_column("task"), store.meta_column("instruction"), store.meta_column(key)
+        for task, instr, emb, enc in zip(t_col, i_col, l_col, language.episode_encoders(store)):
             task = task or DEFAULT_TASK
             tasks.add(task)
             if instr:
                 instructions.setdefault(task, instr)
+            if emb is None and instr in memory:
+                emb, enc = memory[instr], language.ENCODER_NAME
             if emb is None:
                 all_lang = False
             else:
                 goals.setdefault(instr or task, np.asarray(emb, dtype=np.float32))
-    return sorted(tasks), instructions, goals, all_lang
+                encoders.add(enc or "")
+    return sorted(tasks), instructions, goals, all_lang, encoders
+
+
+def _embed_instructions(paths: list[str]) -> None:
+    """Embed (once, cached in each store) the instructions that have no embedding yet; DDP: rank 0
+    writes while the others wait, then the others embed in memory what could not be cached."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+
+    def embed_all() -> None:
+        for path in paths:
+            counts, memory = language.ensure_embeddings(path)
+            if memory:
+                _MEMORY_GOALS[str(Path(path).resolve())] = memory
+            if counts["episodes"] and rank == 0:
+                where = "kept in memory (the store cannot be written)" if memory else "cached in the store"
+                print(f"{path}: embedded {counts['instructions']} instruction(s) for {counts['episodes']} episode(s) "
+                      f"with {language.ENCODER_NAME}; {where}", file=sys.stderr)
+
+    if rank == 0:
+        embed_all()
+    if distributed:
+        dist.barrier()
+        if rank != 0:
+            embed_all()
 
 
 def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
     """``cfg`` with data keys, shapes, action size, goal kind and vocabulary filled in from the stores."""
+    goal = cfg.model.goal
+    if goal not in ("auto", "task", "none", "lang"):
+        raise DpError(f"model.goal must be auto, task, lang or none; got {goal!r}")
+    if goal == "lang":
+        open_stores(paths)  # clear errors for missing or empty stores before embedding anything
+        _embed_instructions(paths)
     stores = open_stores(paths)
     lowdim, image = _select_keys(cfg, stores)
     shapes = _shapes(cfg, stores, [*lowdim, *image, cfg.data.action_key])
@@ -107,14 +206,23 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
     for key in image:
         if len(shapes[key]) != 3:
             raise DpError(f"{stores[0].path}: image key {key!r} must be (H, W, C) per frame; got {shapes[key]}")
-    tasks, instructions, _, all_lang = _vocabulary(stores)
-    goal = cfg.model.goal
+    tasks, instructions, goals, all_lang, encoders = _vocabulary(stores)
     if goal == "auto":
         goal = "lang" if all_lang else "task"
     elif goal == "lang" and not all_lang:
-        raise DpError("model.goal=lang but some episodes have no 'lang_emb' metadata; use model.goal=task")
-    elif goal not in ("task", "none", "lang"):
-        raise DpError(f"model.goal must be auto, task, lang or none; got {goal!r}")
+        raise DpError("model.goal=lang but some episodes have neither 'lang_emb' metadata nor an instruction to embed; use model.goal=task")
+    lang_encoder = ""
+    if goal == "lang":
+        if len(encoders) > 1:
+            names = ", ".join(sorted(repr(e) if e else "an unknown encoder" for e in encoders))
+            raise DpError(
+                f"the stores' language embeddings come from different sentence encoders ({names}) and cannot train one policy; "
+                f"re-embed them all with the offline encoder: dp embed --overwrite {' '.join(map(str, paths))}"
+            )
+        lang_encoder = next(iter(encoders), "")
+        dims = {int(v.shape[0]) for v in goals.values()}
+        if dims != {cfg.model.lang_dim}:
+            raise DpError(f"the language embeddings are {sorted(dims)}-d, model.lang_dim is {cfg.model.lang_dim}; set model.lang_dim")
     if cfg.vocab.tasks and cfg.vocab.tasks != tasks:  # resuming or fine-tuning on other data
         raise DpError(f"the stores' tasks {tasks} differ from the run's vocabulary {cfg.vocab.tasks}")
     data = dataclasses.replace(
@@ -125,8 +233,8 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
         shapes=shapes,
         action_dim=int(action_shape[0]),
     )
-    model = dataclasses.replace(cfg.model, goal=goal)
-    vocab = dataclasses.replace(cfg.vocab, tasks=tasks, instructions=instructions)
+    model = dataclasses.replace(cfg.model, goal=goal, image_sizes=_image_sizes(cfg, stores, image))
+    vocab = dataclasses.replace(cfg.vocab, tasks=tasks, instructions=instructions, lang_encoder=lang_encoder or cfg.vocab.lang_encoder)
     return dataclasses.replace(cfg, data=data, model=model, vocab=vocab), stores
 
 
@@ -145,7 +253,7 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
 
     train = windows([tr for tr, _ in splits])
     val = windows([va for _, va in splits]) if any(len(va) for _, va in splits) else None
-    _, _, goals, _ = _vocabulary(stores)
+    _, _, goals, _, _ = _vocabulary(stores)
     if cfg.model.goal != "lang":
         goals = {}
     vocab = {t: i for i, t in enumerate(cfg.vocab.tasks)}

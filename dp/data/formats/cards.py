@@ -19,6 +19,18 @@ entry fields: ``camera`` (a name `--cameras` selects), ``variant`` (a name `--ac
 import and export), ``discrete_dims`` (dims that are discrete, e.g. the gripper), ``aliases``
 (other names of this key in our stores, used by export), ``description``. Any other field, at the
 top level or in an entry, is an error: a typo never passes silently.
+
+What feeds the policy (``dp train`` reads the card a store was imported with, kept in the store's
+``dataset_card`` attribute): an entry's ``encoder`` names the policy encoder the key feeds by default:
+``vision`` (image keys: a goal-conditioned FiLM-ResNet per camera; the default for role image),
+``state`` (low-dim keys: the state MLP; the default for role lowdim) or ``none`` (kept in the store,
+fed only when named in ``data.obs_keys``, e.g. privileged simulator state). ``resize`` (image keys)
+is the square size the vision encoder resizes that camera to when the preset takes the card's
+sizes (``model.card_resize``). The optional top-level ``language`` mapping says where language goals
+come from: ``key`` (the episode metadata holding the embedding, ``lang_emb``), ``source`` and
+``instruction`` (where the format keeps them; documentation) and ``encoder`` (the sentence encoder
+that made dataset-provided embeddings; absent when the data has instruction text only, which
+training embeds with the offline encoder, see dp/data/language.py).
 """
 
 from __future__ import annotations
@@ -36,8 +48,12 @@ from dp.errors import DpError
 CARDS_DIR = Path(__file__).resolve().parents[3] / "datasets"
 FORMATS = ("calvin", "libero", "dp-zarr")
 ROLES = ("image", "lowdim", "action")
-_TOP_FIELDS = {"name", "format", "description", "robot", "control_freq", "gripper_close", "keys"}
-_KEY_FIELDS = {"key", "source", "role", "camera", "variant", "optional", "negate_dims", "discrete_dims", "aliases", "description"}
+ENCODERS = ("vision", "state", "none")
+_DEFAULT_ENCODER = {"image": "vision", "lowdim": "state", "action": "none"}
+_TOP_FIELDS = {"name", "format", "description", "robot", "control_freq", "gripper_close", "language", "keys"}
+_KEY_FIELDS = {"key", "source", "role", "camera", "variant", "optional", "negate_dims", "discrete_dims", "aliases", "description",
+               "encoder", "resize"}
+_LANGUAGE_FIELDS = {"key", "source", "instruction", "encoder"}
 _SOURCE_RE = re.compile(r"^([^\[\]]+?)(?:\[(-?\d*):(-?\d*)\])?$")
 
 
@@ -84,6 +100,13 @@ class KeySpec:
     discrete_dims: tuple[int, ...] = ()
     aliases: tuple[str, ...] = ()
     description: str = ""
+    encoder: str | None = None  # None: the role's default (image -> vision, lowdim -> state)
+    resize: int | None = None
+
+    @property
+    def policy_encoder(self) -> str:
+        """The policy encoder this key feeds by default: vision, state or none."""
+        return self.encoder or _DEFAULT_ENCODER[self.role]
 
     @property
     def export_field(self) -> str | None:
@@ -92,7 +115,7 @@ class KeySpec:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "source": [str(s) for s in self.sources], "role": self.role}
-        for name in ("camera", "variant", "description"):
+        for name in ("camera", "variant", "description", "encoder", "resize"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
         if self.optional:
@@ -100,6 +123,23 @@ class KeySpec:
         for name in ("negate_dims", "discrete_dims", "aliases"):
             if getattr(self, name):
                 out[name] = list(getattr(self, name))
+        return out
+
+
+@dataclass(frozen=True)
+class LanguageSpec:
+    """Where a dataset's language goals come from (the card's ``language`` mapping)."""
+
+    key: str = "lang_emb"  # episode metadata that holds the goal embedding
+    source: str = ""  # where the format keeps the embeddings (documentation)
+    instruction: str = ""  # where the format keeps the instruction text (documentation)
+    encoder: str | None = None  # sentence encoder of dataset-provided embeddings (None: the data has text only)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key}
+        for name in ("source", "instruction", "encoder"):
+            if getattr(self, name):
+                out[name] = getattr(self, name)
         return out
 
 
@@ -114,6 +154,7 @@ class DatasetCard:
     robot: str | None = None
     control_freq: float | None = None
     gripper_close: float | None = None
+    language: LanguageSpec | None = None
     origin: str = field(default="<dict>", compare=False)
 
     # ----------------------------------------------------------------- selection
@@ -158,6 +199,8 @@ class DatasetCard:
         for name in ("description", "robot", "control_freq", "gripper_close"):
             if getattr(self, name) not in (None, ""):
                 out[name] = getattr(self, name)
+        if self.language is not None:
+            out["language"] = self.language.to_dict()
         out["keys"] = [k.to_dict() for k in self.keys]
         return out
 
@@ -190,14 +233,33 @@ def card_from_dict(raw: Any, origin: str = "<dict>") -> DatasetCard:
         robot=_optional(raw, "robot", str, origin),
         control_freq=_optional(raw, "control_freq", float, origin),
         gripper_close=_optional(raw, "gripper_close", float, origin),
+        language=_language(raw.get("language"), f"{origin}: language"),
         origin=origin,
     )
+
+
+def _language(raw: Any, where: str) -> LanguageSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise DpError(f"{where}: must be a mapping (key, source, instruction, encoder), got {raw!r}")
+    unknown = sorted(set(raw) - _LANGUAGE_FIELDS)
+    if unknown:
+        raise DpError(f"{where}: unknown card key(s) {', '.join(map(repr, unknown))} (known: {', '.join(sorted(_LANGUAGE_FIELDS))})")
+    for name, value in raw.items():
+        if value is not None and not isinstance(value, str):
+            raise DpError(f"{where}: {name!r} must be text, got {value!r}")
+    key = raw.get("key") or "lang_emb"
+    if "/" in key:
+        raise DpError(f"{where}: 'key' must be an episode metadata name without '/', got {key!r}")
+    return LanguageSpec(key=key, source=raw.get("source") or "", instruction=raw.get("instruction") or "",
+                        encoder=raw.get("encoder") or None)
 
 
 def load_card(name_or_path: str | Path) -> DatasetCard:
     """Load a card by path, or by name from ``datasets/<name>.yaml``."""
     path = Path(name_or_path)
-    if not path.suffix and not path.exists():
+    if not path.suffix and not path.is_file():  # a name (even if a folder of that name is here, e.g. the data)
         path = CARDS_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
@@ -247,6 +309,17 @@ def _key_spec(entry: Any, where: str) -> KeySpec:
     aliases = entry.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise DpError(f"{where}: 'aliases' must be a list of key names")
+    encoder = entry.get("encoder")
+    if encoder is not None:
+        allowed = {"image": ("vision", "none"), "lowdim": ("state", "none"), "action": ("none",)}[entry["role"]]
+        if encoder not in allowed:
+            raise DpError(f"{where}: encoder {encoder!r} is not one of {', '.join(allowed)} (for role {entry['role']})")
+    resize = entry.get("resize")
+    if resize is not None:
+        if entry["role"] != "image":
+            raise DpError(f"{where}: 'resize' applies to image keys only (role is {entry['role']})")
+        if not isinstance(resize, int) or isinstance(resize, bool) or resize < 1:
+            raise DpError(f"{where}: 'resize' must be a positive integer (pixels), got {resize!r}")
     return KeySpec(
         key=key,
         sources=tuple(SourceRef.parse(s, where) for s in raw_sources),
@@ -258,4 +331,6 @@ def _key_spec(entry: Any, where: str) -> KeySpec:
         discrete_dims=_int_list(entry.get("discrete_dims", []), f"{where}: discrete_dims"),
         aliases=tuple(aliases),
         description=str(entry.get("description") or ""),
+        encoder=encoder,
+        resize=resize,
     )
