@@ -30,17 +30,9 @@ from dp.deploy.harness import Commander, StateWatcher, spawn_dp, start_robot
 from dp.deploy.policies import load_policy
 from dp.deploy.robot_config import load_robot
 from dp.sim.evaluate import evaluate
+from dp.stats import timing_summary
 
 
-def stats(values, target: float | None = None) -> dict:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return {"n": 0}
-    out = {"n": int(a.size), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
-    if target is not None:
-        dev = np.abs(a - target)
-        out.update(std=float(a.std()), p99_abs_dev=float(np.percentile(dev, 99)), max_abs_dev=float(dev.max()))
-    return out
 
 
 def tick_periods(states: list[P.State]) -> list[float]:
@@ -89,9 +81,9 @@ def watchdog_trials(watcher: StateWatcher, endpoint: str, info: P.Info, trials: 
                 silence.append((hold.stamp - (sent + heartbeat_timeout)) * 1e3)
     cmd.close()
     return {
-        "hold_after_expiry_ms": stats(expiry),
-        "held_tick_after_expiry_ms": stats(expiry_tick),
-        "hold_after_heartbeat_timeout_ms": stats(silence),
+        "hold_after_expiry_ms": timing_summary(expiry),
+        "held_tick_after_expiry_ms": timing_summary(expiry_tick),
+        "hold_after_heartbeat_timeout_ms": timing_summary(silence),
         "heartbeat_timeout_s": heartbeat_timeout,
         "trials": trials,
     }
@@ -134,9 +126,9 @@ def main() -> int:
         result["policy_ms"] = report["policy_ms"]
         result["jitter"] = {
             "node_period_ms": report["period_ms"],
-            "controller_tick_period_ms": stats(tick_periods(states), 1e3 / config.rates.control_hz),
+            "controller_tick_period_ms": timing_summary(tick_periods(states), 1e3 / config.rates.control_hz),
             "state_rate_hz": float((len(states) - 1) / (states[-1].stamp - states[0].stamp)),
-            "state_interarrival_ms": stats(gaps, 1e3 / config.rates.state_hz),
+            "state_interarrival_ms": timing_summary(gaps, 1e3 / config.rates.state_hz),
         }
         deploy = {"episodes": report["episodes"], "success_rate": report["success_rate"],
                   "mean_episode_length": report["mean_episode_length"], "wall_seconds": round(wall, 1)}

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dp.stats import wilson_interval
+
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect")
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
@@ -71,17 +73,6 @@ HOW = {
 
 
 # ---------------------------------------------------------------------------------------- formatting
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval (as dp.sim.evaluate.wilson_interval, without importing the simulator)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
 
 
 def _finite(v: Any) -> bool:

@@ -28,7 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from dp.data.store import EpisodeStore  # noqa: E402
 from dp.sim.collector import collect  # noqa: E402
-from dp.sim.evaluate import wilson_interval  # noqa: E402
+from dp.stats import wilson_interval  # noqa: E402
 from dp.sim.tasks import CAMERAS, TASKS, get_task  # noqa: E402
 
 

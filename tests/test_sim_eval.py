@@ -9,7 +9,8 @@ import pytest
 
 from dp.cli import main
 from dp.errors import DpError
-from dp.sim.evaluate import evaluate, load_policy, wilson_interval
+from dp.sim.evaluate import evaluate, load_policy
+from dp.stats import wilson_interval
 from dp.sim.experts import LiftExpert
 from dp.sim.rollout import seed_for
 

@@ -33,20 +33,11 @@ from dp.deploy import protocol as P
 from dp.deploy.transport import ClientSockets
 from dp.errors import DpError
 from dp.sim.rollout import seed_for
+from dp.stats import timing_summary
 
 log = logging.getLogger("dp.node")
 
 
-def _stats(values: list[float], target: float | None = None) -> dict[str, float]:
-    """median / p99 / max; with ``target`` also the spread around it (loop jitter)."""
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return {"n": 0}
-    out = {"n": int(a.size), "median": float(np.median(a)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
-    if target is not None:
-        dev = np.abs(a - target)
-        out.update(std=float(a.std()), p99_abs_dev=float(np.percentile(dev, 99)), max_abs_dev=float(dev.max()))
-    return out
 
 
 @dataclass
@@ -68,8 +59,8 @@ class NodeReport:
         return {
             "episodes": n, "successes": wins, "success_rate": wins / n if n else None,
             "mean_episode_length": float(np.mean([e["steps"] for e in self.episodes])) if n else None,
-            "obs_to_command_ms": _stats(self.obs_to_command_ms), "cycle_ms": _stats(self.cycle_ms),
-            "policy_ms": _stats(self.policy_ms), "period_ms": _stats(self.period_ms, self.period_target_ms),
+            "obs_to_command_ms": timing_summary(self.obs_to_command_ms), "cycle_ms": timing_summary(self.cycle_ms),
+            "policy_ms": timing_summary(self.policy_ms), "period_ms": timing_summary(self.period_ms, self.period_target_ms),
             "rejected_states": self.rejected, "send_failures": self.send_failures,
             "policy_errors": self.policy_errors, "resyncs": self.resyncs, "per_episode": self.episodes,
         }
@@ -153,7 +144,7 @@ class InferenceNode:
 
     def _log_progress(self) -> None:
         r = self.report
-        pol, lat = _stats(r.policy_ms[-200:]), _stats(r.obs_to_command_ms[-200:])
+        pol, lat = timing_summary(r.policy_ms[-200:]), timing_summary(r.obs_to_command_ms[-200:])
         log.info("cycles %d, policy median %.2f ms, obs->command p99 %.1f ms, rejected %d, send failures %d",
                  len(r.cycle_ms), pol.get("median", float("nan")), lat.get("p99", float("nan")), r.rejected, r.send_failures)
 

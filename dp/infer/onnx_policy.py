@@ -24,6 +24,7 @@ from dp.infer.runtime_common import (
     SPEC_FORMAT,
     SPEC_VERSION,
     WARM_FILE,
+    ChunkedRuntime,
     check_noise,
     check_observation,
     resolve_goal,
@@ -76,7 +77,7 @@ def read_spec(folder: Path) -> dict[str, Any]:
     return spec
 
 
-class OnnxPolicy:
+class OnnxPolicy(ChunkedRuntime):
     """An exported MoDE policy run by ONNX Runtime. Same API as :class:`dp.infer.Policy`."""
 
     def __init__(self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1):
@@ -192,23 +193,3 @@ class OnnxPolicy:
             chunk = self._full.run(None, feeds)[0][0]
         self._previous = chunk
         return chunk.copy()
-
-    def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
-        """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
-
-        ``noise``: optional (H, A) standard-normal start of the sampler, for reproducible chunks. With
-        RTI, every chunk after the first starts from the previous one advanced by ``n_action_steps``.
-        """
-        self._push(obs)
-        return self._sample(noise)
-
-    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
-        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
-        self._push(obs)
-        if not self._queue:
-            self._queue.extend(self._sample(None)[: self.n_action_steps])
-        return self._queue.popleft()
-
-    def pending_actions(self) -> np.ndarray:
-        """The queued actions still to come after the last one returned, (n, A)."""
-        return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)

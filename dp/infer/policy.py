@@ -28,12 +28,12 @@ from dp.config import Config
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
 from dp.infer.rti import RTISettings, warm_sample
-from dp.infer.runtime_common import shift_guess
+from dp.infer.runtime_common import ChunkedRuntime, shift_guess
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.train import checkpoint as ckpt
 
 
-class Policy:
+class Policy(ChunkedRuntime):
     """A MoDE policy in torch (eval mode, EMA weights). Same API as the ONNX Runtime policy."""
 
     def __init__(
@@ -199,17 +199,3 @@ class Policy:
         self._previous = chunk.copy()
         return chunk
 
-    def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
-        """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
-
-        ``noise``: optional (H, A) standard-normal start of the sampler, for reproducible chunks.
-        """
-        self._push(obs)
-        return self._sample(noise)
-
-    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
-        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
-        self._push(obs)
-        if not self._queue:
-            self._queue.extend(self._sample(None)[: self.n_action_steps])
-        return self._queue.popleft()

@@ -110,6 +110,35 @@ def sha256_file(path: str | Path) -> str:
             digest.update(block)
     return digest.hexdigest()
 
+class ChunkedRuntime:
+    """The Policy runtime API shared by the torch and ONNX Runtime policies.
+
+    A subclass provides ``_push(obs)`` (check an observation and add it to the history),
+    ``_sample(noise)`` (one (H, A) chunk of raw actions), ``_queue`` (a deque),
+    ``n_action_steps`` and ``action_dim``.
+    """
+
+    def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
+        """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
+
+        ``noise``: optional (H, A) standard-normal start of the sampler, for reproducible chunks. With
+        RTI, every chunk after the first starts from the previous one advanced by ``n_action_steps``.
+        """
+        self._push(obs)
+        return self._sample(noise)
+
+    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
+        self._push(obs)
+        if not self._queue:
+            self._queue.extend(self._sample(None)[: self.n_action_steps])
+        return self._queue.popleft()
+
+    def pending_actions(self) -> np.ndarray:
+        """The queued actions still to come after the last one returned, (n, A)."""
+        return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)
+
+
 # RTI defaults (steps of policy_warm, start sigma), chosen by `bench/latency.py --rti-sweep`; here so
 # that command-line parsers can show them without importing torch.
 DEFAULT_RTI_STEPS = 1

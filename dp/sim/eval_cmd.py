@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from dp.sim.evaluate import evaluate, load_policy, wilson_interval
+    from dp.sim.evaluate import evaluate, load_policy
+    from dp.stats import wilson_interval
 
     if args.onnx is not None:
         if not (args.onnx / "policy.onnx").is_file():

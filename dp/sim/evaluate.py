@@ -8,7 +8,6 @@ so a policy is never judged on the initial states of its training demonstrations
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dp.errors import DpError
+from dp.stats import wilson_interval
 from dp.sim.rollout import ActionSource, run_episode, seed_for
 from dp.sim.tasks import CAMERAS, get_task
 
@@ -59,18 +59,6 @@ def _load(cls: Any, path: Path, rti: bool) -> ActionSource:
     return cls.load(path, rti=True)
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (sound for rates near 0 or 1 and small n)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # the bounds are exactly 0 / 1 at p = 0 / 1; say so rather than 0.9999999999999999
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
 
 
 @dataclass
