@@ -32,7 +32,7 @@ def _latest_step(run: Path) -> int:
     return int(latest.name.split("_")[1]) if latest else 0
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     store = make_store(tmp_path / "s.zarr", episodes=6, length=30)
     args = ["--data", str(store), "--preset", "tiny", "--no-progress", "train.steps=120", "train.ckpt_every=10",
             "train.log_every=10", "train.val_every=40", "train.batch_size=32"]
@@ -66,6 +66,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     # the metrics of the resumed run continue the same curve (rows after the checkpoint were re-logged)
     losses = lambda run: {r["step"]: r["loss"] for r in _metrics(run) if r["event"] == "train"}  # noqa: E731
     assert losses(whole) == losses(killed)
+
+    # a plain rerun never overwrites a run; a process torchrun restarted (--max-restarts) resumes by itself
+    assert dp_main(["train", "--out", str(whole), *args]) == 1
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    assert dp_main(["train", "--out", str(whole), *args]) == 0
+    assert ckpt.load_weights(whole / ckpt.MODEL_FILE).keys() == a.keys()
 
 
 def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):

@@ -107,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
         raise DpError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and not _in_torchrun():
         return _spawn_torchrun(args)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and not args.resume:
+        from dp.train import checkpoint as ckpt
+
+        # torchrun --max-restarts reruns the same command line: carry on from the last checkpoint
+        args.resume = ckpt.latest_checkpoint(args.out) is not None
     cfg, paths = make_config(args)
     from dp.train.trainer import train
 
