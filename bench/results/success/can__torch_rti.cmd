@@ -1,0 +1,1 @@
+dp eval runs/can --task can --episodes 50 --seed 5000 --rti --json-out can__torch_rti.json
