@@ -186,3 +186,20 @@ def test_decode_fuzz_only_raises_protocol_error():
         except P.ProtocolError:
             outcomes["rejected"] += 1
     assert outcomes["rejected"] > 15_000, outcomes
+
+
+def test_node_warns_when_the_controller_rate_differs_from_the_training_data(caplog):
+    from types import SimpleNamespace
+
+    from dp.deploy.node import InferenceNode
+
+    class Sockets:
+        def connect_commands(self, port):
+            self.port = port
+
+    info = P.Info(7, "panda", 20.0, 100.0, 7, ["ee_delta"], (0.05, 0.5), 5556)
+    with caplog.at_level("WARNING", logger="dp.node"):
+        InferenceNode(SimpleNamespace(control_freq=20.0), Sockets())._on_info(info)
+        assert not caplog.records
+        InferenceNode(SimpleNamespace(control_freq=30.0), Sockets())._on_info(info)
+    assert "trained on 30 Hz data" in caplog.text and "1.50x too slow" in caplog.text

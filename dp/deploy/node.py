@@ -176,6 +176,12 @@ class InferenceNode:
     def _on_info(self, info: P.Info) -> None:
         if self.info is None or info.boot != self.info.boot:
             log.info("controller %s: %g Hz control, modes %s, task %s", info.robot, info.control_hz, info.modes, info.task)
+            trained_hz = getattr(self.policy, "control_freq", None)  # exported policies record their data's rate
+            if trained_hz and abs(trained_hz - info.control_hz) > 1e-3 * trained_hz:
+                log.warning("the policy was trained on %g Hz data but controller %s runs at %g Hz: its action chunks "
+                            "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
+                            max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
+                            "fast" if info.control_hz > trained_hz else "slow")
         if P.MODE_EE_DELTA not in info.modes:
             raise DpError(f"controller {info.robot} does not take ee_delta commands (modes {info.modes})")
         self.info = info
