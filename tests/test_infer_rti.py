@@ -99,6 +99,13 @@ def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, c
     actions = [onnx_policy.select_action({k: episode[k][t] for k in onnx_policy.obs_keys}) for t in range(10)]
     assert np.isfinite(actions).all()
 
+    # `dp eval --rti-steps/--rti-sigma`: chosen per run; an export has them fixed
+    from dp.sim.evaluate import load_policy
+
+    assert load_policy(str(run), rti_steps=3, rti_sigma=2.0).rti == RTISettings(3, 2.0)
+    with pytest.raises(DpError, match="fixed at export"):
+        load_policy(str(out), rti_steps=3)
+
     assert dp_main(["export", str(run), "--out", str(out)]) == 0  # a previous export is replaced
     assert yaml.safe_load((out / "policy.yaml").read_text())["sampler"]["steps"] == 10
     (tmp_path / "busy").mkdir()
