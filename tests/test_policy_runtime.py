@@ -83,7 +83,7 @@ def test_bad_observations_are_refused(image_run):
         "no key 'object'": {k: v for k, v in good.items() if k != "object"},
         "expected shape": {**good, "robot0_eef_pos": np.zeros(4, dtype=np.float32)},
         "NaN": {**good, "object": np.array([0.0, np.nan, 0.0], dtype=np.float32)},
-        "expected uint8 image": {**good, "cam0_image": good["cam0_image"].astype(np.float32)},
+        "expected a uint8 image": {**good, "cam0_image": good["cam0_image"].astype(np.float32)},
         "uint8 image": {**good, "cam1_image": good["cam1_image"][:12]},
     }
     for message, obs in cases.items():

@@ -26,7 +26,6 @@ from dp.infer.runtime_common import (
     WARM_FILE,
     ChunkedRuntime,
     check_noise,
-    check_observation,
     resolve_goal,
     sha256_file,
     shift_guess,
@@ -167,13 +166,6 @@ class OnnxPolicy(ChunkedRuntime):
         return {"lang_emb": self._encoded[instruction][None].astype(np.float32)}
 
     # ------------------------------------------------------------------ acting
-    def _push(self, obs: dict[str, Any]) -> None:
-        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes)
-        if not self._history:
-            for _ in range(self.obs_horizon - 1):
-                self._history.append(frame)  # the first observation fills the history, as in training
-        self._history.append(frame)
-
     def _feeds(self, noise: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {k: np.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
         feeds.update(self._goal)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall on a busy machine
 
@@ -56,6 +55,7 @@ class Policy(ChunkedRuntime):
         data = self.cfg.data
         self.lowdim_keys, self.image_keys = list(data.lowdim_keys), list(data.image_keys)
         self.obs_keys = [*self.lowdim_keys, *self.image_keys]
+        self.shapes = data.shapes
         self.action_key = data.action_key
         self.obs_horizon, self.action_horizon, self.action_dim = data.obs_horizon, data.action_horizon, data.action_dim
         self.n_action_steps = int(n_action_steps or data.n_action_steps)
@@ -139,33 +139,6 @@ class Policy(ChunkedRuntime):
     def _known(self) -> str:
         names = [f"{t!r} ({self.instructions[t]!r})" if t in self.instructions else repr(t) for t in self.tasks]
         return ", ".join(names) or "none"
-
-    # ------------------------------------------------------------------ observations
-    def _check(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        out = {}
-        for key in self.obs_keys:
-            if key not in obs:
-                raise DpError(f"observation has no key {key!r}; the policy needs {self.obs_keys} (got {sorted(obs)})")
-            value = np.asarray(obs[key])
-            expected = tuple(self.cfg.data.shapes[key])
-            if key in self.image_keys:
-                if value.dtype != np.uint8 or value.shape != expected:
-                    raise DpError(f"observation {key!r}: expected uint8 image {expected}, got {value.dtype} {value.shape}")
-            else:
-                if value.size != int(np.prod(expected)):
-                    raise DpError(f"observation {key!r}: expected shape {expected}, got {value.shape}")
-                value = value.reshape(expected).astype(np.float32)
-                if not np.isfinite(value).all():
-                    raise DpError(f"observation {key!r} holds NaN or inf")
-            out[key] = value
-        return out
-
-    def _push(self, obs: dict[str, Any]) -> None:
-        frame = self._check(obs)
-        if not self._history:
-            for _ in range(self.obs_horizon - 1):
-                self._history.append(frame)  # the first observation fills the history, as in training
-        self._history.append(frame)
 
     def _batch(self) -> dict[str, torch.Tensor]:
         obs = {}

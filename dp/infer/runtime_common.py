@@ -113,10 +113,18 @@ def sha256_file(path: str | Path) -> str:
 class ChunkedRuntime:
     """The Policy runtime API shared by the torch and ONNX Runtime policies.
 
-    A subclass provides ``_push(obs)`` (check an observation and add it to the history),
-    ``_sample(noise)`` (one (H, A) chunk of raw actions), ``_queue`` (a deque),
-    ``n_action_steps`` and ``action_dim``.
+    A subclass provides ``_sample(noise)`` (one (H, A) chunk of raw actions), ``_history`` (a deque
+    of ``obs_horizon`` frames), ``_queue`` (a deque), ``lowdim_keys``, ``image_keys``, ``shapes``,
+    ``obs_horizon``, ``n_action_steps`` and ``action_dim``.
     """
+
+    def _push(self, obs: dict[str, Any]) -> None:
+        """Check one observation and add it to the history (the first one fills it, as in training)."""
+        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes)
+        if not self._history:
+            for _ in range(self.obs_horizon - 1):
+                self._history.append(frame)
+        self._history.append(frame)
 
     def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
         """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
