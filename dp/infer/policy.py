@@ -27,7 +27,7 @@ from dp.config import Config
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
 from dp.infer.rti import RTISettings, warm_sample
-from dp.infer.runtime_common import ChunkedRuntime, shift_guess
+from dp.infer.runtime_common import ChunkedRuntime, shift_guess, snap_discrete
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.train import checkpoint as ckpt
 
@@ -167,8 +167,7 @@ class Policy(ChunkedRuntime):
         else:
             chunk = self.model.sample(self._batch(), noise=noise_t, steps=self.steps, **self._goal)
         chunk = self.normalizer.unnormalize(self.action_key, chunk[0].float().cpu().numpy()).astype(np.float32)
-        for d in self.discrete_dims:
-            chunk[:, d] = np.where(chunk[:, d] >= 0, 1.0, -1.0)
+        snap_discrete(chunk, self.discrete_dims)
         self._previous = chunk.copy()
         return chunk
 
