@@ -124,6 +124,7 @@ def main() -> int:
         result["obs_to_command_ms"] = report["obs_to_command_ms"]
         result["node_cycle_ms"] = report["cycle_ms"]
         result["policy_ms"] = report["policy_ms"]
+        result["first_chunk_ms"] = report["prime_ms"]  # sampled while the robot holds, before the first command
         result["jitter"] = {
             "node_period_ms": report["period_ms"],
             "controller_tick_period_ms": timing_summary(tick_periods(states), 1e3 / config.rates.control_hz),

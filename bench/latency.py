@@ -183,7 +183,7 @@ def main() -> int:
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
-        "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start},
+        "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start, "every": rti.every},
     }
     with tempfile.TemporaryDirectory(prefix="dp-latency-") as tmp:
         work = Path(tmp)

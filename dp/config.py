@@ -104,6 +104,7 @@ class DataConfig:
     action_horizon: int = 10  # the predicted chunk
     n_action_steps: int = 8  # actions executed from each chunk
     val_fraction: float = 0.1  # share of episodes held out for validation
+    pad_lowdim: bool = False  # zero-pad low-dim vectors whose width differs across stores (multitask state policies); runtimes pad narrower observations alike
     # resolved by training:
     lowdim_keys: list[str] = field(default_factory=list)
     image_keys: list[str] = field(default_factory=list)

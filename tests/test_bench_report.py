@@ -176,6 +176,11 @@ def test_full_page(report, tmp_path, capsys):
     assert _row(page, "| stack |", "80.0%", "≥ 90.0%", "not met")
     assert _row(page, "| square |", "72.0%", "≥ 70.0%", "| met |")
     assert _row(page, "| door |", "100.0%", "| met |")
+    # issue 6: RTI / ONNX against full torch sampling, in points; issue 9: the multitask table and its average
+    assert _row(page, "lift: ONNX Runtime + RTI below torch (points)", "| 4 |", "≤ 3", "not met")
+    assert _row(page, "lift: ONNX Runtime below torch (points)", "not measured yet")
+    assert _row(page, "| lift |", "80.0% (24/30)", "not measured yet")
+    assert _row(page, "MoDE average success over the four tasks", "not measured yet", "≥ 85.0%")
 
     # latency table: per mode, speed-up against eager in each case
     assert _row(page, "ONNX Runtime + RTI |", "1.500", "2.000", "16.0x", "4.000", "5.000", "6.0x")
@@ -212,6 +217,22 @@ def test_missing_inputs_say_not_measured(report, tmp_path, capsys):
     assert "Training curves" in page and "Quickstart" in page
     assert not list(img.glob("*.png"))  # no data, no plot; the stale one is gone
     assert "](img/" not in page
+
+
+def test_readme_section_is_rewritten_in_place(report, tmp_path):
+    results = tmp_path / "results"
+    write_results(results)
+    readme = tmp_path / "README.md"
+    readme.write_text("# dp\n\nintro\n\n## Results\n\nold figures\n\n## Documentation\n\n- docs\n")
+    assert report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# dp\n\nintro\n\n## Results\n") and text.endswith("## Documentation\n\n- docs\n")
+    assert "old figures" not in text and "not measured yet" not in text.split("Multitask")[0]
+    assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 |" in text
+    assert _row(text, "ONNX Runtime + RTI", "1.5 / ") and "CALVIN 1,280 frames/s" in text
+    readme.write_text("# dp\n")
+    with pytest.raises(SystemExit, match="no '## Results' section"):
+        report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)])
 
 
 def test_headline_only(report, tmp_path, capsys):

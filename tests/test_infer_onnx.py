@@ -76,7 +76,7 @@ def test_export_writes_checked_graphs_and_a_complete_description(exported):
     assert spec["observation"]["shapes"]["object"] == [5] and spec["observation"]["horizon"] == 2
     assert spec["action"] == {"key": "action", "dim": 4, "horizon": 8, "n_action_steps": 5, "discrete_dims": [3]}
     assert spec["control_freq"] == 20.0 and spec["sampler"]["steps"] == 10 and len(spec["sampler"]["sigmas"]) == 11
-    assert spec["rti"]["steps"] == 2 and spec["rti"]["sigmas"][0] == pytest.approx(1.0) and spec["rti"]["sigmas"][-1] == 0
+    assert spec["rti"]["steps"] == 2 and spec["rti"]["every"] == 4 and spec["rti"]["sigmas"][0] == pytest.approx(1.0) and spec["rti"]["sigmas"][-1] == 0
     assert spec["goal"]["kind"] == goal and spec["goal"]["instructions"] == INSTRUCTIONS
     if goal == "lang":
         assert sorted(spec["goal"]["embeddings"]) == sorted(INSTRUCTIONS.values())
@@ -103,6 +103,25 @@ def test_onnx_policy_matches_torch_for_full_and_warm_chunks(exported):
             assert set(np.unique(got[:, 3])) <= {-1.0, 1.0}
 
 
+def test_same_seed_gives_the_same_actions_in_both_runtimes(exported):
+    """Both runtimes draw sampler noise from the same seeded numpy stream: a policy evaluated in torch
+    and its export act alike, episode by episode, without any noise passed in."""
+    images, goal, folder, rti = exported
+    torch_policy = random_policy(images, goal, rti=rti)
+    onnx_policy = OnnxPolicy.load(folder, rti=True)
+    rng = np.random.default_rng(8)
+    observations = [observation(torch_policy, rng) for _ in range(12)]
+    for episode_seed in (11, 12):
+        for policy in (torch_policy, onnx_policy):
+            policy.seed(episode_seed)
+            policy.reset("lift")
+        pairs = [(torch_policy.select_action(obs), onnx_policy.select_action(obs)) for obs in observations]  # 3 chunks: full, warm, warm
+        assert max(np.abs(a - b).max() for a, b in pairs) < 1e-4
+    torch_policy.seed(11)
+    torch_policy.reset("lift")
+    assert not np.allclose(torch_policy.select_action(observations[0]), pairs[0][0])  # another seed, other noise
+
+
 def test_rti_reset_and_action_queue(exported):
     images, goal, folder, _ = exported
     policy = OnnxPolicy.load(folder, rti=True)
@@ -121,7 +140,8 @@ def test_rti_reset_and_action_queue(exported):
     policy.reset("lift")
     actions = [policy.select_action(obs) for _ in range(7)]
     assert all(a.shape == (4,) for a in actions)
-    assert policy.pending_actions().shape == (3, 4)  # 5 per chunk: 5 + 2 used, 3 left
+    assert policy.pending_actions().shape == (1, 4)  # RTI re-plans every 4 (rti.every): 4 + 3 used, 1 left
+    assert plain.n_action_steps == 5  # without RTI: the run's n_action_steps
 
 
 def test_onnx_policy_imports_without_torch():

@@ -70,6 +70,13 @@ def test_action_queue_refills_every_n_action_steps(image_run):
     policy.reset()
     policy.select_action(frames[0])
     assert len(calls) == 4  # reset empties the queue
+    # prime: the first chunk sampled ahead (a robot holding still), then served without sampling
+    primed = Policy.load(run, seed=3)
+    primed.prime(frames[0])
+    primed.model.sample = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
+    served = [primed.select_action(frames[0]) for _ in range(4)]
+    assert len(calls) == 4
+    np.testing.assert_allclose(np.stack(served), np.stack(actions[:4]), rtol=0, atol=1e-6)
     assert Policy.load(run, n_action_steps=10).n_action_steps == 10
     with pytest.raises(DpError, match="n_action_steps"):
         Policy.load(run, n_action_steps=11)

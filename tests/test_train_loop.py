@@ -106,6 +106,48 @@ def test_multitask_language_goals(tmp_path):
         policy.reset(None)  # two goals: the instruction is required
 
 
+def _widen_object(src: Path, dst: Path, extra: int) -> Path:
+    """A copy of store ``src`` whose 'object' vectors carry ``extra`` more (constant) values."""
+    source = EpisodeStore.open(src)
+    with EpisodeStore.create(dst, control_freq=20.0, robot="point", roles=source.roles, discrete_dims={"action": [6]}) as store:
+        for i in range(len(source)):
+            episode = source.get_episode(i)
+            episode["object"] = np.concatenate([episode["object"], np.full((len(episode["object"]), extra), 0.5, np.float32)], axis=1)
+            store.add_episode(episode, {k: source.meta_column(k)[i] for k in ("task", "instruction", "lang_emb", "success", "source", "seed")})
+    return dst
+
+
+def test_stores_of_different_widths_train_one_policy_with_padding(tmp_path, capsys):
+    a = make_store(tmp_path / "reach.zarr", episodes=3, length=20, tasks=("reach",), lang=True, seed=1)
+    b = _widen_object(make_store(tmp_path / "r.zarr", episodes=3, length=20, tasks=("retreat",), lang=True, seed=2), tmp_path / "retreat.zarr", 2)
+    args = ["train", "--data", f"{a},{b}", "--preset", "tiny", "--no-progress"]
+    assert dp_main([*args, "--out", str(tmp_path / "strict"), "train.steps=20"]) == 1
+    assert "data.pad_lowdim=true" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert dp_main([*args, "--out", str(run), "train.steps=20", "train.val_every=20", "data.pad_lowdim=true"]) == 0
+    cfg = load_config(run / "config.yaml")
+    assert cfg.data.shapes["object"] == [5] and cfg.data.pad_lowdim
+    policy = Policy.load(run)
+    stats = policy.normalizer.stats["object"]
+    assert stats["min"].shape == (5,) and stats["min"][3] == 0.0 and stats["max"][3] == 0.5  # zero padding + the 0.5 column
+    narrow = {k: v[0] for k, v in EpisodeStore.open(a).get_episode(0).items()}
+    padded = {**narrow, "object": np.concatenate([narrow["object"], np.zeros(2, np.float32)])}
+    noise = np.random.default_rng(0).normal(size=(10, 7))
+    policy.reset("reach")
+    chunk = policy.predict_chunk(narrow, noise=noise)
+    policy.reset("reach")
+    np.testing.assert_allclose(chunk, policy.predict_chunk(padded, noise=noise), atol=1e-6)  # 3 values are padded to 5
+    with pytest.raises(DpError, match="'object': expected shape"):
+        policy.predict_chunk({**narrow, "object": np.zeros(6, np.float32)})
+    from dp.infer import OnnxPolicy
+    from dp.infer.onnx_export import export_policy
+
+    export_policy(policy, tmp_path / "exported", control_freq=20.0, source="test")
+    onnx = OnnxPolicy.load(tmp_path / "exported")
+    onnx.reset("reach")
+    np.testing.assert_allclose(onnx.predict_chunk(narrow, noise=noise), chunk, atol=1e-4)
+
+
 def test_config_overrides_are_checked():
     cfg = build_config("tiny", ["model.n_layers=3", "train.lr=2e-4", "data.obs_keys=[a,b]", "data.images=true"])
     assert cfg.model.n_layers == 3 and cfg.train.lr == 2e-4 and cfg.data.obs_keys == ["a", "b"] and cfg.data.images

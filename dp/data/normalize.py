@@ -55,6 +55,12 @@ def store_stats(store: EpisodeStore, keys: list[str]) -> dict[str, dict[str, np.
     return out
 
 
+def pad_stats(stats: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]:
+    """The statistics of a vector key zero-padded to ``width`` (the padding is a constant 0)."""
+    extra = width - len(stats["min"])
+    return {k: v if k == "count" else np.pad(v, (0, max(0, extra))) for k, v in stats.items()}
+
+
 def merge_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Combine the statistics of one key over several stores."""
     count = sum(float(p["count"][0]) for p in parts)
@@ -79,10 +85,18 @@ class Normalizer:
         self._torch_cache: dict[tuple, Any] = {}
 
     @classmethod
-    def fit(cls, stores: list[EpisodeStore], keys: list[str], discrete_dims: dict[str, list[int]] | None = None) -> Normalizer:
-        """Statistics of ``keys`` over all ``stores`` (one pass each, or their cached stats)."""
+    def fit(
+        cls,
+        stores: list[EpisodeStore],
+        keys: list[str],
+        discrete_dims: dict[str, list[int]] | None = None,
+        widths: dict[str, int] | None = None,
+    ) -> Normalizer:
+        """Statistics of ``keys`` over all ``stores`` (one pass each, or their cached stats); keys in
+        ``widths`` are vectors zero-padded to that width (``data.pad_lowdim``)."""
+        widths = widths or {}
         per_store = [store_stats(s, keys) for s in stores]
-        stats = {k: merge_stats([p[k] for p in per_store]) for k in keys}
+        stats = {k: merge_stats([pad_stats(p[k], widths[k]) if k in widths else p[k] for p in per_store]) for k in keys}
         if discrete_dims is None:
             discrete_dims = {}
             for s in stores:

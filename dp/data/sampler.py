@@ -48,7 +48,10 @@ class WindowDataset(Dataset):
         episodes: list[np.ndarray | list[int] | None] | None = None,
         normalizer: Normalizer | None = None,
         cache_lowdim: bool = True,
+        widths: dict[str, int] | None = None,
     ):
+        """``widths``: low-dim keys zero-padded to that many values per frame (stores of different widths
+        training one policy, ``data.pad_lowdim``)."""
         if obs_horizon < 1 or action_horizon < 1:
             raise DpError(f"horizons must be >= 1 (obs_horizon={obs_horizon}, action_horizon={action_horizon})")
         opened = [s if isinstance(s, EpisodeStore) else EpisodeStore.open(s, "r") for s in stores]
@@ -60,6 +63,7 @@ class WindowDataset(Dataset):
         self.obs_horizon, self.action_horizon = obs_horizon, action_horizon
         self.normalizer = normalizer
         self.cache_lowdim = cache_lowdim
+        self.widths = dict(widths or {})
         for store in opened:
             missing = [k for k in [*self.obs_keys, action_key] if k not in store.keys]
             if missing:
@@ -107,8 +111,12 @@ class WindowDataset(Dataset):
         cache = []
         for store in stores:
             keys = [*self.lowdim_keys, self.action_key]
-            cache.append({k: store.read(k, 0, store.n_frames).astype(np.float32) for k in keys})
+            cache.append({k: self._pad(k, store.read(k, 0, store.n_frames).astype(np.float32)) for k in keys})
         return cache
+
+    def _pad(self, key: str, values: np.ndarray) -> np.ndarray:
+        extra = self.widths.get(key, values.shape[-1]) - values.shape[-1]
+        return np.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, extra)]) if extra > 0 else values
 
     def __len__(self) -> int:
         return len(self._anchor)
@@ -132,7 +140,7 @@ class WindowDataset(Dataset):
         if self._stores is None:
             self._stores = [EpisodeStore.open(p, "r") for p in self.paths]
         lo, hi = int(frames.min()), int(frames.max()) + 1
-        return self._stores[sid].read(key, lo, hi).astype(np.float32)[frames - lo]
+        return self._pad(key, self._stores[sid].read(key, lo, hi).astype(np.float32)[frames - lo])
 
     def __getitems__(self, indices: list[int]) -> dict[str, Any]:
         """A whole batch: ``{"obs": {key: (B, To, ...)}, "action": (B, Ta, A), "task_id": (B,), ["lang_emb": (B, E)]}``."""

@@ -6,7 +6,10 @@ action queue, exactly as in `dp eval`), and the action — followed by the rest 
 current chunk when it offers ``pending_actions()`` — becomes ``ee_delta`` waypoints at
 ``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.deploy.protocol`). Waypoints carry the
 observation's time, so inference latency is absorbed: if a command arrives late, the controller
-uses the later waypoints of the chunk, and drops the ones already past.
+uses the later waypoints of the chunk, and drops the ones already past. The episode's first chunk,
+the one full sampling (the rest are queued actions or RTI warm chunks), is sampled from the
+episode's first State while the robot still holds (``policy.prime``); the first command goes out at
+the next tick.
 
 Between commands the node sends heartbeats. If the controller falls silent the node stops
 commanding and says so; when a controller (re)appears — a new ``boot`` — the node resets the
@@ -45,6 +48,7 @@ class NodeReport:
     episodes: list[dict] = field(default_factory=list)  # per episode: seed, success, steps
     cycle_ms: list[float] = field(default_factory=list)  # State received -> command sent (node clock)
     policy_ms: list[float] = field(default_factory=list)  # inside the policy
+    prime_ms: list[float] = field(default_factory=list)  # each episode's first chunk, sampled while the robot holds
     period_ms: list[float] = field(default_factory=list)  # between consecutive cycles
     obs_to_command_ms: list[float] = field(default_factory=list)  # measured by the controller (State.cmd_latency)
     rejected: int = 0  # bad States dropped
@@ -60,7 +64,7 @@ class NodeReport:
             "episodes": n, "successes": wins, "success_rate": wins / n if n else None,
             "mean_episode_length": float(np.mean([e["steps"] for e in self.episodes])) if n else None,
             "obs_to_command_ms": timing_summary(self.obs_to_command_ms), "cycle_ms": timing_summary(self.cycle_ms),
-            "policy_ms": timing_summary(self.policy_ms), "period_ms": timing_summary(self.period_ms, self.period_target_ms),
+            "policy_ms": timing_summary(self.policy_ms), "prime_ms": timing_summary(self.prime_ms), "period_ms": timing_summary(self.period_ms, self.period_target_ms),
             "rejected_states": self.rejected, "send_failures": self.send_failures,
             "policy_errors": self.policy_errors, "resyncs": self.resyncs, "per_episode": self.episodes,
         }
@@ -252,6 +256,23 @@ class InferenceNode:
             self.policy.seed(self.episode_seed)
         self.policy.reset(self.instruction if self.instruction is not None else self.info.instruction)
         log.info("episode %d started (seed %d)", s.episode, self.episode_seed)
+        self._prime(s)
+
+    def _prime(self, s: P.State) -> None:
+        """Sample the episode's first chunk (full sampling, the one slow call) from its first State,
+        while the robot still holds: nothing has been commanded, so the scene is the one the next tick
+        sees. The first command goes out at the next tick from the queue, without that time in the loop."""
+        prime = getattr(self.policy, "prime", None)
+        if prime is None:
+            return
+        t0 = time.perf_counter()
+        try:
+            prime(P.observation_from_state(s))
+        except Exception as exc:  # reported again, and handled, by the next cycle's select_action
+            log.error("policy failed on the episode's first State: %s", exc)
+            return
+        self.report.prime_ms.append((time.perf_counter() - t0) * 1e3)
+        self.last_tick = s.tick  # the first command waits for the next control tick
 
     def _finish(self, success: bool, steps: int) -> None:
         self.report.episodes.append({"seed": self.episode_seed, "success": success, "steps": steps})

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dp.errors import DpError
-from dp.infer.runtime_common import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, FULL_FILE, SPEC_FILE, WARM_FILE
+from dp.infer.runtime_common import DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, FULL_FILE, SPEC_FILE, WARM_FILE
 
 STAGES = 5  # caching, two exports, the check against torch, policy.yaml
 
@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps of policy.onnx (default: the run's diffusion.steps)")
     parser.add_argument("--rti-steps", type=int, default=DEFAULT_RTI_STEPS, help=f"denoising steps of policy_warm.onnx (default {DEFAULT_RTI_STEPS})")
     parser.add_argument("--rti-sigma", type=float, default=DEFAULT_RTI_SIGMA, help=f"noise level the warm start's guess is noised to (default {DEFAULT_RTI_SIGMA})")
-    parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (default: the run's data.n_action_steps)")
+    parser.add_argument("--rti-every", type=int, default=DEFAULT_RTI_EVERY,
+                        help=f"with RTI on, a new warm chunk every this many control steps (default {DEFAULT_RTI_EVERY})")
+    parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk without RTI (default: the run's data.n_action_steps)")
     parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
@@ -55,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise DpError(f"--steps must be >= 1, got {args.steps}")
     start = time.perf_counter()
     policy = Policy.load(args.run, n_action_steps=args.n_action_steps)
-    rti = RTISettings(args.rti_steps, args.rti_sigma)
+    rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every)
+    if not 1 <= rti.every <= policy.action_horizon:
+        raise DpError(f"--rti-every must be in [1, {policy.action_horizon}] (the chunk length), got {rti.every}")
     rti.for_model(policy.model, args.steps)  # a bad --rti-* fails here, before anything is written
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sizes = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["files"].items())
         print(f"exported {args.run} -> {out} ({sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
-              f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}; {summary['seconds']} s")
+              f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps; {summary['seconds']} s")
         if spec["control_freq"] is None:
             print("note: no control rate recorded (training store not found); pass --control-freq HZ")
     return 0

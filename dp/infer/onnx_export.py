@@ -222,6 +222,7 @@ def build_spec(policy: Policy, full: PolicyGraph, warm: PolicyGraph, rti: RTISet
             "shapes": {k: list(data.shapes[k]) for k in policy.obs_keys},
             "dtypes": {k: ("uint8" if k in policy.image_keys else "float32") for k in policy.obs_keys},
             "horizon": policy.obs_horizon,
+            "pad_lowdim": bool(data.pad_lowdim),
         },
         "action": {
             "key": policy.action_key,
@@ -238,7 +239,7 @@ def build_spec(policy: Policy, full: PolicyGraph, warm: PolicyGraph, rti: RTISet
             "sigma_min": cfg.diffusion.sigma_min,
             "sigma_max": cfg.diffusion.sigma_max,
         },
-        "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start, "sigmas": warm.sampler.sigmas},
+        "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start, "every": rti.every, "sigmas": warm.sampler.sigmas},
         "goal": {
             "kind": cfg.model.goal,
             "tasks": list(policy.tasks),

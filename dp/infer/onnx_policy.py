@@ -9,7 +9,6 @@ previous one (``policy_warm.onnx``, see :mod:`dp.infer.rti`) instead of from noi
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from dp.infer.runtime_common import (
     SPEC_VERSION,
     WARM_FILE,
     ChunkedRuntime,
-    check_noise,
     resolve_goal,
     sha256_file,
     shift_guess,
@@ -88,34 +86,22 @@ class OnnxPolicy(ChunkedRuntime):
             self.obs_keys = [*self.lowdim_keys, *self.image_keys]
             self.shapes = {k: [int(n) for n in obs["shapes"][k]] for k in self.obs_keys}
             self.obs_horizon = int(obs["horizon"])
+            self.pad_lowdim = bool(obs.get("pad_lowdim", False))
             self.action_key, self.action_dim, self.action_horizon = str(act["key"]), int(act["dim"]), int(act["horizon"])
             self.discrete_dims = [int(d) for d in act["discrete_dims"]]
             self.goal_kind = str(goal["kind"])
             self.tasks, self.instructions = list(goal["tasks"]), dict(goal["instructions"])
             self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}
             self.lang_encoder = goal.get("encoder") or None  # older exports do not name it: known instructions only
-            default_steps = int(act["n_action_steps"])
+            default_steps = int(spec["rti"].get("every", act["n_action_steps"]) if rti else act["n_action_steps"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DpError(f"{self.folder / SPEC_FILE}: missing or malformed field ({type(exc).__name__}: {exc}); re-export the folder") from exc
-        self.n_action_steps = int(n_action_steps or default_steps)
-        if not 1 <= self.n_action_steps <= self.action_horizon:
-            raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
         self.control_freq = spec.get("control_freq")
         self.rti = bool(rti)
         options = session_options(threads)
         self._full = self._session(FULL_FILE, options)
         self._warm = self._session(WARM_FILE, options) if self.rti else None
-        self._rng = np.random.default_rng(seed)
-        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
-        self._queue: deque[np.ndarray] = deque()
-        self._previous: np.ndarray | None = None
-        self._goal: dict[str, np.ndarray] | None = None
-        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
-        self.instruction: str | None = None
-        try:  # a single-goal policy is ready at once; a multi-goal one waits for reset(instruction)
-            self.reset()
-        except DpError:
-            pass
+        self._start(n_action_steps or default_steps, seed)
 
     @classmethod
     def load(cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1) -> OnnxPolicy:
@@ -135,10 +121,6 @@ class OnnxPolicy(ChunkedRuntime):
         return session
 
     # ------------------------------------------------------------------ episode state
-    def seed(self, seed: int) -> None:
-        """Reseed the sampler noise (reproducible episodes)."""
-        self._rng = np.random.default_rng(seed)
-
     def reset(self, instruction: str | None = None) -> None:
         """Start a new episode: clear the history, the action queue and the RTI guess; set the goal.
 
@@ -169,8 +151,7 @@ class OnnxPolicy(ChunkedRuntime):
     def _feeds(self, noise: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {k: np.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
         feeds.update(self._goal)
-        shape = (1, self.action_horizon, self.action_dim)
-        feeds["noise"] = self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
+        feeds["noise"] = self._noise(noise)
         return feeds
 
     def _sample(self, noise: np.ndarray | None) -> np.ndarray:

@@ -15,7 +15,6 @@ the previous one (:mod:`dp.infer.rti`); ``reset()`` clears that guess.
 from __future__ import annotations
 
 import os
-from collections import deque
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall on a busy machine
@@ -50,33 +49,21 @@ class Policy(ChunkedRuntime):
         self.cfg: Config = model.cfg
         self.normalizer = normalizer
         self.goals = dict(goals or {})  # the embeddings it was trained with (exported with it)
-        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
         self.device = torch.device(device)
         data = self.cfg.data
         self.lowdim_keys, self.image_keys = list(data.lowdim_keys), list(data.image_keys)
         self.obs_keys = [*self.lowdim_keys, *self.image_keys]
         self.shapes = data.shapes
+        self.pad_lowdim = data.pad_lowdim
         self.action_key = data.action_key
         self.obs_horizon, self.action_horizon, self.action_dim = data.obs_horizon, data.action_horizon, data.action_dim
-        self.n_action_steps = int(n_action_steps or data.n_action_steps)
-        if not 1 <= self.n_action_steps <= self.action_horizon:
-            raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
         self.steps = steps or self.cfg.diffusion.steps
         self.tasks = list(self.cfg.vocab.tasks)
         self.instructions = dict(self.cfg.vocab.instructions)
         self.discrete_dims = list(normalizer.discrete_dims.get(self.action_key, []))
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)  # reproducible sampler noise
         self.rti = RTISettings() if rti is True else (rti or None)
         self._rti_sigmas = self.rti.for_model(self.model, self.steps) if self.rti else None
-        self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
-        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
-        self._queue: deque[np.ndarray] = deque()
-        self._goal: dict[str, torch.Tensor] | None = None
-        self.instruction: str | None = None
-        try:  # a single-goal policy is ready at once; a multi-goal one waits for reset(instruction)
-            self.reset()
-        except DpError:
-            pass
+        self._start(n_action_steps or (self.rti.every if self.rti else data.n_action_steps), seed)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False) -> Policy:
@@ -155,11 +142,7 @@ class Policy(ChunkedRuntime):
     def _sample(self, noise: np.ndarray | torch.Tensor | None) -> np.ndarray:
         if self._goal is None:
             raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {self._known()}")
-        shape = (1, self.action_horizon, self.action_dim)
-        if noise is None:
-            noise_t = torch.randn(shape, generator=self.generator, device=self.device)
-        else:
-            noise_t = torch.as_tensor(np.asarray(noise, dtype=np.float32)).reshape(shape).to(self.device)
+        noise_t = torch.from_numpy(self._noise(noise)).to(self.device)
         if self.rti is not None and self._previous is not None:  # RTI: warm start from the previous chunk
             guess = self.normalizer.normalize(self.action_key, shift_guess(self._previous, self.n_action_steps, self.discrete_dims))
             cond = self.model.encode(self._batch(), **self._goal)

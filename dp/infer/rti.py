@@ -24,26 +24,32 @@ import torch
 
 from dp.diffusion.sampler import ddim_sample
 from dp.errors import DpError
-from dp.infer.runtime_common import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, resolve_goal, shift_guess, snap_discrete
+from dp.infer.runtime_common import DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, resolve_goal, shift_guess, snap_discrete
 from dp.models.diffusion_policy import DiffusionPolicy
 
 if TYPE_CHECKING:  # the Policy imports this module
     from dp.infer.policy import Policy
 
-# Chosen by measurement (bench/latency.py --rti-sweep: 40 chunks of 8 held-out synthetic episodes,
-# tiny preset trained 2000 steps): one step from sigma 1.0 gives warm chunks closer to the
-# demonstrations than full 10-step sampling (mean abs error 0.056 vs 0.074; 0.033 from the full chunk
-# drawn with the same noise; an error in the guess shrinks to 5%). Lower start sigmas are worse (0.2:
-# 0.077; 0.05: 0.121), two steps only slightly better (0.051) at twice the cost: one warm step of the
-# small preset takes 1.4 ms in ONNX Runtime on one core here, against a 2 ms budget.
+# Chosen by measurement. One warm step: one step of the small preset takes 1.4 ms in ONNX Runtime on
+# one core here, against a 2 ms budget. Start sigma and re-planning interval: closed-loop success on
+# `can` (small preset, 200 demonstrations, 50 episodes from seed 5000; full sampling 44/50):
+#   every 8 (the training's n_action_steps): sigma 0.4 5/50, 1.0 38/50, 2.0 38/50, 4.0 41/50
+#   sigma 1.0: every 2 35/50, every 4 43/50
+# With a chunk of 10 and 8 actions executed, the shifted guess is the last action repeated for 8 of
+# its 10 steps: a poor prior, which a low sigma keeps (it cannot move far from the guess) and a high
+# one mostly discards. Re-planning every 4 steps keeps 6 steps of real plan in the guess, at one warm
+# step per 4 control steps. Open loop (bench/latency.py --rti-sweep, held-out windows) one step from
+# 1.0 is also the best of the grid, and an error in the guess shrinks to 5% of its size.
 
 
 @dataclass(frozen=True)
 class RTISettings:
-    """How a warm start runs: ``steps`` DDIM steps from ``sigma_start``."""
+    """How a warm start runs: ``steps`` DDIM steps from ``sigma_start``, a new chunk every ``every``
+    control steps (the actions executed per chunk: the shift of the guess)."""
 
     steps: int = DEFAULT_RTI_STEPS
     sigma_start: float = DEFAULT_RTI_SIGMA
+    every: int = DEFAULT_RTI_EVERY
 
     def sigmas(self, sigma_min: float, sigma_max: float, full_steps: int) -> torch.Tensor:
         """The warm tail (steps + 1,): ``sigma_start`` times the full schedule's step ratio

@@ -7,6 +7,7 @@ steps, last action repeated, discrete dimensions snapped to +-1).
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,13 @@ def snap_discrete(chunk: np.ndarray, discrete_dims: list[int]) -> np.ndarray:
     return chunk
 
 
-def check_observation(obs: Any, lowdim_keys: list[str], image_keys: list[str], shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+def check_observation(
+    obs: Any, lowdim_keys: list[str], image_keys: list[str], shapes: dict[str, list[int]], pad_lowdim: bool = False
+) -> dict[str, np.ndarray]:
     """One time step of raw observations, checked and converted: low-dim float32 in the trained
-    shape, images uint8 HxWxC. A DpError names the key and what was expected."""
+    shape, images uint8 HxWxC. ``pad_lowdim`` (a policy trained with ``data.pad_lowdim``): narrower
+    low-dim vectors are zero-padded at the end, as in training. A DpError names the key and what was
+    expected."""
     if not isinstance(obs, dict):
         raise DpError(f"observation must be a dict of key -> array, got {type(obs).__name__}")
     out = {}
@@ -52,6 +57,8 @@ def check_observation(obs: Any, lowdim_keys: list[str], image_keys: list[str], s
         else:
             if value.dtype.kind not in "fiu":
                 raise DpError(f"observation {key!r}: expected numbers (float), got dtype {value.dtype}")
+            if pad_lowdim and len(expected) == 1 and value.ndim <= 1 and value.size < expected[0]:
+                value = np.pad(value.reshape(-1), (0, expected[0] - value.size))
             if value.size != int(np.prod(expected)):
                 raise DpError(f"observation {key!r}: expected shape {expected}, got {value.shape}")
             value = value.reshape(expected).astype(np.float32)
@@ -113,14 +120,44 @@ def sha256_file(path: str | Path) -> str:
 class ChunkedRuntime:
     """The Policy runtime API shared by the torch and ONNX Runtime policies.
 
+    Sampler noise comes from a numpy generator (``seed``), the same stream in both runtimes, so a torch
+    policy and its export act alike from the same seed (to float precision).
+
     A subclass provides ``_sample(noise)`` (one (H, A) chunk of raw actions), ``_history`` (a deque
     of ``obs_horizon`` frames), ``_queue`` (a deque), ``lowdim_keys``, ``image_keys``, ``shapes``,
-    ``obs_horizon``, ``n_action_steps`` and ``action_dim``.
+    ``obs_horizon``, ``n_action_steps``, ``action_dim`` and ``pad_lowdim``.
     """
+
+    def _start(self, n_action_steps: int, seed: int) -> None:
+        """Check ``n_action_steps``, seed the noise and set up the episode state; a single-goal policy
+        is ready at once, a multi-goal one waits for ``reset(instruction)``."""
+        self.n_action_steps = int(n_action_steps)
+        if not 1 <= self.n_action_steps <= self.action_horizon:
+            raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
+        self.seed(seed)
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
+        self._queue: deque[np.ndarray] = deque()
+        self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
+        self._goal: dict[str, Any] | None = None
+        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
+        self.instruction: str | None = None
+        try:
+            self.reset()
+        except DpError:
+            pass
+
+    def seed(self, seed: int) -> None:
+        """Reseed the sampler noise (reproducible episodes)."""
+        self._rng = np.random.default_rng(seed)
+
+    def _noise(self, noise: Any) -> np.ndarray:
+        """The (1, H, A) float32 start of the sampler: ``noise`` checked, or drawn from the seeded stream."""
+        shape = (1, self.action_horizon, self.action_dim)
+        return self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
 
     def _push(self, obs: dict[str, Any]) -> None:
         """Check one observation and add it to the history (the first one fills it, as in training)."""
-        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes)
+        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes, self.pad_lowdim)
         if not self._history:
             for _ in range(self.obs_horizon - 1):
                 self._history.append(frame)
@@ -142,12 +179,21 @@ class ChunkedRuntime:
             self._queue.extend(self._sample(None)[: self.n_action_steps])
         return self._queue.popleft()
 
+    def prime(self, obs: dict[str, Any]) -> None:
+        """Add one observation and sample the next chunk into the queue now, so that the next
+        ``select_action`` returns at once (a robot computes its first chunk while it still holds)."""
+        self._push(obs)
+        self._queue.clear()
+        self._queue.extend(self._sample(None)[: self.n_action_steps])
+
     def pending_actions(self) -> np.ndarray:
         """The queued actions still to come after the last one returned, (n, A)."""
         return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)
 
 
-# RTI defaults (steps of policy_warm, start sigma), chosen by `bench/latency.py --rti-sweep`; here so
-# that command-line parsers can show them without importing torch.
+# RTI defaults (steps of policy_warm, start sigma, actions executed per warm chunk), chosen by
+# closed-loop success on `can` (see dp/infer/rti.py); here so that command-line parsers can show them
+# without importing torch.
 DEFAULT_RTI_STEPS = 1
 DEFAULT_RTI_SIGMA = 1.0
+DEFAULT_RTI_EVERY = 4

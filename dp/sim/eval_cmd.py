@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")
     parser.add_argument("--rti-steps", type=int, default=None, help="with a run folder: RTI denoising steps per warm chunk (implies --rti)")
     parser.add_argument("--rti-sigma", type=float, default=None, help="with a run folder: noise level RTI restarts from (implies --rti)")
+    parser.add_argument("--rti-every", type=int, default=None, help="with a run folder: a new RTI chunk every N control steps (implies --rti)")
     parser.add_argument("--image-size", type=int, default=84, help="camera image size rendered for image policies (default 84)")
     parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
                         help="write MP4s of the first episodes into this folder (default ./videos)")
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         spec = args.policy
     else:
         raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
-    policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma)
+    policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every)
     result = evaluate(policy, args.task, args.episodes, seed=args.seed, image_size=args.image_size,
                       video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
     figures = {"policy": spec, **result.as_dict()}

@@ -21,11 +21,14 @@ from dp.sim.rollout import ActionSource, run_episode, seed_for
 from dp.sim.tasks import CAMERAS, get_task
 
 
-def load_policy(spec: str, *, rti: bool = False, rti_steps: int | None = None, rti_sigma: float | None = None) -> ActionSource:
+def load_policy(
+    spec: str, *, rti: bool = False, rti_steps: int | None = None, rti_sigma: float | None = None, rti_every: int | None = None
+) -> ActionSource:
     """The policy ``spec`` names, tried in order: ``expert:<task>`` (a scripted expert); a folder with
     ``policy.onnx`` (``dp.infer.OnnxPolicy``); a folder with ``model.safetensors``, a run or a
-    checkpoint (``dp.infer.Policy``). ``rti`` turns real-time-iteration warm starts on; ``rti_steps`` /
-    ``rti_sigma`` (trained runs only: an export fixes them) choose its steps and start sigma."""
+    checkpoint (``dp.infer.Policy``). ``rti`` turns real-time-iteration warm starts on; ``rti_steps``,
+    ``rti_sigma`` and ``rti_every`` (trained runs only: an export fixes them) choose its steps, start
+    sigma and re-planning interval."""
     if spec.startswith("expert:"):
         from dp.sim.experts import make_expert
 
@@ -36,16 +39,16 @@ def load_policy(spec: str, *, rti: bool = False, rti_steps: int | None = None, r
     if not path.exists():
         raise DpError(f"policy {spec!r}: no such file or folder (expected expert:TASK, an exported folder or a run folder)")
     if (path / "policy.onnx").is_file():
-        if rti_steps is not None or rti_sigma is not None:
-            raise DpError(f"{spec}: an exported policy's warm-start graph is fixed at export; "
-                          "re-export with `dp export --rti-steps K --rti-sigma S`")
+        if (rti_steps, rti_sigma, rti_every) != (None, None, None):
+            raise DpError(f"{spec}: an exported policy's warm start is fixed at export; "
+                          "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
         return _load(_runtime("OnnxPolicy"), path, rti)
     if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
-        if rti_steps is not None or rti_sigma is not None:
+        if (rti_steps, rti_sigma, rti_every) != (None, None, None):
             from dp.infer.rti import RTISettings
-            from dp.infer.runtime_common import DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 
-            settings = RTISettings(rti_steps or DEFAULT_RTI_STEPS, DEFAULT_RTI_SIGMA if rti_sigma is None else rti_sigma)
+            default = RTISettings()
+            settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma, rti_every or default.every)
             return _runtime("Policy").load(path, rti=settings)
         return _load(_runtime("Policy"), path, rti)
     raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")

@@ -123,16 +123,28 @@ def _image_sizes(cfg: Config, stores: list[EpisodeStore], image: list[str]) -> d
     return sizes
 
 
-def _shapes(cfg: Config, stores: list[EpisodeStore], keys: list[str]) -> dict[str, list[int]]:
+def _shapes(cfg: Config, stores: list[EpisodeStore], keys: list[str], padded: list[str]) -> dict[str, list[int]]:
+    """Per-frame shapes, equal in every store; ``padded`` vector keys take the widest store's width."""
     shapes: dict[str, list[int]] = {}
     for key in keys:
-        for store in stores:
-            shape = list(store.array(key).shape[1:])
+        found = [list(store.array(key).shape[1:]) for store in stores]
+        if key in padded and all(len(s) == 1 for s in found):
+            shapes[key] = [max([s[0] for s in found] + list(cfg.data.shapes.get(key, [])))]
+            continue
+        for store, shape in zip(stores, found):
             expected = shapes.get(key, cfg.data.shapes.get(key))
             if expected is not None and list(expected) != shape:
-                raise DpError(f"{store.path}: key {key!r} has frame shape {shape}, the policy expects {list(expected)}")
+                hint = " (stores of different widths: data.pad_lowdim=true)" if len(shape) == 1 and key not in padded else ""
+                raise DpError(f"{store.path}: key {key!r} has frame shape {shape}, the policy expects {list(expected)}{hint}")
             shapes[key] = shape
     return shapes
+
+
+def pad_widths(cfg: Config) -> dict[str, int]:
+    """The low-dim keys zero-padded to a common width (``data.pad_lowdim``), with that width."""
+    if not cfg.data.pad_lowdim:
+        return {}
+    return {k: cfg.data.shapes[k][0] for k in cfg.data.lowdim_keys if len(cfg.data.shapes[k]) == 1}
 
 
 # embeddings made in memory for stores that could not be written (store path -> instruction -> vector)
@@ -199,7 +211,7 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
         _embed_instructions(paths)
     stores = open_stores(paths)
     lowdim, image = _select_keys(cfg, stores)
-    shapes = _shapes(cfg, stores, [*lowdim, *image, cfg.data.action_key])
+    shapes = _shapes(cfg, stores, [*lowdim, *image, cfg.data.action_key], lowdim if cfg.data.pad_lowdim else [])
     action_shape = shapes.pop(cfg.data.action_key)
     if len(action_shape) != 1:
         raise DpError(f"{stores[0].path}: action key {cfg.data.action_key!r} must be one vector per frame; frame shape is {action_shape}")
@@ -242,13 +254,14 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     """Train / validation windows (episodes split per store with ``train.seed``) and the normalizer."""
     data = cfg.data
     if normalizer is None:
-        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key])
+        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key], widths=pad_widths(cfg))
     splits = [split_episodes(len(s), data.val_fraction, cfg.train.seed) for s in stores]
     obs_keys = [*data.lowdim_keys, *data.image_keys]
 
     def windows(episodes: list[np.ndarray]) -> WindowDataset:
         return WindowDataset(
-            stores, obs_keys, data.action_key, data.obs_horizon, data.action_horizon, episodes=episodes, normalizer=normalizer
+            stores, obs_keys, data.action_key, data.obs_horizon, data.action_horizon, episodes=episodes, normalizer=normalizer,
+            widths=pad_widths(cfg),
         )
 
     train = windows([tr for tr, _ in splits])
