@@ -35,6 +35,7 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as `dp train` does
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import emit  # noqa: E402
 
 WINDOW = 64  # frames per CALVIN language window (one imported episode each)
 TARGET_RATIO = 3.0
@@ -197,12 +198,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="dp-image-train-bench-") as tmp:
         out = {"mode": "quick" if args.quick else "full", "cpu_count": os.cpu_count(),
                **run_bench(Path(tmp), **params, workers=args.workers, overrides=args.overrides)}
-    out["total_s"] = round(time.perf_counter() - t0, 1)
-    out["load_average_1min"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    emit(out, t0, args.json_out)
 
 
 if __name__ == "__main__":

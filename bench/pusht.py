@@ -44,6 +44,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (as `dp trai
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import emit  # noqa: E402
 
 # ---------------------------------------------------------------------------- the simulated task
 WORKSPACE = 512.0  # px, as Push-T
@@ -373,12 +374,7 @@ def main() -> None:
         work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dp-pusht-bench-")))
         out = {"mode": "quick" if args.quick else "full", "cpu_count": os.cpu_count(),
                **run_bench(work, **params, val_fraction=args.val_fraction, seed=args.seed, overrides=args.overrides)}
-    out["total_s"] = round(time.perf_counter() - t0, 1)
-    out["load_average_1min"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    emit(out, t0, args.json_out)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-dp eval quickstart/runs/lift --task lift --episodes 50 --seed 5000 --rti --json-out lift__torch_rti.json
+dp eval quickstart/runs/lift --task lift --episodes 50 --seed 5000 --rti --json-out lift__torch_rti.json   # RTI defaults: 1 step from sigma 1.0, every 4 steps
