@@ -49,7 +49,7 @@ class NodeReport:
     cycle_ms: list[float] = field(default_factory=list)  # State received -> command sent (node clock)
     policy_ms: list[float] = field(default_factory=list)  # inside the policy
     prime_ms: list[float] = field(default_factory=list)  # each episode's first chunk, sampled while the robot holds
-    period_ms: list[float] = field(default_factory=list)  # between consecutive cycles
+    period_ms: list[float] = field(default_factory=list)  # between consecutive cycles of an episode
     obs_to_command_ms: list[float] = field(default_factory=list)  # measured by the controller (State.cmd_latency)
     rejected: int = 0  # bad States dropped
     send_failures: int = 0
@@ -250,6 +250,7 @@ class InferenceNode:
 
     def _start_episode(self, s: P.State) -> None:
         self.episode_id, self.episode_start_tick, self.last_tick = s.episode, s.tick, -1
+        self.last_cycle = None  # loop periods are timed within an episode, not across a reset
         if not self.episodes:
             self.episode_seed = self.info.seed
         if callable(getattr(self.policy, "seed", None)):
