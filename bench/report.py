@@ -810,7 +810,7 @@ def readme_section(results: Results) -> str:
                 for mode, label in LATENCY_MODES]
         headers = ["Inference, `small` preset, batch 1, 1 thread", *(f"{label}: median / p99 ms per chunk" for k, label in LATENCY_CASES if k in cases)]
         out += [table(headers, rows), ""]
-    data, imp, train, dep = (results.bench(n) or {} for n in ("data_throughput", "import_throughput", "train", "deploy"))
+    data, imp, train, pusht, image, dep = (results.bench(n) or {} for n in ("data_throughput", "import_throughput", "train", "pusht", "image_train", "deploy"))
     facts = []
     if data:
         facts.append(f"Store: {num(data.get('lowdim_windows_per_s_loader'))} low-dim and {num(data.get('image_windows_per_s'))} image "
@@ -820,7 +820,6 @@ def readme_section(results: Results) -> str:
     if train:
         facts.append(f"Training: {num(get(train, 'state', 'samples_per_s'), 0)} samples/s (state), "
                      f"{num(get(train, 'two_cameras_84', 'samples_per_s'), 0)} samples/s (two cameras).")
-    pusht, image = results.bench("pusht"), results.bench("image_train")
     if pusht:
         facts.append(f"Push-T format ({pusht.get('mode')} mode): held-out action MSE {num(get(pusht, 'eval', 'policy_over_mean_ratio'), 3)}x "
                      "the mean-action baseline.")

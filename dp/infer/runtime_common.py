@@ -176,7 +176,7 @@ class ChunkedRuntime:
         """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
         self._push(obs)
         if not self._queue:
-            self._queue.extend(self._sample(None)[: self.n_action_steps])
+            self._refill()
         return self._queue.popleft()
 
     def prime(self, obs: dict[str, Any]) -> None:
@@ -184,6 +184,10 @@ class ChunkedRuntime:
         ``select_action`` returns at once (a robot computes its first chunk while it still holds)."""
         self._push(obs)
         self._queue.clear()
+        self._refill()
+
+    def _refill(self) -> None:
+        """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
         self._queue.extend(self._sample(None)[: self.n_action_steps])
 
     def pending_actions(self) -> np.ndarray:

@@ -253,15 +253,16 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
 def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer | None = None) -> TrainData:
     """Train / validation windows (episodes split per store with ``train.seed``) and the normalizer."""
     data = cfg.data
+    widths = pad_widths(cfg)
     if normalizer is None:
-        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key], widths=pad_widths(cfg))
+        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key], widths=widths)
     splits = [split_episodes(len(s), data.val_fraction, cfg.train.seed) for s in stores]
     obs_keys = [*data.lowdim_keys, *data.image_keys]
 
     def windows(episodes: list[np.ndarray]) -> WindowDataset:
         return WindowDataset(
             stores, obs_keys, data.action_key, data.obs_horizon, data.action_horizon, episodes=episodes, normalizer=normalizer,
-            widths=pad_widths(cfg),
+            widths=widths,
         )
 
     train = windows([tr for tr, _ in splits])
