@@ -1,23 +1,28 @@
-"""Inference latency per chunk (batch 1) and the RTI warm-start check; prints JSON.
+"""Inference latency per chunk (batch 1), export sizes, and the RTI warm-start check; prints JSON.
 
 Latency: the ``small`` preset (random weights time the same as trained ones), state only and with
-two 84x84 cameras; median and p99 over ``--calls`` chunks of
+two 84x84 cameras; median and p99 over ``--calls`` chunks of each mode, the modes interleaved call
+by call (a busy machine slows them alike):
 
 - ``eager_uncached``: the torch Policy, 10-step sampling through the router (``predict_chunk``);
-- ``cached``: the same in torch with experts cached (the graph that is exported);
-- ``cached_rti``: cached, warm-started from a guess (RTI steps only);
-- ``onnx_full`` / ``onnx_rti``: ``dp.infer.OnnxPolicy.predict_chunk`` on the exported folder.
+- ``cached`` / ``cached_rti`` / ``cached_first``: the exported torch graphs (experts cached): full
+  sampling, a warm start from a guess (RTI), an episode's first chunk (short sampler);
+- ``onnx_full`` / ``onnx_rti`` / ``onnx_first``: ``dp.infer.OnnxPolicy.predict_chunk`` on the exported
+  folder (``onnx_first``: the first chunk after ``reset()``, with RTI on);
+- ``precision``: the same ONNX modes and the export's size for ``--precisions`` (fp16, int8).
 
+Sizes: every file of the export against the checkpoint's float32 weight bytes (``size_ratio``).
 Also FLOPs per chunk (torch's flop counter): uncached, cached, cached RTI, and the dense twin (one
-expert as wide as all four: equal total parameters). Targets (state, small): ONNX Runtime + RTI
-median <= 2 ms and >= 10x faster than eager uncached sampling.
+expert as wide as all four: equal total parameters). Targets (1 thread, batch 1): ONNX Runtime + RTI
+median <= 0.5 ms per chunk (state), <= 2 ms (two cameras); first chunk <= 2 ms (state); export size
+<= 1.2x the weights, int8 <= 0.35x.
 
 RTI check (``--rti-run RUN --rti-data STORE``, or by default a tiny policy trained here for a minute
 on a synthetic store): on held-out episodes, warm chunks against the demonstrations and against full
 sampling, and how an error in the guess shrinks over the warm steps (contractivity). ``--rti-sweep``
 evaluates a grid of (steps, start sigma) to choose the defaults.
 
-    PYTHONPATH=. python3 bench/latency.py [--calls 200] [--threads 1] [--skip-rti-check]
+    PYTHONPATH=. python3 bench/latency.py [--calls 200] [--threads 1] [--precisions fp16,int8] [--skip-rti-check]
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dp.config import Config, build_config  # noqa: E402
 from dp.data.normalize import Normalizer  # noqa: E402
 from dp.infer.onnx_export import build_graphs, example_inputs, export_policy  # noqa: E402
+from dp.infer.runtime_common import FIRST_FILE, FULL_FILE, GRAPH_FILES, WARM_FILE, WEIGHTS_FILE  # noqa: E402
 from dp.infer.onnx_policy import OnnxPolicy  # noqa: E402
 from dp.infer.policy import Policy  # noqa: E402
 from dp.infer.rti import RTISettings, evaluate_warm_starts  # noqa: E402
@@ -71,16 +80,24 @@ def preset_policy(preset: str, cameras: bool, overrides: list[str] | None = None
     return Policy(model, Normalizer(stats, {"action": [6]}))
 
 
-def timed(fn, calls: int, warmup: int = 10) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    ms = np.array(times) * 1e3
-    return {"median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3), "calls": calls}
+def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:
+    """Median and p99 ms of each of ``fns`` over ``calls`` calls, interleaved (call i runs every function
+    once, in an order rotated by i), so that load on the machine falls on all modes alike."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(calls):
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, values in times.items():
+        ms = np.array(values) * 1e3
+        out[name] = {"median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3), "calls": calls}
+    return out
 
 
 def flops(fn) -> int:
@@ -96,27 +113,54 @@ def one_observation(policy: Policy) -> dict[str, np.ndarray]:
     return obs
 
 
-def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, workdir: Path) -> dict:
+def first_chunk(policy: OnnxPolicy, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """An episode's first chunk: a new episode, then one chunk."""
+    policy.reset()
+    return policy.predict_chunk(obs)
+
+
+def export_sizes(folder: Path, weight_bytes: int) -> dict[str, Any]:
+    files = {name: (folder / name).stat().st_size for name in (*GRAPH_FILES, WEIGHTS_FILE)}
+    return {"files": files, "total": sum(files.values()), "size_ratio": round(sum(files.values()) / weight_bytes, 3)}
+
+
+def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, workdir: Path, precisions: list[str]) -> dict:
     policy = preset_policy("small", cameras)
     obs = one_observation(policy)
-    full, warm = build_graphs(policy, None, rti)
+    graphs = build_graphs(policy, None, rti)
+    full, warm, first = graphs[FULL_FILE], graphs[WARM_FILE], graphs[FIRST_FILE]
     inputs_full = [torch.from_numpy(v) for v in example_inputs(policy, False).values()]
     inputs_warm = [torch.from_numpy(v) for v in example_inputs(policy, True).values()]
-    out = workdir / ("cameras" if cameras else "state")
-    export_policy(policy, out, rti=rti, control_freq=20.0, source="bench: random small preset")
-    onnx_full = OnnxPolicy.load(out, rti=False, threads=threads)
-    onnx_rti = OnnxPolicy.load(out, rti=True, threads=threads)
-    onnx_rti.predict_chunk(obs)  # the first chunk is full; every later one is warm
-
+    weight_bytes = 4 * sum(p.numel() for p in policy.model.parameters())
+    folders, modes = {}, {}
+    for precision in ["fp32", *precisions]:
+        out = folders[precision] = workdir / ("cameras" if cameras else "state") / precision
+        export_policy(policy, out, rti=rti, control_freq=20.0, source="bench: random small preset", precision=precision)
+        onnx_full = OnnxPolicy.load(out, rti=False, threads=threads)
+        onnx_rti = OnnxPolicy.load(out, rti=True, threads=threads)
+        onnx_first = OnnxPolicy.load(out, rti=True, threads=threads)
+        onnx_rti.predict_chunk(obs)  # the first chunk is short; every later one is warm
+        suffix = "" if precision == "fp32" else f"_{precision}"
+        modes[f"onnx_full{suffix}"] = lambda p=onnx_full: p.predict_chunk(obs)
+        modes[f"onnx_rti{suffix}"] = lambda p=onnx_rti: p.predict_chunk(obs)
+        modes[f"onnx_first{suffix}"] = lambda p=onnx_first: first_chunk(p, obs)
     with torch.no_grad():
-        result = {
-            "eager_uncached": timed(lambda: policy.predict_chunk(obs), calls),
-            "cached": timed(lambda: full(*inputs_full), calls),
-            "cached_rti": timed(lambda: warm(*inputs_warm), calls),
-        }
-    result["onnx_full"] = timed(lambda: onnx_full.predict_chunk(obs), calls)
-    result["onnx_rti"] = timed(lambda: onnx_rti.predict_chunk(obs), calls)
+        modes.update({
+            "eager_uncached": lambda: policy.predict_chunk(obs),
+            "cached": lambda: full(*inputs_full),
+            "cached_rti": lambda: warm(*inputs_warm),
+            "cached_first": lambda: first(*inputs_full),
+        })
+        timings = timed(modes, calls)
+    result = {k: timings[k] for k in ("eager_uncached", "cached", "cached_rti", "cached_first", "onnx_full", "onnx_rti", "onnx_first")}
     result["speedup_onnx_rti_vs_eager"] = round(result["eager_uncached"]["median_ms"] / result["onnx_rti"]["median_ms"], 1)
+    result["export"] = export_sizes(folders["fp32"], weight_bytes)
+    result["weight_bytes_fp32"] = weight_bytes
+    result["precision"] = {
+        p: {**{m: timings[f"{m}_{p}"] for m in ("onnx_full", "onnx_rti", "onnx_first")}, "export": export_sizes(folders[p], weight_bytes),
+            "max_abs_diff_vs_torch": yaml.safe_load((folders[p] / "policy.yaml").read_text())["check"]["max_abs_diff_vs_torch"]}
+        for p in precisions
+    }
 
     dense = preset_policy("small", cameras, ["model.n_experts=1", "model.top_k=1", f"model.expert_hidden={4 * policy.cfg.model.expert_hidden}"])
     obs_t = {k: torch.from_numpy(np.asarray(v)[None, None]) for k, v in obs.items()}
@@ -126,11 +170,12 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
         "uncached": flops(lambda: policy.model.sample(obs_t, noise=noise, **goal)),
         "cached": flops(lambda: full(*inputs_full)),
         "cached_rti": flops(lambda: warm(*inputs_warm)),
+        "cached_first": flops(lambda: first(*inputs_full)),
         "dense_twin_uncached": flops(lambda: dense.model.sample(obs_t, noise=noise, **goal)),
     }
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     result["params"] = {"mode_total": params(policy.model), "dense_twin_total": params(dense.model)}
-    result["onnx_bytes"] = {name: (out / name).stat().st_size for name in ("policy.onnx", "policy_warm.onnx")}
+    result["onnx_bytes"] = result["export"]["files"]
     return result
 
 
@@ -170,6 +215,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--rti-steps", type=int, default=None, help="RTI steps (default: dp.infer.rti's)")
     parser.add_argument("--rti-sigma", type=float, default=None, help="RTI start sigma (default: dp.infer.rti's)")
+    parser.add_argument("--precisions", default="fp16,int8", help="reduced-precision exports to time beside fp32 (comma-separated; '' for none)")
     parser.add_argument("--skip-latency", action="store_true", help="only the RTI check")
     parser.add_argument("--skip-rti-check", action="store_true", help="only the latency figures")
     parser.add_argument("--rti-run", default=None, help="trained run for the RTI check (default: train a tiny one here)")
@@ -180,20 +226,26 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     default = RTISettings()
     rti = RTISettings(args.rti_steps or default.steps, args.rti_sigma or default.sigma_start)
+    precisions = [p for p in args.precisions.split(",") if p]
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
                     "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
         "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start, "every": rti.every},
+        "first": {"steps": rti.first_steps, "sigma_start": rti.first_sigma},
     }
     with tempfile.TemporaryDirectory(prefix="dp-latency-") as tmp:
         work = Path(tmp)
         if not args.skip_latency:
             for name, cameras in (("small_state", False), ("small_two_cameras_84", True)):
-                report[name] = latency_section(cameras, args.calls, rti, args.threads, work)
+                report[name] = latency_section(cameras, args.calls, rti, args.threads, work, precisions)
                 print(f"{name}: " + json.dumps({k: v for k, v in report[name].items() if k != "flops_per_chunk"}), file=sys.stderr)
-            state = report["small_state"]
+            state, cams = report["small_state"], report["small_two_cameras_84"]
             report["targets"] = {
-                "onnx_rti_median_le_2ms": state["onnx_rti"]["median_ms"] <= 2.0,
+                "onnx_rti_median_le_0_5ms_state": state["onnx_rti"]["median_ms"] <= 0.5,
+                "onnx_rti_median_le_2ms_cameras": cams["onnx_rti"]["median_ms"] <= 2.0,
+                "onnx_first_median_le_2ms_state": state["onnx_first"]["median_ms"] <= 2.0,
+                "export_le_1_2x_weights": all(r["export"]["size_ratio"] <= 1.2 for r in (state, cams)),
+                "int8_le_0_35x_weights": all(r["precision"]["int8"]["export"]["size_ratio"] <= 0.35 for r in (state, cams)) if "int8" in precisions else None,
                 "onnx_rti_10x_faster_than_eager": state["speedup_onnx_rti_vs_eager"] >= 10.0,
             }
         if not args.skip_rti_check:

@@ -1,380 +1,230 @@
-"""Push-T-format data end to end: a Diffusion Policy replay buffer -> `dp import dp-zarr` -> `dp train`
-(images + state) -> held-out action error of the trained policy against the mean-action baseline. Prints JSON.
+"""Push-T from Diffusion Policy's 206 human demonstrations, in the real Push-T environment (gym-pusht),
+the whole path with Diffusion Policy's protocol. Prints JSON.
 
-No download is possible here, so the source store is simulated, in Push-T's format and units: a 512 x 512
-px workspace, 10 Hz, a round pusher driven towards target positions (the actions) that pushes a square
-block onto a fixed target pose; a scripted expert walks around the block to the push side and pushes it
-home. Random block / pusher starts per episode. Written as Diffusion Policy's ReplayBuffer writes it
-(zarr format 2, Blosc zstd + bitshuffle, FORMATS.md section 1):
+Stages (each one skipped when its output is already in --work, so a long run can be continued):
 
-    data/img        (T, 96, 96, 3) float32 0..255  rendered with opencv (anti-aliased, slightly blurred,
-                                                    so values are not integers and the import must round)
-    data/state      (T, 5)  agent xy, block xy, block angle
-    data/action     (T, 2)  target agent xy (px)
-    data/keypoint   (T, 9, 2), data/n_contacts (T, 1)   (written for fidelity; the card does not import them)
-    meta/episode_ends (E,) int64
+1. import  `dp import dp-zarr SRC --card datasets/pusht_keypoints.yaml` (state) or `pusht.yaml` (image)
+2. train   `dp train --data STORE --preset pusht|pusht-image --out WORK/run` (or --run an existing run)
+3. curve   every checkpoint: `dp eval CKPT --task pusht --split val --episodes V`, against the training
+           wall time of its step (metrics.jsonl; summed over resumed segments)
+4. choose  the checkpoint with the best validation mean score (then success, then the earlier step)
+5. rti     RTI settings (steps, start sigma, re-planning interval) of that checkpoint on validation seeds
+6. test    on --test-episodes test seeds: torch, ONNX (`dp export`), ONNX with full sampling every N
+           (the fair row beside RTI) and ONNX + RTI exported with the chosen settings
+7. deploy  the ONNX + RTI export driven by `dp node` against the Push-T controller (`dp launch
+           launch/pusht_deploy.yaml`, real time at 10 Hz) on the same test seeds
 
-Then `dp import dp-zarr SRC --card pusht --out STORE` (uint8 images, state, action), `dp train --preset
-tiny|small data.images=true` with `data.val_fraction` of the episodes held out (the trainer's own split),
-and on windows of exactly those held-out episodes: `dp.infer.Policy.predict_chunk` (EMA weights, fixed
-noise) against the demonstrated chunk (edge-padded past the episode end, as training windows are), vs the
-mean training action and vs holding the current pusher position. MSE is over every step of the chunk,
-in raw action units (px^2) and normalised ([-1, 1] action units, as training sees them).
+Score: per episode the maximum over at most 300 steps of min(coverage / 0.95, 1); success: coverage
+reached 0.95 (Diffusion Policy's and LeRobot's protocol). Mean score with a 95% t-interval, success
+rate with a 95% Wilson interval. Seeds: `dp eval --split val|test`, disjoint streams.
 
-    python bench/pusht.py --quick                     # about a minute: tiny preset
-    python bench/pusht.py [--json-out FILE]           # about 10-15 min on 2 idle cores: small preset
+    python bench/pusht.py --src PUSHT_ZARR --work WORK [--run RUN] --json-out bench/results/pusht.json
+    python bench/pusht.py --src PUSHT_ZARR --work WORK --quick          # minutes: tiny preset, few episodes
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import math
 import os
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch (as `dp train` does): spinning threads stall a busy machine
-
-import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit  # noqa: E402
 
-# ---------------------------------------------------------------------------- the simulated task
-WORKSPACE = 512.0  # px, as Push-T
-IMAGE_SIZE = 96
-AGENT_R = 15.0
-BLOCK_HALF = 30.0  # half side of the square block
-BLOCK_R = BLOCK_HALF * 1.15  # its contact radius (between the inscribed and the circumscribed circle)
-TARGET = np.array([256.0, 256.0])
-TARGET_ANGLE = math.pi / 4
-MAX_SPEED = 12.0  # px per step the pusher moves towards its target
-PUSH_STEP = 10.0
-SUCCESS_DIST = 8.0
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = {"pusht": "pusht_keypoints", "pusht-image": "pusht"}
+# RTI settings tried on validation seeds: (steps, start sigma, re-plan every N control steps)
+RTI_GRID = ((1, 1.0, 4), (3, 1.0, 4), (3, 0.5, 8), (3, 2.0, 8))
+QUICK = dict(steps=40, val_episodes=2, test_episodes=2, rti_grid=((1, 1.0, 4),))
 
 
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return v / n if n > 1e-9 else np.zeros_like(v)
+def dp(*argv: str) -> str:
+    """Run `dp ARGV` (one thread, as the evaluations here are single-episode loops); its stdout."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run([sys.executable, "-m", "dp.cli", *argv], capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"dp {' '.join(argv)} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
 
 
-def _clip_norm(v: np.ndarray, limit: float) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return v * (limit / n) if n > limit else v
+def command(*argv: str) -> str:
+    return "dp " + " ".join(argv)
 
 
-def _square(center: np.ndarray, angle: float, half: float = BLOCK_HALF) -> np.ndarray:
-    """The 4 corners (4, 2) of a square."""
-    c, s = math.cos(angle), math.sin(angle)
-    rot = np.array([[c, -s], [s, c]])
-    corners = np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
-    return center + corners @ rot.T
+def eval_json(out: Path, *argv: str) -> dict[str, Any]:
+    """`dp eval ARGV --json-out OUT`, or OUT as it is when an earlier run wrote it."""
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        dp("eval", *argv, "--task", "pusht", "--json-out", str(out), "--json")
+    figures = json.loads(out.read_text())
+    argv = tuple(str(figures["episodes"]) if i and argv[i - 1] == "--episodes" else a for i, a in enumerate(argv))  # as it ran
+    keep = ("split", "episodes", "successes", "success_rate", "success_ci95", "mean_score", "score_ci95", "mean_length")
+    return {"command": command("eval", *argv, "--task", "pusht"), "json": str(out), **{k: figures[k] for k in keep},
+            "latency_ms": figures["latency_ms"]}
 
 
-def keypoints(center: np.ndarray, angle: float) -> np.ndarray:
-    """9 keypoints of the block (corners, edge midpoints, centre), like Push-T's (N, 9, 2)."""
-    corners = _square(center, angle)
-    mids = (corners + np.roll(corners, -1, axis=0)) / 2
-    return np.concatenate([corners, mids, center[None]]).astype(np.float32)
-
-
-def render(agent: np.ndarray, block: np.ndarray, angle: float, size: int = IMAGE_SIZE) -> np.ndarray:
-    """(size, size, 3) float32 0..255: the target pose (light green), the block (slate), the pusher (blue)."""
-    import cv2
-
-    shift = 4  # sub-pixel coordinates (fixed point, 1/16 px)
-    scale = size / WORKSPACE * (1 << shift)
-    img = np.full((size, size, 3), 238, np.uint8)
-
-    def poly(points: np.ndarray) -> np.ndarray:
-        return np.round(points * scale).astype(np.int32)[None]
-
-    cv2.fillPoly(img, poly(_square(TARGET, TARGET_ANGLE)), (144, 238, 144), cv2.LINE_AA, shift)
-    cv2.fillPoly(img, poly(_square(block, angle)), (119, 136, 153), cv2.LINE_AA, shift)
-    centre = tuple(int(v) for v in np.round(agent * scale))
-    cv2.circle(img, centre, int(round(AGENT_R * scale)), (65, 105, 225), -1, cv2.LINE_AA, shift)
-    out = cv2.GaussianBlur(img.astype(np.float32), (3, 3), 0.6)  # float, not integer-valued: the import rounds
-    return np.clip(out, 0.0, 255.0)
-
-
-def expert_action(agent: np.ndarray, block: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The scripted pusher target: get behind the block (walking around it), then push it to the target."""
-    to_goal = TARGET - block
-    u = _unit(to_goal)
-    behind = block - u * (AGENT_R + BLOCK_R + 3.0)
-    rel = agent - behind
-    lateral = rel - u * float(rel @ u)
-    if np.linalg.norm(rel) < 10.0 or (float((agent - block) @ u) < 0 and np.linalg.norm(lateral) < 6.0):
-        # in position: push along u, correcting the lateral offset
-        step = u * min(PUSH_STEP, float(np.linalg.norm(to_goal)) + 2.0) - 0.5 * lateral
-        goal = agent + step
-    else:
-        goal = behind
-        # if the straight way to `behind` passes through the block, orbit around it towards the push side
-        d = behind - agent
-        t = float(np.clip((block - agent) @ d / max(float(d @ d), 1e-9), 0.0, 1.0))
-        if np.linalg.norm(agent + t * d - block) < AGENT_R + BLOCK_R + 1.0:
-            here = math.atan2(agent[1] - block[1], agent[0] - block[0])
-            want = math.atan2(-u[1], -u[0])
-            turn = (want - here + math.pi) % (2 * math.pi) - math.pi
-            ahead = here + math.copysign(math.radians(40), turn)
-            goal = block + (AGENT_R + BLOCK_R + 14.0) * np.array([math.cos(ahead), math.sin(ahead)])
-        goal = agent + _clip_norm(goal - agent, MAX_SPEED * 1.5)
-    goal = goal + rng.normal(0.0, 1.5, size=2)  # a demonstrator is not a machine
-    return np.clip(goal, AGENT_R, WORKSPACE - AGENT_R)
-
-
-def step(agent: np.ndarray, block: np.ndarray, angle: float, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, bool]:
-    """Move the pusher towards ``action`` (speed-limited); push the block out of contact (rotating it by
-    the off-centre part of the push). Returns agent, block, angle, contact."""
-    new_agent = agent + _clip_norm(action - agent, MAX_SPEED)
-    motion = new_agent - agent
-    gap = block - new_agent
-    dist = float(np.linalg.norm(gap))
-    contact = dist < AGENT_R + BLOCK_R
-    if contact:
-        n = _unit(gap)
-        block = block + n * (AGENT_R + BLOCK_R - dist)
-        angle = angle + 0.01 * float(n[0] * motion[1] - n[1] * motion[0])
-    block = np.clip(block, BLOCK_R, WORKSPACE - BLOCK_R)
-    return new_agent, block, float(angle), contact
-
-
-def simulate_episode(rng: np.random.Generator, max_steps: int = 200) -> tuple[dict[str, np.ndarray], bool]:
-    """One demonstration from a random start (block away from the target, pusher clear of the block)."""
-    while True:
-        block = rng.uniform(96.0, WORKSPACE - 96.0, size=2)
-        if np.linalg.norm(block - TARGET) > 90.0:
-            break
-    while True:
-        agent = rng.uniform(40.0, WORKSPACE - 40.0, size=2)
-        if np.linalg.norm(agent - block) > AGENT_R + BLOCK_R + 20.0:
-            break
-    angle = float(rng.uniform(-math.pi, math.pi))
-    rows: dict[str, list] = {"img": [], "state": [], "action": [], "keypoint": [], "n_contacts": []}
-    contact, success = False, False
-    for _ in range(max_steps):
-        action = expert_action(agent, block, rng)
-        rows["img"].append(render(agent, block, angle))
-        rows["state"].append([agent[0], agent[1], block[0], block[1], angle])
-        rows["action"].append(action)
-        rows["keypoint"].append(keypoints(block, angle))
-        rows["n_contacts"].append([float(contact)])
-        agent, block, angle, contact = step(agent, block, angle, action)
-        if np.linalg.norm(block - TARGET) < SUCCESS_DIST:
-            success = True
-            break
-    return {k: np.asarray(v, dtype=np.float32) for k, v in rows.items()}, success
-
-
-def write_pusht_zarr(path: str | Path, episodes: int, seed: int = 0, max_steps: int = 200) -> dict[str, Any]:
-    """A Push-T-format replay buffer (zarr format 2) of ``episodes`` expert demonstrations.
-
-    Returns the arrays written (``arrays``), the episode lengths and the expert's success rate."""
-    import numcodecs
-    import zarr
-
-    rng = np.random.default_rng(seed)
-    parts, lengths, successes = [], [], 0
-    for _ in range(episodes):
-        ep, ok = simulate_episode(rng, max_steps)
-        parts.append(ep)
-        lengths.append(len(ep["action"]))
-        successes += ok
-    arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    root = zarr.open_group(str(path), mode="w", zarr_format=2)
-    data = root.create_group("data")
-    codec = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
-    for key, arr in arrays.items():
-        frame_bytes = arr[0].nbytes
-        chunk_t = int(max(1, min(len(arr), (2 << 20) // frame_bytes)))  # ~2 MB chunks along time, as Diffusion Policy aims
-        data.create_array(key, shape=arr.shape, dtype=arr.dtype, chunks=(chunk_t, *arr.shape[1:]), compressors=codec)[:] = arr
-    meta = root.create_group("meta")
-    ends = np.cumsum(lengths).astype(np.int64)
-    meta.create_array("episode_ends", shape=ends.shape, dtype=np.int64, chunks=ends.shape, compressors=codec)[:] = ends
-    return {"arrays": arrays, "episode_lengths": lengths, "expert_success_rate": successes / episodes}
-
-
-# ---------------------------------------------------------------------------- the dp commands
-def _dp(argv: list[str]) -> str:
-    """Run `dp ARGV` in this process; its stdout. Raises if the command fails."""
-    from dp.cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(argv)
-    if rc != 0:
-        raise RuntimeError(f"dp {' '.join(argv)} exited with {rc}")
-    return out.getvalue()
-
-
-def import_store(src: Path, out: Path, workers: int = 2) -> dict[str, Any]:
-    """`dp import dp-zarr SRC --card pusht --out OUT --json`: its report."""
-    text = _dp(["import", "dp-zarr", str(src), "--card", "pusht", "--out", str(out), "--workers", str(workers),
-                "--overwrite", "--json", "--no-progress"])
-    return json.loads(text)
-
-
-def train_policy(store: Path, run: Path, preset: str, steps: int, val_fraction: float, overrides: list[str] = ()) -> dict[str, Any]:
-    """`dp train --data STORE --preset P data.images=true ...` (the card's keys: img + state): its summary."""
-    argv = ["train", "--data", str(store), "--preset", preset, "--out", str(run), "--json", "--no-progress",
-            "data.images=true", f"data.val_fraction={val_fraction}", f"train.steps={steps}",
-            f"train.ckpt_every={steps}", f"train.val_every={steps}", f"train.log_every={max(1, min(50, steps // 4))}",
-            f"train.warmup_steps={max(1, steps // 20)}", *overrides]
-    text = _dp(argv)
-    return json.loads(text.strip().splitlines()[-1])
-
-
-def evaluate(run: Path, store: Path, max_windows: int, seed: int = 0) -> dict[str, Any]:
-    """Held-out action error of the trained policy vs the mean-action and hold-position baselines.
-
-    The held-out episodes are the trainer's own validation split (``split_episodes`` with the run's
-    ``data.val_fraction`` and ``train.seed``); windows are anchored at evenly spaced frames of them."""
-    from dp.data.sampler import split_episodes
-    from dp.data.store import EpisodeStore
-    from dp.infer import Policy
-
-    policy = Policy.load(run, seed=seed)
-    cfg = policy.cfg
-    To, H = cfg.data.obs_horizon, cfg.data.action_horizon
-    akey = cfg.data.action_key
-    with EpisodeStore.open(store, "r") as s:
-        train_eps, val_eps = split_episodes(len(s), cfg.data.val_fraction, cfg.train.seed)
-        bounds = [s.episode_bounds(i) for i in range(len(s))]
-        actions = s.array(akey)[:]
-        state = s.array("state")[:]
-        obs_arrays = {k: s.array(k) for k in policy.obs_keys}
-        mean_action = np.concatenate([actions[slice(*bounds[i])] for i in train_eps]).mean(axis=0)
-        anchors = [(i, t) for i in val_eps for t in range(bounds[i][0], bounds[i][1])]
-        if not anchors:
-            raise RuntimeError(f"{store}: no held-out episodes (val_fraction={cfg.data.val_fraction})")
-        pick = np.unique(np.linspace(0, len(anchors) - 1, min(max_windows, len(anchors))).round().astype(int))
-        rng = np.random.default_rng(seed + 1)
-        pred, truth, hold = [], [], []
-        t0 = time.perf_counter()
-        for j in pick:
-            ep, t = anchors[j]
-            start, stop = bounds[ep]
-            obs_idx = np.clip(np.arange(t - To + 1, t + 1), start, stop - 1)  # edge padding, as training windows
-            act_idx = np.clip(np.arange(t, t + H), start, stop - 1)
-            frames = [{k: obs_arrays[k][int(f)] for k in policy.obs_keys} for f in obs_idx]
-            policy.reset()
-            for frame in frames[:-1]:
-                policy._push(frame)  # the observation history (obs_horizon > 1)
-            pred.append(policy.predict_chunk(frames[-1], noise=rng.standard_normal((H, policy.action_dim)).astype(np.float32)))
-            truth.append(actions[act_idx])
-            hold.append(np.repeat(state[t, None, :2], H, axis=0))
-        infer_s = time.perf_counter() - t0
-    pred, truth, hold = np.stack(pred), np.stack(truth), np.stack(hold)
-    mean = np.broadcast_to(mean_action, truth.shape)
-    norm = policy.normalizer
-
-    def mse(a: np.ndarray, b: np.ndarray, normalised: bool = False) -> float:
-        if normalised:
-            a, b = norm.normalize(akey, a), norm.normalize(akey, b)
-        return float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-
-    out = {
-        "held_out_episodes": int(len(val_eps)), "train_episodes": int(len(train_eps)), "windows": int(len(pick)),
-        "action_horizon": H, "obs_horizon": To, "obs_keys": policy.obs_keys,
-        "policy_mse": mse(pred, truth), "mean_action_mse": mse(mean, truth), "hold_position_mse": mse(hold, truth),
-        "policy_mse_normalised": mse(pred, truth, True), "mean_action_mse_normalised": mse(mean, truth, True),
-        "hold_position_mse_normalised": mse(hold, truth, True),
-        "policy_first_action_mse": mse(pred[:, 0], truth[:, 0]), "mean_action_first_action_mse": mse(mean[:, 0], truth[:, 0]),
-        "ms_per_chunk": round(1000 * infer_s / len(pick), 2),
-        "mean_action": [round(float(v), 3) for v in mean_action],
-    }
-    out["policy_over_mean_ratio"] = out["policy_mse"] / out["mean_action_mse"] if out["mean_action_mse"] > 0 else float("nan")
-    out["policy_over_hold_ratio"] = out["policy_mse"] / out["hold_position_mse"] if out["hold_position_mse"] > 0 else float("nan")
-    out["beats_mean_baseline"] = bool(out["policy_mse"] < out["mean_action_mse"])
+def train_times(run: Path) -> dict[int, float]:
+    """Training wall time (s) at each logged step, summed over the segments of a resumed run."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("event") == "train" and "elapsed_s" in r]
+    total, offset, last, out = 0.0, 0.0, 0.0, {}
+    for r in rows:
+        if r["elapsed_s"] < last:  # a resumed segment starts its clock again
+            offset = total
+        last = r["elapsed_s"]
+        total = offset + last
+        out[int(r["step"])] = total
     return out
 
 
-def check_import(src_arrays: dict[str, np.ndarray], store: Path) -> dict[str, Any]:
-    """What the import kept: dtypes, shapes and the largest differences from the source."""
-    from dp.data.store import EpisodeStore
-
-    with EpisodeStore.open(store, "r") as s:
-        img, st, act = s.array("img")[:], s.array("state")[:], s.array("action")[:]
-        out = {
-            "roles": s.roles, "episodes": len(s), "zarr_format": s.zarr_format,
-            "img": {"dtype": str(img.dtype), "shape": list(img.shape)},
-            "state": {"dtype": str(st.dtype), "shape": list(st.shape)},
-            "action": {"dtype": str(act.dtype), "shape": list(act.shape)},
-            "img_max_abs_diff": float(np.abs(img.astype(np.float32) - src_arrays["img"]).max()),
-            "state_max_abs_diff": float(np.abs(st - src_arrays["state"]).max()),
-            "action_max_abs_diff": float(np.abs(act - src_arrays["action"]).max()),
-        }
-    return out
+def curve(run: Path, work: Path, episodes: int, seed: int) -> list[dict[str, Any]]:
+    times = train_times(run)
+    points = []
+    for ckpt in sorted((run / "checkpoints").glob("step_*")):
+        step = int(ckpt.name.split("_")[1])
+        fig = eval_json(work / "val" / f"{ckpt.name}.json", str(ckpt), "--split", "val", "--episodes", str(episodes), "--seed", str(seed))
+        points.append({"step": step, "train_s": round(times.get(step, float("nan")), 1), "checkpoint": str(ckpt), **fig})
+    return points
 
 
-# ---------------------------------------------------------------------------- the benchmark
-QUICK = {"preset": "tiny", "episodes": 30, "steps": 300, "eval_windows": 64, "workers": 2}
-FULL = {"preset": "small", "episodes": 120, "steps": 1000, "eval_windows": 300, "workers": 2}
-
-
-def run_bench(work: Path, *, preset: str, episodes: int, steps: int, eval_windows: int, workers: int = 2,
-              val_fraction: float = 0.2, seed: int = 0, max_steps: int = 200, overrides: list[str] = ()) -> dict[str, Any]:
-    work = Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    src, store, run = work / "pusht_source.zarr", work / "pusht.zarr", work / "run"
-    t0 = time.perf_counter()
-    made = write_pusht_zarr(src, episodes, seed=seed, max_steps=max_steps)
-    generate_s = time.perf_counter() - t0
-    report = import_store(src, store, workers)
-    kept = check_import(made["arrays"], store)
-    t0 = time.perf_counter()
-    summary = train_policy(store, run, preset, steps, val_fraction, [f"train.seed={seed}", *overrides])
-    train_call_s = time.perf_counter() - t0
-    result = evaluate(run, store, eval_windows, seed=seed)
-    lengths = made["episode_lengths"]
-    return {
-        "source": {"format": "Diffusion Policy ReplayBuffer, zarr format 2 (simulated Push-T-like pushing task)",
-                   "episodes": episodes, "frames": int(sum(lengths)), "episode_len_mean": round(float(np.mean(lengths)), 1),
-                   "episode_len_min": int(min(lengths)), "episode_len_max": int(max(lengths)),
-                   "expert_success_rate": round(made["expert_success_rate"], 3), "generate_s": round(generate_s, 1)},
-        "import": {"frames": report["frames"], "seconds": report["seconds"], "frames_per_s": report["frames_per_s"],
-                   "workers": workers, **kept},
-        "train": {"preset": preset, "steps": summary["step"], "wall_s": round(summary["wall_s"], 1),
-                  "steps_per_s": round(summary["step"] / summary["wall_s"], 3), "call_s": round(train_call_s, 1),
-                  "samples_per_s_last": round(summary.get("samples_per_s", float("nan")), 1),
-                  "loss_last": summary.get("loss"), "val_loss": summary.get("val_loss"),
-                  "val_action_mse_normalised": summary.get("val_action_mse"), "val_fraction": val_fraction,
-                  "overrides": list(overrides)},
-        "eval": result,
-    }
+def choose(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(points, key=lambda p: (p["mean_score"], p["success_rate"], -p["step"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"about a minute: {QUICK}")
-    parser.add_argument("--preset", help="training preset (default: tiny with --quick, else small)")
-    parser.add_argument("--episodes", type=int, help="simulated demonstrations")
-    parser.add_argument("--steps", type=int, help="training steps")
-    parser.add_argument("--eval-windows", type=int, help="held-out windows to sample chunks on")
-    parser.add_argument("--workers", type=int, help="`dp import --workers`")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="share of episodes held out (default 0.2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (source, store, run)")
+    parser.add_argument("--src", type=Path, required=True, help="pusht_cchi_v7_replay.zarr (Diffusion Policy's Push-T data)")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the store, run, exports and eval JSONs (kept)")
+    parser.add_argument("--preset", default="pusht", choices=sorted(CARDS), help="pusht (state, default) or pusht-image")
+    parser.add_argument("--run", type=Path, help="an existing run of this preset (skips training)")
+    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    parser.add_argument("--last-step", type=int, help="choose among checkpoints up to this step (a run that trained on)")
+    parser.add_argument("--val-episodes", type=int, default=50, help="validation episodes per checkpoint / setting (default 50)")
+    parser.add_argument("--test-episodes", type=int, default=100, help="test episodes per reported row (default 100; 0: the curve only)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of both splits (default 0)")
+    parser.add_argument("--skip-rti", action="store_true", help="no RTI grid and no RTI row")
+    parser.add_argument("--deploy-episodes", type=int, default=None, help="episodes through the deploy path (default: --test-episodes; 0: none)")
+    parser.add_argument("--deploy-parallel", type=int, default=2,
+                        help="deploy runs at once (real time: 300 steps take 30 s), each on base seed 0, 1, ... (default 2)")
+    parser.add_argument("--quick", action="store_true", help=f"a smoke run: tiny preset, {QUICK}")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="extra `dp train` overrides")
     args = parser.parse_args()
-    params = dict(QUICK if args.quick else FULL)
-    for key in ("preset", "episodes", "steps", "eval_windows", "workers"):
-        if getattr(args, key) is not None:
-            params[key] = getattr(args, key)
-    t0 = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dp-pusht-bench-")))
-        out = {"mode": "quick" if args.quick else "full", "cpu_count": os.cpu_count(),
-               **run_bench(work, **params, val_fraction=args.val_fraction, seed=args.seed, overrides=args.overrides)}
-    emit(out, t0, args.json_out)
+    started = time.perf_counter()
+    quick = QUICK if args.quick else {}
+    val_n, test_n = quick.get("val_episodes", args.val_episodes), quick.get("test_episodes", args.test_episodes)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"bench": "pusht", "mode": "quick" if args.quick else "full", "preset": args.preset,
+                           "protocol": "<= 300 steps; score max min(coverage/0.95, 1); success coverage >= 0.95",
+                           "seed": args.seed, "val_episodes": val_n, "test_episodes": test_n}
+
+    run = args.run
+    if run is None:
+        store = work / f"{CARDS[args.preset]}.zarr"
+        card = ROOT / "datasets" / f"{CARDS[args.preset]}.yaml"
+        argv = ["import", "dp-zarr", str(args.src), "--card", str(card), "--out", str(store)]
+        if not store.exists():
+            dp(*argv)
+        out["import"] = {"command": command(*argv), "store": str(store)}
+        run = work / "run"
+        argv = ["train", "--data", str(store), "--preset", "tiny" if args.quick else args.preset, "--out", str(run), "--no-progress"]
+        if args.quick:
+            argv += ["data.obs_keys=[agent_pos,keypoint]" if args.preset == "pusht" else "data.obs_keys=[img,agent_pos]",
+                     "data.obs_horizon=2", "data.action_horizon=16", "train.val_every=20", "train.ckpt_every=20"]
+        steps = quick.get("steps", args.steps)
+        argv += [f"train.steps={steps}"] if steps else []
+        if not (run / "checkpoints").is_dir():
+            dp(*argv)
+        out["train"] = {"command": command(*argv)}
+    out["run"] = str(run)
+    times = train_times(run)
+    out["train_wall_s"] = round(max(times.values()), 1) if times else None
+
+    out["curve"] = curve(run, work, val_n, args.seed)
+    best = choose([p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step])
+    out["chosen"] = {"step": best["step"], "checkpoint": best["checkpoint"], "train_s": best["train_s"],
+                     "why": "best mean score on validation seeds" + (f" among steps <= {args.last_step}" if args.last_step else "")}
+    ckpt = best["checkpoint"]
+    sub = work / Path(ckpt).name  # what follows depends on the checkpoint: kept per checkpoint
+
+    rti_rows = []
+    if not args.skip_rti:
+        for steps, sigma, every in quick.get("rti_grid", RTI_GRID):
+            name = f"rti_k{steps}_s{sigma:g}_e{every}"
+            fig = eval_json(sub / "val" / f"{name}.json", ckpt, "--split", "val", "--episodes", str(val_n), "--seed", str(args.seed),
+                            "--rti-steps", str(steps), "--rti-sigma", str(sigma), "--rti-every", str(every))
+            rti_rows.append({"steps": steps, "sigma": sigma, "every": every, **fig})
+        out["rti_val"] = rti_rows
+
+    if not test_n:
+        emit(out, started, args.json_out)
+        return
+    test = sub / "test"
+    export = sub / "export"
+    if not (export / "policy.onnx").is_file():
+        dp("export", ckpt, "--out", str(export))
+    seed = ("--seed", str(args.seed), "--split", "test", "--episodes", str(test_n))
+    rows = {"torch": eval_json(test / "torch.json", ckpt, *seed),
+            "onnx": eval_json(test / "onnx.json", "--onnx", str(export), *seed)}
+    if rti_rows:
+        rti = max(rti_rows, key=lambda r: (r["mean_score"], r["success_rate"]))
+        out["rti_chosen"] = {k: rti[k] for k in ("steps", "sigma", "every")}
+        every = rti["every"]
+        cfg = yaml.safe_load((Path(ckpt) / "config.yaml").read_text())
+        if every != cfg["data"]["n_action_steps"]:  # the fair row: full sampling re-planning as often as RTI
+            fair = sub / f"export_every{every}"
+            if not (fair / "policy.onnx").is_file():
+                dp("export", ckpt, "--out", str(fair), "--n-action-steps", str(every))
+            rows[f"onnx_every{every}"] = eval_json(test / f"onnx_every{every}.json", "--onnx", str(fair), *seed)
+        rti_dir = sub / "export_rti"
+        # the first chunk as in the validation runs (torch RTI samples it fully): the full schedule from a zero guess
+        first = ("--first-steps", str(cfg["diffusion"]["steps"]), "--first-sigma", str(cfg["diffusion"]["sigma_max"]))
+        if not (rti_dir / "policy.onnx").is_file():
+            dp("export", ckpt, "--out", str(rti_dir), "--rti-steps", str(rti["steps"]), "--rti-sigma", str(rti["sigma"]),
+               "--rti-every", str(every), *first)
+        rows["onnx_rti"] = eval_json(test / "onnx_rti.json", "--onnx", str(rti_dir), "--rti", *seed)
+        rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", "--onnx", str(export), "--rti", *seed)  # as shipped
+    deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
+    if deploy_n and args.preset == "pusht":
+        # `dp node` runs an export with its RTI settings: the chosen ones when the RTI stage ran
+        rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel)
+    out["test"] = rows
+    emit(out, started, args.json_out)
+
+
+def deploy(folder: Path, export: Path, episodes: int, parallel: int) -> dict[str, Any]:
+    """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml), ``parallel`` launches at once
+    (base seeds 0, 1, ...: test seeds, on their own ports) sharing ``episodes``; their reports as one test row."""
+    from dp.sim.evaluate import mean_interval
+    from dp.stats import wilson_interval
+
+    per = -(-episodes // parallel)
+    runs = [(f"deploy_seed{b}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}", "--set", f"episodes={per}",
+                                       "--set", f"seed={b}", "--set", f"port={5655 + 2 * b}", "--json-out", str(folder / f"deploy_seed{b}.json")])
+            for b in range(parallel)]
+    todo = [subprocess.Popen([sys.executable, "-m", "dp.cli", *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, argv in runs if not (folder / name).is_file()]
+    if any(p.wait() != 0 for p in todo):
+        raise SystemExit("a deploy run failed (run its `dp launch` command to see why)")
+    reports = [json.loads((folder / name).read_text()) for name, _ in runs]
+    episodes_ = [e for r in reports for e in r["per_episode"]]
+    wins = sum(e["success"] for e in episodes_)
+    scores = [e["score"] for e in episodes_]
+    latency = [r["obs_to_command_ms"] for r in reports]
+    return {"command": "\n".join(command(*argv) for _, argv in runs), "json": [str(folder / name) for name, _ in runs],
+            "split": "test", "seed_bases": list(range(parallel)), "episodes": len(episodes_), "successes": wins,
+            "success_rate": wins / len(episodes_), "success_ci95": list(wilson_interval(wins, len(episodes_))),
+            "mean_score": float(sum(scores) / len(scores)), "score_ci95": list(mean_interval(scores)),
+            "mean_length": float(sum(e["steps"] for e in episodes_) / len(episodes_)),
+            "latency_ms": {"median": max(x["median"] for x in latency), "p99": max(x["p99"] for x in latency),
+                           "note": "obs->command, the larger of the runs' medians / p99s"}}
 
 
 if __name__ == "__main__":

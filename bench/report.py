@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from typing import Any
 
 from dp.stats import wilson_interval
 
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "image_train")
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers")
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -67,6 +68,7 @@ LATENCY_MODES = (
     ("cached_rti", "torch cached + RTI"),
     ("onnx_full", "ONNX Runtime, full sampling"),
     ("onnx_rti", "ONNX Runtime + RTI"),
+    ("onnx_first", "ONNX Runtime, first chunk (short sampler)"),
 )
 LATENCY_CASES = (("small_state", "state"), ("small_two_cameras_84", "two 84x84 cameras"))
 HOW = {
@@ -76,8 +78,10 @@ HOW = {
     "latency": "python bench/latency.py > bench/results/latency.json",
     "deploy": "python bench/deploy.py --out bench/results/deploy.json",
     "sim_collect": "python bench/sim_collect.py > bench/results/sim_collect.json",
-    "pusht": "python bench/pusht.py --json-out bench/results/pusht.json",
+    "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
+    "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",
     "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
+    "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
 }
 
 
@@ -86,6 +90,22 @@ HOW = {
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+_ABS_PATH = re.compile(r"(?<![\w.~-])/[\w.+-]+(?:/[\w.+-]+)*")
+
+
+def shown(text: Any, base: str | None = None, base_name: str = "") -> str:
+    """``text`` with this machine's paths made portable: a path inside the project relative to it, one
+    inside ``base`` relative to ``base_name``, any other the last part of it (the run's name)."""
+    def portable(match: re.Match) -> str:
+        path = Path(match.group(0))
+        for root, name in ((Path(base), base_name) if base else (None, ""), (PROJECT, "")):
+            if root is not None and path.is_relative_to(root):
+                return (Path(name) / path.relative_to(root)).as_posix() if name or path != root else "."
+        return path.name or str(path)
+    return _ABS_PATH.sub(portable, str(text))
 
 
 def num(v: Any, digits: int = 2) -> str:
@@ -418,12 +438,12 @@ def section_success(results: Results, img: Path, rel: str) -> list[str]:
         for r in results.success:
             line = f"- **{r.task} · {METHODS.get(r.method, r.method)}** — `{r.path.name}`"
             if r.data.get("policy"):
-                line += f", policy `{r.data['policy']}`"
+                line += f", policy `{shown(r.data['policy'])}`"
             if r.data.get("mean_length") is not None or r.data.get("mean_episode_length") is not None:
                 line += f", mean episode length {num(r.data.get('mean_length', r.data.get('mean_episode_length')), 1)}"
             out.append(line)
             if r.command:
-                out += ["", "  ```bash", *("  " + c for c in r.command.splitlines()), "  ```"]
+                out += ["", "  ```bash", *("  " + shown(c) for c in r.command.splitlines()), "  ```"]
         out.append("")
     return out
 
@@ -513,7 +533,7 @@ def section_latency(results: Results, targets: Targets, img: Path, rel: str) -> 
                 table(["Case", "uncached", "cached", "cached + RTI", "dense twin", "MoDE params", "dense twin params"], flop_rows), ""]
     check = lat.get("rti_check")
     if isinstance(check, dict) and check.get("settings"):
-        out += [f"RTI check ({check.get('policy', '?')}; {check.get('held_out_episodes', '?')} held-out episodes, "
+        out += [f"RTI check ({shown(check.get('policy', '?'))}; {check.get('held_out_episodes', '?')} held-out episodes, "
                 f"{check.get('chunks', '?')} chunks; full sampling's error against the demonstrations "
                 f"{num(check.get('full_error'), 4)}):", ""]
         out += [table(["RTI steps", "start sigma", "warm error", "warm vs full", "guess error", "gripper agreement", "error contraction per step"],
@@ -542,7 +562,7 @@ def section_deploy(results: Results, targets: Targets) -> list[str]:
     ]
     if not have:
         return out + [_missing("deploy"), "", table(["Metric", "Measured", "Target", "Verdict"], checks), ""]
-    out += [f"Policy `{dep.get('policy', '?')}` on `{dep.get('task', '?')}`, control {num(dep.get('control_hz'), 0)} Hz, "
+    out += [f"Policy `{shown(dep.get('policy', '?'))}` on `{dep.get('task', '?')}`, control {num(dep.get('control_hz'), 0)} Hz, "
             f"State {num(dep.get('state_hz'), 0)} Hz.", ""]
 
     def stat_row(label: str, s: Any, jitter: bool = False) -> list[str]:
@@ -649,18 +669,8 @@ def section_data(results: Results, targets: Targets) -> list[str]:
 def section_formats(results: Results, targets: Targets) -> list[str]:
     """Training on foreign-format data: Push-T (Diffusion Policy zarr) and CALVIN-shaped image inputs."""
     out = ["## Training on imported data", ""]
-    pusht, image = results.bench("pusht"), results.bench("image_train")
-    ratio = get(pusht, "eval", "policy_over_mean_ratio")
-    targets.check("Formats", "Push-T: held-out action MSE / mean-action baseline", ratio, "<=", 1.0, fmt=lambda v: f"{v:.3f}",
-                  available=pusht is not None)
-    if pusht is None:
-        out += [_missing("pusht"), ""]
-    else:
-        out += [f"Push-T format (`bench/pusht.py`, {pusht.get('mode', '?')} mode, preset {get(pusht, 'train', 'preset')}, "
-                f"{get(pusht, 'train', 'steps')} steps): held-out action MSE {num(get(pusht, 'eval', 'policy_mse'), 1)} px² against "
-                f"{num(get(pusht, 'eval', 'mean_action_mse'), 1)} px² for the mean action ({num(ratio, 3)}x) and "
-                f"{num(get(pusht, 'eval', 'hold_position_mse'), 1)} px² for holding the pusher still, over "
-                f"{get(pusht, 'eval', 'windows')} windows of {get(pusht, 'eval', 'held_out_episodes')} held-out episodes.", ""]
+    image = results.bench("image_train")
+    out += section_pusht(results, targets)
     loader = get(image, "loader_over_step_ratio")
     targets.check("Formats", "CALVIN-shaped images: loader rate / training consumption", loader, ">=", 3.0, "x",
                   fmt=lambda v: f"{v:.1f}", available=image is not None)
@@ -671,6 +681,93 @@ def section_formats(results: Results, targets: Targets) -> list[str]:
                 f"2 loader workers): {num(get(image, 'end_to_end', 'samples_per_s'), 1)} samples/s end to end, "
                 f"{pct(get(image, 'end_to_end', 'data_wait_share'))} of the time waiting for data; the loader alone delivers "
                 f"{num(get(image, 'loader_alone', 'windows_per_s'))} windows/s, {num(loader, 1)}x what training consumes.", ""]
+    return out
+
+
+PUSHT_ROWS = (("torch", "torch, full sampling"), ("onnx", "ONNX Runtime, full sampling"),
+              ("onnx_every4", "ONNX Runtime, full sampling, a new chunk every 4"),
+              ("onnx_every8", "ONNX Runtime, full sampling, a new chunk every 8"),
+              ("onnx_rti", "ONNX Runtime + RTI (settings chosen on validation seeds)"),
+              ("onnx_rti_defaults", "ONNX Runtime + RTI, the defaults chosen on `can` (1 step from sigma 1.0, every 4)"),
+              ("deploy", "deploy (`dp node` + `dp robot`, ONNX + the chosen RTI)"))
+PUSHT_RTI_WHY = (
+    "Why RTI's defaults lose on Push-T: they were chosen on `can`, whose actions are small deltas. Push-T's actions are "
+    "absolute target positions normalised over the arena, so a start sigma of 1.0 is noise of about a quarter of the "
+    "arena, and a single step from there returns the denoiser's average at that noise level (between the ways round "
+    "the T) rather than one of them; re-planning every 4 steps also switches plans more often than the 8 actions per "
+    "chunk the policy was trained to execute. Three warm steps restore a sample, and the trained 8 executed steps keep "
+    "the plan. RTI's settings are therefore a per-policy choice, made on validation seeds and fixed at export "
+    "(`dp export --rti-steps K --rti-sigma S --rti-every N`, here with the first chunk fully sampled: "
+    "`--first-steps 10 --first-sigma 80`), as `bench/pusht.py` does.")
+
+
+PUSHT_HEADER = ["Policy", "Mean score", "95% CI (x100)", "Success", "95% CI", "Successes / episodes", "Latency median / p99"]
+
+
+def _pusht_rows(tests: Any) -> list[list[Any]]:
+    """One table row per Push-T test result present in ``tests`` (PUSHT_ROWS order)."""
+    rows = []
+    for key, what in PUSHT_ROWS:
+        r = get(tests, key)
+        if isinstance(r, dict):
+            lat = r.get("latency_ms") or {}
+            rows.append([what, num(r.get("mean_score"), 3), ci(r.get("score_ci95")).replace("%", ""), pct(r.get("success_rate")),
+                         ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}",
+                         f"{num(lat.get('median'))} / {num(lat.get('p99'), 1)} ms"])
+    return rows
+
+
+def section_pusht(results: Results, targets: Targets) -> list[str]:
+    """Push-T from Diffusion Policy's human demonstrations in gym-pusht (bench/pusht.py): test rows with
+    score and success, the validation curve against training time, and the RTI settings tried."""
+    out = ["### Push-T: human demonstrations, the real environment", "",
+           "`bench/pusht.py`: Diffusion Policy's 206 demonstrations, `gym_pusht/PushT-v0`, Diffusion Policy's protocol "
+           "(at most 300 steps; score = max over steps of min(coverage / 0.95, 1); success = coverage reached 0.95). "
+           "Choices (checkpoint, RTI settings) on validation seeds (`dp eval --split val`), figures on test seeds "
+           "(`--split test`, base seed 0); mean score with a 95% t-interval, success with a 95% Wilson interval.", ""]
+    for name, label, score_target, minutes in (("pusht", "state (agent position + 9 keypoints)", 0.90, 90),
+                                               ("pusht_image", "image (96x96 view + agent position)", 0.85, 150)):
+        b = results.bench(name)
+        torch_row = get(b, "test", "torch")
+        targets.check("Push-T", f"{name}: test mean score (torch)", get(torch_row, "mean_score"), ">=", score_target,
+                      available=b is not None)
+        if name == "pusht":
+            targets.check("Push-T", "pusht: test success (torch)", get(torch_row, "success_rate"), ">=", 0.60, fmt=pct,
+                          available=b is not None)
+        if b is None:
+            out += [_missing(name), ""]
+            continue
+        trained = get(b, "chosen", "train_s")
+        out += [f"**{label}**, preset `{b.get('preset')}`: checkpoint of step {get(b, 'chosen', 'step')}, the "
+                f"{get(b, 'chosen', 'why')} ({num(trained / 60 if _finite(trained) else None, 1)} min of training, the target allows {minutes}; "
+                f"the run trained {num((b.get('train_wall_s') or 0) / 60, 1)} min in all, on a shared machine).", ""]
+        rows = _pusht_rows(b.get("test"))
+        out += [table(PUSHT_HEADER, rows) if rows else "No test rows: the validation curve only (`--test-episodes 0`).", ""]
+        cont = b.get("continued")
+        if isinstance(cont, dict) and (rows := _pusht_rows(cont.get("test"))):
+            c = cont.get("chosen") or {}
+            t = c.get("train_s")
+            out += [f"The same run continued: checkpoint of step {c.get('step')}, the {c.get('why')} "
+                    f"({num(t / 60 if _finite(t) else None, 1)} min of training on the shared machine):", "",
+                    table(PUSHT_HEADER, rows), ""]
+        base = get(torch_row, "mean_score")
+        for key, limit in (("onnx", 0.02), ("onnx_rti", 0.02), ("deploy", 0.03)):
+            other = get(b, "test", key, "mean_score")
+            gap = abs(other - base) if _finite(other) and _finite(base) else None
+            targets.check("Push-T", f"{name}: {key} vs torch, mean score gap", gap, "<=", limit, fmt=lambda v: f"{v:.3f}",
+                          available=gap is not None)
+        curve = [p for p in b.get("curve") or [] if isinstance(p, dict)]
+        if curve:
+            out += ["Validation curve (each checkpoint on validation seeds):", "",
+                    table(["Step", "Training time (min)", "Episodes", "Mean score", "Success"],
+                          [[p.get("step"), num((p.get("train_s") or 0) / 60, 1), p.get("episodes"), num(p.get("mean_score"), 3),
+                            pct(p.get("success_rate"))] for p in curve]), ""]
+        rti = [r for r in b.get("rti_val") or [] if isinstance(r, dict)]
+        if rti:
+            out += ["RTI settings on validation seeds (warm steps, start sigma, a new chunk every N):", "",
+                    table(["Steps", "Start sigma", "Every", "Episodes", "Mean score", "Success"],
+                          [[r.get("steps"), r.get("sigma"), r.get("every"), r.get("episodes"), num(r.get("mean_score"), 3),
+                            pct(r.get("success_rate"))] for r in rti]), "", PUSHT_RTI_WHY, ""]
     return out
 
 
@@ -717,11 +814,153 @@ def section_training(results: Results, img: Path, rel: str) -> list[str]:
     return out
 
 
+# issue 17: dp against LeRobot's DiffusionPolicy on Push-T (bench/peers/compare_lerobot.py -> peers.json)
+PEER_CONFIGS = (("dp_pusht", "dp, `pusht` preset"), ("lerobot_matched", "LeRobot, matched size"), ("lerobot_default", "LeRobot, default"))
+PEER_RUNTIMES = (("lerobot_default", "LeRobot `select_action`, default"), ("lerobot_matched", "LeRobot `select_action`, matched size"),
+                 ("dp_torch", "dp torch"), ("dp_onnx", "dp ONNX Runtime"), ("dp_onnx_rti", "dp ONNX Runtime + RTI (export defaults)"),
+                 ("dp_onnx_rti3", "dp ONNX Runtime + RTI (Push-T's validated setting)"))
+
+
+def peers_score_gap(peers: dict | None) -> float | None:
+    """dp's mean Push-T score minus LeRobot's, on the test seeds both evaluated."""
+    dp, lr = (get(peers, "eval", side, "on_common_seeds", "mean_score") for side in ("dp", "lerobot"))
+    return dp - lr if _finite(dp) and _finite(lr) else None
+
+
+def peers_success_rows(peers: dict | None) -> list[list[str]]:
+    """Rows of the equal-training-time comparison: each tool on all its episodes, then on the seeds both finished."""
+    rows = []
+    for common in (False, True):
+        for side, label in (("dp", "dp, `pusht` preset"), ("lerobot", "LeRobot, matched size")):
+            tr, ev = get(peers, "train", side) or {}, get(peers, "eval", side) or {}
+            ev = ev.get("on_common_seeds") if common else ev
+            if not ev:
+                continue
+            bounds = ev.get("score_ci95") or [None, None]
+            score = f"{num(ev.get('mean_score'), 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})"
+            rows.append([label + (" (seeds both finished)" if common else ""), f"{num(tr.get('steps'), 0)} × {num(tr.get('batch_size'), 0)}",
+                         pct(ev.get("success_rate")), ci(ev.get("success_ci95")), f"{num(ev.get('successes'), 0)}/{num(ev.get('episodes'), 0)}", score])
+    return rows
+
+
+def section_peers(results: Results, targets: Targets) -> list[str]:
+    """dp against LeRobot's DiffusionPolicy: same Push-T data, same machine, one run (issue 17)."""
+    out = ["## Compared with LeRobot", ""]
+    peers = results.bench("peers")
+    ratios = get(peers, "speed", "ratios") or {}
+    tp_ratio = ratios.get("train_samples_per_s_dp_vs_lerobot_matched")
+    targets.check("LeRobot", "training samples/s, dp / LeRobot at matched size", tp_ratio, ">=", 3.0, "x",
+                  fmt=lambda v: f"{v:.2f}", available=peers is not None)
+    targets.check("LeRobot", "chunk latency, LeRobot default `select_action` / dp ONNX + RTI",
+                  ratios.get("chunk_median_lerobot_default_vs_dp_onnx_rti"), ">=", 50.0, "x", fmt=lambda v: f"{v:,.0f}",
+                  available=peers is not None)
+    targets.check("LeRobot", "Push-T score at equal training time, dp − LeRobot (same seeds)", peers_score_gap(peers), ">=", 0.0,
+                  fmt=lambda v: f"{v:+.3f}", available=peers is not None)
+    if peers is None:
+        return out + [_missing("peers"), ""]
+    speed, machine = peers.get("speed") or {}, peers.get("machine") or {}
+    out += [f"`bench/peers/compare_lerobot.py` runs LeRobot {machine.get('lerobot', '?')} in its own virtualenv "
+            "(`bench/peers/setup_lerobot.sh`) and dp side by side on Diffusion Policy's 206 Push-T demonstrations, converted "
+            "for LeRobot with its own dataset API (`bench/peers/convert_pusht.py`): both observe the agent position and the "
+            "block's 9 keypoints, 2 observations, 16 actions predicted, 8 executed. One thread each, on this machine "
+            f"({machine.get('cpu_count', '?')} cores), in one run (started {speed.get('started_utc', '?')}). Wall-clock "
+            "figures were taken while other jobs shared the cores; the CPU seconds (each process's own CPU time) are "
+            f"what that sharing inflates least. torch {machine.get('dp_torch', '?')} for dp, "
+            f"{get(speed, 'throughput', 'lerobot_matched', 'torch') or '?'} (LeRobot's pin) for LeRobot.", "",
+            *(f"- {label}: {get(peers, 'configs', key)}" for key, label in PEER_CONFIGS if get(peers, "configs", key)), ""]
+    sizes, tp = speed.get("sizes") or {}, speed.get("throughput") or {}
+    rows = []
+    for key, label in PEER_CONFIGS:
+        t, z = tp.get(key) or {}, sizes.get(key) or {}
+        rows.append([label, big(z.get("total_params", z.get("params"))), big(z.get("flops_per_sample_step")), num(t.get("batch_size"), 0),
+                     f"{num(t.get('steps'), 0)} (+{num(t.get('warmup'), 0)})", num(t.get("samples_per_s"), 1), num(t.get("s_per_step"), 3),
+                     num(t.get("samples_per_cpu_s"), 1), num(t.get("data_s_per_step"), 3), num(t.get("peak_rss_mb"), 0)])
+    out += ["Training throughput (the full data path: loader, step, optimiser; dp also updates its EMA):", "",
+            table(["Config", "params", "FLOPs / sample / denoising step", "batch", "timed steps (+warm-up)", "samples/s",
+                   "s/step", "samples per CPU s", "data s/step", "peak RSS MB"], rows), ""]
+    lat = speed.get("latency") or {}
+    rows = [[label, num(get(lat, key, "sampler_steps"), 0), num(get(lat, key, "median_ms"), 2), num(get(lat, key, "p99_ms"), 2),
+             num(get(lat, key, "cpu_ms_mean"), 2), num(get(lat, key, "calls"), 0), num(get(lat, key, "peak_rss_mb"), 0)]
+            for key, label in PEER_RUNTIMES if key in lat]
+    out += ["Latency per action chunk, batch 1 (LeRobot: `reset` + `select_action`, which samples a whole chunk, with its "
+            "pre- and post-processors; dp: `predict_chunk`; the ONNX rows run in a process without torch):", "",
+            table(["Runtime", "sampler steps", "median ms", "p99 ms", "CPU ms / chunk", "calls", "peak RSS MB"], rows), ""]
+    cpu = {key: get(lat, key, "cpu_ms_mean") for key, _ in PEER_RUNTIMES}
+    if all(_finite(cpu[k]) and cpu[k] > 0 for k in ("lerobot_default", "lerobot_matched", "dp_onnx_rti", "dp_torch")):
+        out += [f"In CPU time per chunk, LeRobot's default `select_action` costs {cpu['lerobot_default'] / cpu['dp_onnx_rti']:,.0f}x "
+                f"dp ONNX Runtime + RTI and {cpu['lerobot_default'] / cpu['dp_torch']:,.0f}x dp torch; at matched size "
+                f"{cpu['lerobot_matched'] / cpu['dp_onnx_rti']:,.0f}x and {cpu['lerobot_matched'] / cpu['dp_torch']:,.1f}x "
+                "(100 DDPM steps a chunk against dp's 10 sampler steps, or 1 to 3 warm-started ones).", ""]
+    rows = peers_success_rows(peers)
+    if rows:
+        ev, tr = peers.get("eval") or {}, peers.get("train") or {}
+        out += [f"Success at equal training time: both trained at once, one thread each, for {num(get(tr, 'dp', 'wall_s'), 0)} s "
+                f"(dp) and {num(get(tr, 'lerobot', 'wall_s'), 0)} s (LeRobot) of wall clock, then evaluated on the same Push-T test "
+                f"seeds ({ev.get('seeds', '?')}) with Diffusion Policy's protocol (at most 300 steps, score = max min(coverage / 0.95, 1), "
+                "success at coverage 0.95); success with its 95% Wilson interval, mean score with its 95% t-interval.", "",
+                table(["Tool", "steps × batch", "Success", "95% CI", "Successes / episodes", "mean score (95% CI)"], rows), ""]
+        a, b = (get(ev, side, "on_common_seeds", "score_ci95") or [None, None] for side in ("dp", "lerobot"))
+        if all(_finite(v) for v in (*a, *b)) and a[0] <= b[1] and b[0] <= a[1]:
+            out += ["On the seeds both finished the two scores' 95% intervals overlap: this run does not separate the tools.", ""]
+        plan = [f"{name} {num(get(tr, key, 'steps'), 0)} of {num(get(tr, key, 'steps_planned'), 0)} planned steps "
+                f"(peak RSS {num(get(tr, key, 'peak_rss_mb'), 0)} MB)" for key, name in (("dp", "dp"), ("lerobot", "LeRobot"))]
+        out += ["Training reached " + "; ".join(plan) + ". Each schedule was planned for the budget on an idle core (the CPU "
+                "seconds per step above); the shared machine gave each process far less, so neither finished its schedule.", ""]
+        stopped = [f"{name} after {num(get(ev, key, 'episodes'), 0)} episodes ({num(get(ev, key, 'sampler_steps'), 0)} sampler steps a chunk)"
+                   for key, name in (("dp", "dp"), ("lerobot", "LeRobot")) if get(ev, key, "stopped_by_budget")]
+        if stopped:
+            out += ["Evaluation stopped at its time budget: " + "; ".join(stopped) + ".", ""]
+    else:
+        out += [f"Success at equal training time: *{MISSING}* (`--parts train,eval`).", ""]
+    fd, fl = get(sizes, "dp_pusht", "flops_per_sample_step"), get(sizes, "lerobot_matched", "flops_per_sample_step")
+    sd, sl = get(tp, "dp_pusht", "samples_per_cpu_s"), get(tp, "lerobot_matched", "samples_per_cpu_s")
+    if _finite(tp_ratio) and tp_ratio < 3.0 and all(_finite(v) for v in (fd, fl, sd, sl)):
+        cpu_ratio = ratios.get("train_samples_per_cpu_s_dp_vs_lerobot_matched")
+        out += [f"Why dp trains only {tp_ratio:.2f}x as many samples/s as LeRobot at matched size ({num(cpu_ratio)}x per CPU second): at about the same parameter "
+                f"count its transformer does {fd / fl:.1f}x the FLOPs per sample ({big(fd)} against {big(fl)}; every layer sees "
+                "all the observation and action tokens, where the UNet halves the 16-step sequence at each stage), while it "
+                f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast. Matching LeRobot's speed per sample takes a model "
+                "with fewer FLOPs per sample (narrower, or fewer tokens per layer), not a faster training loop.", ""]
+    return out
+
+
+def _less(theirs: Any, ours: Any) -> str:
+    return f"{theirs / ours:.1f}x" if _finite(theirs) and _finite(ours) and ours > 0 else "—"
+
+
+def peers_readme_table(results: Results) -> list[str]:
+    """The README's short dp-against-LeRobot table (issue 17), from peers.json."""
+    peers = results.bench("peers")
+    if peers is None:
+        return []
+    tp, lat, r = get(peers, "speed", "throughput") or {}, get(peers, "speed", "latency") or {}, get(peers, "speed", "ratios") or {}
+    rows = [["Training at matched size, samples/s (per CPU s)",
+             f"{num(get(tp, 'dp_pusht', 'samples_per_s'), 1)} ({num(get(tp, 'dp_pusht', 'samples_per_cpu_s'), 1)})",
+             f"{num(get(tp, 'lerobot_matched', 'samples_per_s'), 1)} ({num(get(tp, 'lerobot_matched', 'samples_per_cpu_s'), 1)})",
+             f"{num(r.get('train_samples_per_s_dp_vs_lerobot_matched'))}x ({num(r.get('train_samples_per_cpu_s_dp_vs_lerobot_matched'))}x)"],
+            ["Chunk latency, batch 1, median ms (dp ONNX + RTI; LeRobot default `select_action`)",
+             num(get(lat, "dp_onnx_rti", "median_ms"), 1), num(get(lat, "lerobot_default", "median_ms"), 0),
+             f"{num(r.get('chunk_median_lerobot_default_vs_dp_onnx_rti'), 0)}x faster"],
+            ["Peak RSS, MB: training, batch 64 / acting (dp ONNX + RTI; LeRobot default)",
+             f"{num(get(tp, 'dp_pusht', 'peak_rss_mb'), 0)} / {num(get(lat, 'dp_onnx_rti', 'peak_rss_mb'), 0)}",
+             f"{num(get(tp, 'lerobot_default', 'peak_rss_mb'), 0)} / {num(get(lat, 'lerobot_default', 'peak_rss_mb'), 0)}",
+             f"{_less(get(tp, 'lerobot_default', 'peak_rss_mb'), get(tp, 'dp_pusht', 'peak_rss_mb'))} / "
+             f"{_less(get(lat, 'lerobot_default', 'peak_rss_mb'), get(lat, 'dp_onnx_rti', 'peak_rss_mb'))} less"]]
+    ev = get(peers, "eval") or {}
+    if ev.get("dp") and ev.get("lerobot"):
+        cell = lambda e: f"{num(e.get('mean_score'), 3)} / {pct(e.get('success_rate'))} ({num(e.get('successes'), 0)}/{num(e.get('episodes'), 0)})"
+        gap = peers_score_gap(peers)
+        rows.append([f"Push-T at equal training time ({num(get(peers, 'train', 'dp', 'wall_s'), 0)} s, LeRobot at matched size): score / success",
+                     cell(ev["dp"]), cell(ev["lerobot"]), f"{gap:+.3f} score on the seeds both finished" if gap is not None else "—"])
+    return ["Compared with LeRobot 0.4.4 on Push-T (state; same data, same machine, one thread each, in one run; "
+            "[details](docs/results.md#compared-with-lerobot)):", "", table(["Figure", "dp", "LeRobot", "dp against LeRobot"], rows), ""]
+
+
 def section_quickstart(results: Results) -> list[str]:
     out = ["## Quickstart", ""]
     qs = results.quickstart
     if qs is None:
-        return out + [f"*{MISSING}* — `dp quickstart --out /tmp/qs && cp /tmp/qs/report.json bench/results/quickstart.json`", ""]
+        return out + [f"*{MISSING}* — `dp quickstart && cp quickstart/report.json bench/results/quickstart.json`", ""]
     sizes = qs.get("sizes") or {}
     out.append(f"`dp quickstart` on `{qs.get('task', '?')}`: {num(qs.get('seconds'), 0)} s in all "
                f"({num(sizes.get('episodes'), 0)} demonstrations, `{sizes.get('preset', '?')}` preset, {num(sizes.get('train_steps'), 0)} steps).")
@@ -729,7 +968,7 @@ def section_quickstart(results: Results) -> list[str]:
         out.append("This is a `--fast` smoke run: its success rates mean nothing.")
     out.append("")
     stages = qs.get("stages") or {}
-    out += [table(["Stage", "seconds", "command"], [[name, num(s.get("seconds"), 1), f"`{s.get('command', '')}`"] for name, s in stages.items()]), ""]
+    out += [table(["Stage", "seconds", "command"], [[name, num(s.get("seconds"), 1), f"`{shown(s.get('command', ''), qs.get('out'), 'quickstart')}`"] for name, s in stages.items()]), ""]
     s = qs.get("summary") or {}
     rows = []
     for path, label in (("torch", "torch"), ("onnx", "ONNX Runtime")):
@@ -743,7 +982,7 @@ def section_quickstart(results: Results) -> list[str]:
 
 
 def section_inputs(results: Results) -> list[str]:
-    out = ["## Inputs", "", f"Read from `{results.root}` (see `bench/results/README.md`).", ""]
+    out = ["## Inputs", "", f"Read from `{shown(results.root)}` (see `bench/results/README.md`).", ""]
     rows = []
     for name in BENCHES:
         path = results.root / f"{name}.json"
@@ -775,6 +1014,7 @@ def build_page(results: Results, out: Path, img: Path) -> str:
     data = section_data(results, targets)
     formats = section_formats(results, targets)
     training = section_training(results, img, rel)
+    peers = section_peers(results, targets)
     quickstart = section_quickstart(results)
     inputs = section_inputs(results)
     verdicts = [r[4] for r in targets.rows]
@@ -784,7 +1024,7 @@ def build_page(results: Results, out: Path, img: Path) -> str:
     head = ["# Results", "",
             f"Generated by `python bench/report.py` from the benchmark outputs in `{results.root}`; edit those, not this page. "
             "Targets come from the project's issues; an input that has not been measured yet says so.", ""]
-    return "\n".join(head + success + multitask + overview + latency + deploy + data + formats + training + quickstart + inputs).rstrip() + "\n"
+    return "\n".join(head + success + multitask + overview + latency + deploy + data + formats + training + peers + quickstart + inputs).rstrip() + "\n"
 
 
 README_INTRO = (
@@ -810,7 +1050,8 @@ def readme_section(results: Results) -> str:
                 for mode, label in LATENCY_MODES]
         headers = ["Inference, `small` preset, batch 1, 1 thread", *(f"{label}: median / p99 ms per chunk" for k, label in LATENCY_CASES if k in cases)]
         out += [table(headers, rows), ""]
-    data, imp, train, pusht, image, dep = (results.bench(n) or {} for n in ("data_throughput", "import_throughput", "train", "pusht", "image_train", "deploy"))
+    out += peers_readme_table(results)
+    data, imp, train, image, dep = (results.bench(n) or {} for n in ("data_throughput", "import_throughput", "train", "image_train", "deploy"))
     facts = []
     if data:
         facts.append(f"Store: {num(data.get('lowdim_windows_per_s_loader'))} low-dim and {num(data.get('image_windows_per_s'))} image "
@@ -820,13 +1061,18 @@ def readme_section(results: Results) -> str:
     if train:
         facts.append(f"Training: {num(get(train, 'state', 'samples_per_s'), 0)} samples/s (state), "
                      f"{num(get(train, 'two_cameras_84', 'samples_per_s'), 0)} samples/s (two cameras).")
-    if pusht:
-        facts.append(f"Push-T format ({pusht.get('mode')} mode): held-out action MSE {num(get(pusht, 'eval', 'policy_over_mean_ratio'), 3)}x "
-                     "the mean-action baseline.")
+    for name, what in (("pusht", "state"), ("pusht_image", "image")):
+        rows = get(results.bench(name), "test") or {}
+        if isinstance(rows.get("torch"), dict):
+            parts = ", ".join(f"{label} {num(get(rows, k, 'mean_score'), 3)} / {pct(get(rows, k, 'success_rate'))}"
+                              for k, label in (("torch", "torch"), ("onnx", "ONNX"), ("onnx_rti", "ONNX + RTI"), ("deploy", "deploy"))
+                              if isinstance(rows.get(k), dict))
+            facts.append(f"Push-T ({what}, human demonstrations, gym-pusht, {get(rows, 'torch', 'episodes')} test episodes; "
+                         f"mean score / success): {parts}.")
     if image:
         facts.append(f"CALVIN-shaped image training: the loader delivers {num(get(image, 'loader_over_step_ratio'), 1)}x what the model consumes.")
     if dep:
-        facts.append(f"Deploy path ({dep.get('policy', '?')}): {pct(get(dep, 'success', 'success_rate'))} success, "
+        facts.append(f"Deploy path ({shown(dep.get('policy', '?'))}): {pct(get(dep, 'success', 'success_rate'))} success, "
                      f"observation-to-command median {num(get(dep, 'obs_to_command_ms', 'median'))} ms, "
                      f"p99 {num(get(dep, 'obs_to_command_ms', 'p99'))} ms.")
     if facts:

@@ -84,6 +84,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = -1  # DataLoader workers; -1 = 0 for low-dim data, 2 with images
     log_every: int = 50
+    tensorboard: bool | None = None  # also log metrics to RUN/tensorboard; None: when the tensorboard package is installed
     val_every: int = 1000
     val_batches: int = 4  # batches of held-out windows per validation
     ckpt_every: int = 1000

@@ -1,24 +1,18 @@
-"""Small statistics shared by evaluation, deployment reports and benchmarks (numpy only)."""
+"""Small statistics shared by evaluation, deployment reports and benchmarks (numpy, scipy)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate (sound for rates near 0 or 1 and small n)."""
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a success rate (scipy's; sound for rates near 0 or 1 and small n); n = 0: (0, 1)."""
     if n == 0:
         return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # the bounds are exactly 0 / 1 at p = 0 / 1; say so rather than 0.9999999999999999
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
+    from scipy.stats import binomtest  # here: the robot-side runtime imports this module without scipy's start-up
+
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def timing_summary(values, target: float | None = None) -> dict[str, float]:

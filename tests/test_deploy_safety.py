@@ -56,10 +56,34 @@ def test_adversarial_deltas_are_clamped_inside(limits):
     np.testing.assert_allclose(target.drot, [0.2, 0, 0])
 
 
-def test_outside_the_box_moves_back_toward_it(limits):
+def test_outside_the_box_goes_straight_back_without_rotating(limits):
     pos = np.array([0.5, 0.0, 1.0])  # 0.2 m outside in x
-    target, clamped = limits.clamp_delta(pos, np.array([0.1, 0.0, 0.0]), np.zeros(3), 0.0)
-    assert target.dpos[0] == pytest.approx(-0.025) and "workspace" in clamped
+    target, clamped = limits.clamp_delta(pos, np.array([0.1, 0.05, 0.0]), np.array([0.2, 0, 0]), 0.0)
+    assert clamped[0] == "outside" and limits.outside(pos)
+    np.testing.assert_allclose(target.dpos, [-0.025, 0, 0])  # back along x at the step limit, the command ignored
+    np.testing.assert_allclose(target.drot, 0.0)
+    near = np.array([0.295, 0.0, 1.0])  # just outside the box shrunk by the return margin: aims 2 cm inside
+    target, clamped = limits.clamp_delta(near + [0.01, 0, 0], np.zeros(3), np.zeros(3), 0.0)
+    assert target.dpos[0] == pytest.approx(0.28 - 0.305)
+
+
+def test_rotation_is_limited_to_what_keeps_its_drift_inside_the_box(limits):
+    """A rotation moves the end effector by up to rotation_drift m/rad as the arm executes it:
+    near a wall only as much rotation as keeps that reach inside the box."""
+    limits.rotation_drift = 0.1
+    centre = np.array([0.0, 0.0, 1.0])  # 0.2 m from the nearest wall: the full step
+    target, clamped = limits.clamp_delta(centre, np.zeros(3), np.array([0, 0, 0.2]), 0.0)
+    assert clamped == [] and target.drot[2] == pytest.approx(0.2)
+    wall = np.array([0.29, 0.0, 1.0])  # 1 cm from x max: at most 0.1 rad
+    target, clamped = limits.clamp_delta(wall, np.zeros(3), np.array([0, 0, 0.2]), 0.0)
+    assert clamped == ["workspace_rotation"] and np.linalg.norm(target.drot) == pytest.approx(0.1)
+    target, clamped = limits.clamp_delta(wall, np.array([0.01, 0, 0]), np.array([0, 0, 0.2]), 0.0)
+    assert np.linalg.norm(target.drot) == pytest.approx(0.0)  # a step onto the wall leaves no room to rotate
+    # drift (motion beyond the commanded one) toward the wall is expected to go on: braked and no rotation
+    target, clamped = limits.clamp_delta(np.array([0.27, 0.0, 1.0]), np.zeros(3), np.array([0, 0, 0.2]), 0.0,
+                                         drift=np.array([0.02, 0, 0]))
+    assert "workspace" in clamped and target.dpos[0] == pytest.approx(0.30 - 0.27 - 0.04)
+    assert np.linalg.norm(target.drot) == pytest.approx(0.0)
 
 
 def test_pose_targets_become_bounded_steps(limits):

@@ -22,8 +22,9 @@ def test_pusht_card_import(tmp_path):
                  "--workers", "2", "--no-progress"]) == 0
     with EpisodeStore.open(tmp_path / "s.zarr") as store:
         assert store.zarr_format == 3 and store.control_freq == 10.0
-        assert store.roles == {"lowdim": ["state"], "image": ["img"], "action": ["action"]}
+        assert store.roles == {"lowdim": ["agent_pos", "state"], "image": ["img"], "action": ["action"]}
         assert store.episode_ends.tolist() == np.cumsum(LENS).tolist()
+        np.testing.assert_array_equal(store.array("agent_pos")[:], src["state"][:, :2])
         image = store.array("img")[:]
         assert image.dtype == np.uint8
         np.testing.assert_array_equal(image, src["img"].astype(np.uint8))  # float 0..255 -> uint8

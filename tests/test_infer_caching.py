@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dp.config import build_config
 from dp.diffusion.sampler import exponential_sigmas
-from dp.infer.caching import CachedSampler, step_routing
+from dp.infer.caching import CachedSampler, ExpertBank, step_routing
 from dp.models.diffusion_policy import DiffusionPolicy
 
 
@@ -68,18 +68,22 @@ def test_cached_denoiser_matches_at_every_step_of_another_schedule():
             assert (cached.denoise(i, cond, x) - want).abs().max().item() < 1e-5
 
 
-def test_fused_layers_have_no_router_and_share_weights_between_equal_routes():
+def test_each_expert_is_stored_once_and_shared_between_samplers():
     model = random_model()
-    cached = CachedSampler(model, model.sigmas)
+    bank = ExpertBank(model)
+    cached = CachedSampler(model, model.sigmas, bank)
+    warm = CachedSampler(model, exponential_sigmas(3, 0.01, 1.0), bank)
     names = [n for n, _ in cached.named_parameters()]
     assert not any("router" in n or "experts" in n or "noise_emb.mlp" in n for n in names)
-    routes = step_routing(model, model.sigmas)
-    k, hidden = model.cfg.model.top_k, model.cfg.model.expert_hidden
-    distinct = {(layer, tuple(sorted(step[layer][0]))) for step in routes for layer in range(len(step))}
-    shared = {id(f.w1) for step in cached.ffn for f in step}
-    assert len(shared) == len(distinct)
-    assert cached.ffn[0][0].w1.shape == cached.ffn[0][0].w3.shape == (k * hidden, model.cfg.model.d_model)
-    assert cached.ffn[0][0].w2.shape == (model.cfg.model.d_model, k * hidden)
+    routes = step_routing(model, model.sigmas) + step_routing(model, torch.tensor(warm.sigmas))
+    used = {(layer, e) for step in routes for layer, (experts, _) in enumerate(step) for e in experts}
+    assert len(bank.w1) == len(bank.w3) == len(bank.w2) == len(used)  # one copy of each used expert, whatever its routes and gates
+    hidden, d = model.cfg.model.expert_hidden, model.cfg.model.d_model
+    assert all(w.shape == (hidden, d) for w in [*bank.w1.values(), *bank.w3.values()]) and all(w.shape == (d, hidden) for w in bank.w2.values())
+    own = {id(p) for p in model.parameters()}
+    stored = {id(p): p.numel() for s in (cached, warm) for p in s.parameters() if id(p) not in own}
+    assert sum(stored.values()) == sum(w.numel() for w in [*bank.w1.values(), *bank.w3.values(), *bank.w2.values()])  # nothing else copied
+    assert sum(stored.values()) <= sum(p.numel() for b in model.net.blocks for p in b.moe.experts.parameters())
 
 
 def test_cached_flops_do_not_exceed_routed_flops_and_dense_twin_costs_more():

@@ -82,12 +82,13 @@ def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, c
     assert dp_main(["export", str(run), "--out", str(out), "--steps", "6", "--rti-steps", "3", "--rti-sigma", "2.0", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["sampler_steps"] == 6 and summary["rti"] == {"steps": 3, "sigma_start": 2.0} and summary["control_freq"] == 20.0
+    assert summary["precision"] == "fp32" and set(summary["files"]) == {"policy.onnx", "policy_warm.onnx", "policy_first.onnx", "policy.weights"}
     spec = yaml.safe_load((out / "policy.yaml").read_text())
     assert spec["goal"]["tasks"] == ["reach", "retreat"] and spec["action"]["discrete_dims"] == [6]
     assert len(spec["sampler"]["sigmas"]) == 7 and len(spec["rti"]["sigmas"]) == 4
 
     torch_policy = Policy.load(run, steps=6, rti=RTISettings(3, 2.0))
-    onnx_policy = OnnxPolicy.load(out, rti=True)
+    onnx_policy = OnnxPolicy.load(out, rti=True, first_chunk="full")  # as the torch Policy starts an episode
     episode, instruction = held_out(store, torch_policy)[0]
     rng = np.random.default_rng(1)
     for p in (torch_policy, onnx_policy):
@@ -112,6 +113,9 @@ def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, c
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     assert dp_main(["export", str(run), "--out", str(tmp_path / "busy")]) == 1
     assert dp_main(["export", str(run), "--out", str(tmp_path / "x"), "--rti-sigma", "0"]) == 1
+    assert dp_main(["export", str(run), "--out", str(tmp_path / "x"), "--first-steps", "0"]) == 1
+    with pytest.raises(SystemExit):  # argparse: not one of fp32, fp16, int8
+        dp_main(["export", str(run), "--out", str(tmp_path / "x"), "--precision", "int4"])
     err = capsys.readouterr().err
-    assert "holds other files (notes.txt)" in err and "RTI start sigma" in err
+    assert "holds other files (notes.txt)" in err and "RTI start sigma" in err and "first chunk: RTI steps must be >= 1" in err
     assert not (tmp_path / "x").exists()

@@ -146,7 +146,7 @@ def test_ctrl_c_stops_workers_and_keeps_finished_episodes(tmp_path):
 def _wait_for_episodes(out: Path, proc: subprocess.Popen, n: int) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (out / "meta").exists():
+        if (out / "meta" / "episode_ends" / "zarr.json").exists():  # the store is created group by group
             with EpisodeStore.open(out) as store:
                 if len(store) >= n:
                     return

@@ -1,7 +1,8 @@
-"""Write an episode store out as LIBERO task files or as a CALVIN split directory.
+"""Write an episode store out as LIBERO task files, a CALVIN split directory or a LeRobotDataset folder.
 
   dp export-data libero STORE --out DIR      one <task>_demo.hdf5 per task
   dp export-data calvin STORE --out DIR [--split training|validation] [--actions rel|abs]
+  dp export-data lerobot STORE --out DIR [--fps F] [--crf N]      LeRobotDataset v3.0 (pip install 'dp[lerobot]')
 
 Our keys map to the format's fields through the dataset card (the one the store was imported
 with, else datasets/<format>.yaml) and --map OUR=FOREIGN; keys the card does not name are
@@ -16,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dp.data.formats import calvin, libero
+from dp.data.formats import calvin, lerobot_export, libero
 from dp.data.formats.cards import load_card
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
@@ -47,7 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="format", required=True, metavar="libero|calvin")
+    sub = parser.add_subparsers(dest="format", required=True, metavar="libero|calvin|lerobot")
     p = sub.add_parser("libero", help="LIBERO task files (robomimic-style HDF5)", description=libero.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p = sub.add_parser("calvin", help="a CALVIN split directory", description=calvin.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="training", choices=["training", "validation"], help="split directory to write (default training)")
     p.add_argument("--actions", choices=["rel", "abs"], help="CALVIN field the store's action fills: rel_actions (default) or actions")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="processes compressing frame files (0: this process); default 2")
+    p = sub.add_parser("lerobot", help="a LeRobotDataset v3.0 folder (needs the lerobot extra)", description=lerobot_export.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--fps", type=float, help="frame rate (default: the store's control frequency)")
+    p.add_argument("--crf", type=int, default=23, metavar="N", help="H.264 quality, 0 (lossless) .. 51 (worst); default 23")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "libero":
             summary = libero.export_store(store, args.out, card=card, mapping=mapping, overwrite=args.overwrite,
                                           progress=not args.no_progress)
+        elif args.format == "lerobot":
+            summary = lerobot_export.export_store(store, args.out, card=card, mapping=mapping, fps=args.fps, crf=args.crf,
+                                                  overwrite=args.overwrite, progress=not args.no_progress)
         else:
             summary = calvin.export_store(store, args.out, split=args.split, card=card, actions=args.actions, mapping=mapping,
                                           workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)

@@ -1,16 +1,20 @@
-"""Import CALVIN, LIBERO (or robomimic) and Diffusion Policy zarr data into an episode store.
+"""Import CALVIN, LIBERO (or robomimic), Diffusion Policy zarr and LeRobot data into an episode store.
 
   dp import calvin DIR --out STORE [--split training|validation] [--segments lang|episodes]
                        [--cameras static,gripper] [--image-size N] [--actions rel|abs]
   dp import libero FILE_OR_DIR... --out STORE [--image-size N] [--filter-key train]
   dp import dp-zarr SRC --out STORE [--card datasets/pusht.yaml | --image KEY --lowdim KEY --action KEY]
+  dp import lerobot DIR --out STORE [--cameras front,wrist] [--image-size N]     (needs: pip install 'dp[lerobot]')
 
 Keys are mapped by a dataset card (datasets/<format>.yaml, or --card). An import is resumable:
 run the same command again after a kill and it continues where it stopped, without duplicates
 (each episode records its source as metadata source_file + source_index). Frames are decoded in
---workers processes; the command itself is the store's only writer. Bad input stops the import
-with an error naming the file and the problem; with --skip-bad the rest imports and the skipped
-items are listed.
+--workers processes (they end with the command, even when it is killed); the command itself is
+the store's only writer. The source's structure (episode ends, lengths, shapes, NaN/inf) is
+checked before anything is written. Bad input stops the import with an error naming the file,
+the key and the problem; with --skip-bad the rest imports and the skipped items are listed. An
+import stopped mid-way (a corrupt chunk, a full disk) says that the store holds a partial import;
+rerunning the same command continues it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dp.data.formats import calvin, dp_zarr, libero
+from dp.data.formats import calvin, dp_zarr, lerobot_import, libero
 from dp.data.formats.cards import load_card
 from dp.data.formats.pipeline import run_import
 from dp.data.formats.workers import keep_freed_memory
@@ -41,7 +45,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="format", required=True, metavar="calvin|libero|dp-zarr")
+    sub = parser.add_subparsers(dest="format", required=True, metavar="calvin|libero|dp-zarr|lerobot")
     p = sub.add_parser("calvin", help="a CALVIN dataset directory (or one split directory)", description=calvin.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="CALVIN dataset directory (holding training/ and validation/) or a split directory")
     p.add_argument("--split", default="training", choices=["training", "validation"], help="which split to import (default training)")
@@ -63,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lowdim", action="append", default=[], help="low-dim key to import (repeatable)")
     p.add_argument("--action", help="the action key (stored as 'action')")
     _common(p)
+    p = sub.add_parser("lerobot", help="a LeRobotDataset v3.0 or v2.x folder (local; needs the lerobot extra)", description=lerobot_import.__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", type=Path, help="the dataset folder (holding meta/info.json, data/, videos/)")
+    p.add_argument("--cameras", type=_comma_list, help="cameras to keep, comma-separated (observation.images.<cam> names); default: all")
+    _common(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,9 +89,12 @@ def run(args: argparse.Namespace) -> int:
             args.paths, card=card, cameras=args.cameras, image_size=args.image_size,
             filter_key=args.filter_key, skip_bad=args.skip_bad, skipped=skipped,
         )
+    elif args.format == "lerobot":
+        card, items = lerobot_import.plan_import(args.dir, card=card, cameras=args.cameras, image_size=args.image_size)
     else:
         card, items = dp_zarr.plan_import(
             args.src, card=card, image=args.image, lowdim=args.lowdim, action=args.action, image_size=args.image_size,
+            skip_bad=args.skip_bad, skipped=skipped,
         )
     report = run_import(
         items, args.out, card, workers=args.workers, skip_bad=args.skip_bad, overwrite=args.overwrite,

@@ -16,6 +16,8 @@ end; on the next open for writing that torn tail is dropped, with a warning.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -39,6 +41,18 @@ LOWDIM_CHUNK_BYTES = 2 << 20  # Diffusion Policy aims at ~2 MB chunks for low-di
 IMAGE_SHARD_BYTES = 4 << 20  # frames are one chunk each, grouped into ~4 MB shards
 META_CHUNK = 4096
 MISSING_INT = np.iinfo(np.int64).min
+
+
+class StoreWriteError(DpError):
+    """An OS error (disk full, file too large, I/O error) while writing; the store keeps its
+    complete episodes and reopens intact (the cut write is a torn tail, dropped on the next open)."""
+
+
+def os_reason(exc: OSError) -> str:
+    """``No space left on device [ENOSPC]``: an OSError's reason in a few words."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} [{name}]" if name else text
 
 
 def _codec(image: bool = False) -> BloscCodec:
@@ -112,29 +126,34 @@ class EpisodeStore:
     ) -> EpisodeStore:
         """Create a new, empty zarr-format-3 store and open it for writing."""
         path = Path(path)
-        if path.exists():
-            if not overwrite:
-                raise DpError(f"{path}: already exists (open it with mode='a', or pass overwrite)")
-            lock_fd = _take_lock(path)
-            _remove_store_contents(path)
-        else:
-            path.mkdir(parents=True)
-            lock_fd = _take_lock(path)
-        root = zarr.create_group(zarr.storage.LocalStore(path), zarr_format=3)  # not mode="w": it would delete the lock file
-        root.attrs.update(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "control_freq": control_freq,
-                "robot": robot,
-                "roles": roles or {},
-                "discrete_dims": discrete_dims or {},
-                **(attrs or {}),
-            }
-        )
-        root.create_group("data")
-        root.create_group("meta").create_array(
-            "episode_ends", shape=(0,), dtype="int64", chunks=(META_CHUNK,), fill_value=0
-        )
+        if path.exists() and not overwrite:
+            raise DpError(f"{path}: already exists (open it with mode='a', or pass overwrite)")
+        lock_fd = None
+        try:
+            if path.exists():
+                lock_fd = _take_lock(path)
+                _remove_store_contents(path)
+            else:
+                path.mkdir(parents=True)
+                lock_fd = _take_lock(path)
+            root = zarr.create_group(zarr.storage.LocalStore(path), zarr_format=3)  # not mode="w": it would delete the lock file
+            root.attrs.update(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "control_freq": control_freq,
+                    "robot": robot,
+                    "roles": roles or {},
+                    "discrete_dims": discrete_dims or {},
+                    **(attrs or {}),
+                }
+            )
+            root.create_group("data")
+            root.create_group("meta").create_array(
+                "episode_ends", shape=(0,), dtype="int64", chunks=(META_CHUNK,), fill_value=0
+            )
+        except OSError as exc:
+            _release_lock(lock_fd)
+            raise StoreWriteError(f"{path}: cannot create the store: {os_reason(exc)}") from exc
         return cls(root, path, "a", lock_fd)
 
     @classmethod
@@ -187,6 +206,16 @@ class EpisodeStore:
     @property
     def episode_ends(self) -> np.ndarray:
         return self._ends.copy()
+
+    def raw_episode_ends(self) -> np.ndarray:
+        """``meta/episode_ends`` as stored, unchecked (:attr:`episode_ends` keeps only its consistent
+        prefix): for importers that check a foreign store's structure before reading it."""
+        return np.asarray(self._ends_array[:], dtype=np.int64)
+
+    def raw_episode_meta(self, i: int) -> dict[str, Any]:
+        """Row ``i`` of the metadata columns, whether or not episode ``i`` is in the consistent prefix
+        (the companion of :meth:`raw_episode_ends`); absent fields are left out."""
+        return {name: value for name in self.meta_keys if (value := self._meta_value(name, i)) is not None}
 
     @property
     def keys(self) -> list[str]:
@@ -314,8 +343,9 @@ class EpisodeStore:
             meta = dict(meta or {})
             self._validate_meta(meta, first + j, kinds)
             checked.append((arrays, meta))
-        indices = [self._stage(arrays, meta) for arrays, meta in checked]
-        self.commit()
+        with self._writing():
+            indices = [self._stage(arrays, meta) for arrays, meta in checked]
+            self.commit()
         return indices
 
     def stage_episode(self, data: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> int:
@@ -336,7 +366,8 @@ class EpisodeStore:
         kinds = dict(self._staged_kinds)
         self._validate_meta(meta, index, kinds)
         self._staged_kinds = kinds
-        return self._stage(arrays, meta)
+        with self._writing():
+            return self._stage(arrays, meta)
 
     def _stage(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> int:
         if not self._arrays:
@@ -360,6 +391,10 @@ class EpisodeStore:
         prefix of them, possibly empty, and never part of an episode."""
         if not self._staged:
             return []
+        with self._writing():
+            return self._commit()
+
+    def _commit(self) -> list[int]:
         staged, self._staged, self._staged_kinds = self._staged, [], {}
         first, start, stop = len(self), self.n_frames, self._staged_stop
         for key, arr in self._arrays.items():
@@ -379,6 +414,21 @@ class EpisodeStore:
         """Drop the staged episodes (nothing of them is visible)."""
         self._staged, self._staged_kinds = [], {}
 
+    @contextlib.contextmanager
+    def _writing(self):
+        """Turn an OSError of a write (disk full, file too large) into a one-line StoreWriteError that
+        says what the store still holds; the staged episodes are dropped."""
+        try:
+            yield
+        except OSError as exc:
+            self.discard()
+            n = len(self)
+            holds = f"episodes 0..{n - 1} ({n} complete)" if n else "no complete episodes"
+            raise StoreWriteError(
+                f"{self.path}: write failed: {os_reason(exc)}; the store still holds {holds} and reopens intact, "
+                "the episodes being written were dropped"
+            ) from exc
+
     def _shard_layout(self, key: str) -> dict | None:
         if key not in self._layouts:
             self._layouts[key] = shard_layout(self.path / "data" / key)
@@ -391,7 +441,8 @@ class EpisodeStore:
         self.episode_bounds(i)  # range check
         i %= len(self)
         self._validate_meta(meta, i)
-        self._write_meta_rows([meta], i)
+        with self._writing():
+            self._write_meta_rows([meta], i)
 
     def set_attrs(self, **attrs: Any) -> None:
         """Update root attributes (control frequency, robot, roles, cached stats...)."""

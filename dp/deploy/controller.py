@@ -5,9 +5,13 @@ Two threads (all clocks ``time.monotonic``):
 - the **control loop** owns the driver and the command socket. It sleeps in ``zmq.Poller.poll``
   until the next deadline — a control tick (``rates.control_hz``), the expiry of the command, the
   heartbeat deadline of the commanding node — or until a message arrives. Messages are handled at
-  once, each one validated; a bad one is counted (by field) and dropped. At a tick it takes the
-  setpoint the waypoints give, clamps it to the limits, hands it to the driver (or holds), reads
-  the new observation and freezes it into a snapshot;
+  once, each one validated; a bad one is counted (by field) and dropped. Handling stops at the next
+  deadline; when one is due, a ``RECEIVE_SLICE`` of messages goes first (a heartbeat waiting behind
+  a stall is seen before the watchdog judges). A flood of messages thus delays a tick or the
+  watchdog by at most a slice and one (bounded) message; the ZeroMQ queues, bounded too, hold the rest. At a tick it
+  takes the setpoint the waypoints give, clamps it to the limits (the workspace box bounds where
+  the end effector goes: :mod:`dp.deploy.safety`), hands it to the driver (or holds), reads the
+  new observation and freezes it into a snapshot;
 - the **publisher** sends the latest snapshot as State at ``rates.state_hz`` with a fresh
   ``seq``/``stamp`` (immediately when a tick produced a new observation), and Info at 1 Hz, so a
   slow driver call (a physics step, a reset) never thins the State stream.
@@ -40,7 +44,10 @@ from dp.errors import DpError
 
 log = logging.getLogger("dp.robot")
 
-MAX_MESSAGES_PER_WAKE = 256  # a flood of messages cannot starve the control ticks
+MAX_MESSAGES_PER_WAKE = 256  # then the loop checks its deadlines and should_stop again
+RECEIVE_SLICE = 0.002  # seconds of message handling when a tick or the watchdog is due (heartbeats first)
+MAX_SENDERS = 64  # senders whose sequence numbers the controller tracks at once
+OUTSIDE = "outside_workspace"  # the fault of a tick that found the end effector outside the box
 
 
 @dataclass
@@ -75,7 +82,10 @@ class Controller:
         self.dt = 1.0 / config.rates.control_hz
         self.limits = Limits.from_config(config.limits, config.rates.control_hz)
         self.buffer = CommandBuffer(config.rates.control_hz)
-        self.guard = P.SeqGuard()
+        # replay protection: a sender heard within the command horizon (plus the heartbeat timeout) keeps its
+        # sequence state; anything older is refused by its age (max_command_horizon) anyway
+        safety = config.safety
+        self.guard = P.SeqGuard(MAX_SENDERS, keep=safety.max_command_horizon + safety.heartbeat_timeout)
         self.stats = ControllerStats()
         self.boot = P.new_id()
         self.info: DriverInfo | None = None
@@ -87,10 +97,10 @@ class Controller:
         self.episode = 0
         self.seq = 0
         self.stopped = False
-        self.last_contact: dict[int, float] = {}  # sender -> last valid message time
         self.last_command_seq = -1
         self.last_latency = -1.0
         self.applied = np.zeros(7)
+        self.prev_ee: np.ndarray | None = None  # the end effector's position before the last tick
         self.held = True
         self.gripper = -1.0
         self.faults: list[str] = []  # faults of the last tick
@@ -124,9 +134,10 @@ class Controller:
         next_tick, next_log = now + self.dt, now + 10.0
         try:
             while not should_stop() and (end is None or now < end):
-                wake = min(next_tick, self._watchdog_deadline(), now + 0.1)
-                if poller.poll(max(0.0, wake - self.clock()) * 1e3):
-                    self._receive()
+                deadline = min(next_tick, self._watchdog_deadline())
+                if poller.poll(max(0.0, min(deadline, now + 0.1) - self.clock()) * 1e3):
+                    # until the next deadline; when one is due, a short slice first (heartbeats queued behind a stall)
+                    self._receive(max(deadline, self.clock() + RECEIVE_SLICE))
                 now = self.clock()
                 self._watchdog(now)
                 self._freeze()  # a stop, a reset or a watchdog hold goes out before the next (slow) driver call
@@ -157,16 +168,20 @@ class Controller:
             self.sockets.close()
 
     # ------------------------------------------------------------------ messages
-    def _receive(self) -> None:
+    def _receive(self, until: float) -> None:
+        """Handle queued messages until none is left or the clock reaches ``until``. Decoding bounds
+        what one message costs (well under a millisecond), so a flood never makes a tick late."""
         for _ in range(MAX_MESSAGES_PER_WAKE):
+            now = self.clock()
+            if now >= until:
+                return
             try:
                 frame = self.sockets.pull.recv(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return
-            now = self.clock()
             try:
                 msg = P.decode(frame, accept=P.CONTROL_TYPES)
-                self.guard.check(msg.sender, msg.seq, f"{msg.TYPE}.seq")
+                self.guard.check(msg.sender, msg.seq, f"{msg.TYPE}.seq", now)
                 self._handle(msg, now)
             except P.ProtocolError as exc:
                 self.stats.rejected[exc.field] += 1
@@ -174,16 +189,13 @@ class Controller:
                     log.warning("rejected a message: %s", exc)
 
     def _handle(self, msg: P.Message, now: float) -> None:
-        self.last_contact.pop(msg.sender, None)  # least recently heard first: bounded under a flood of senders
-        self.last_contact[msg.sender] = now
-        if len(self.last_contact) > 64:
-            self.last_contact.pop(next(iter(self.last_contact)))
         if isinstance(msg, P.Stop):
             if not self.stopped:
                 log.warning("stop from %x: %s", msg.sender, msg.reason or "(no reason given)")
                 self.driver.stop()
             self.stopped = True
             self.buffer.clear()
+            self._freeze()  # published now, not after the rest of the queue
         elif isinstance(msg, P.Reset):
             self._reset(msg.seed)
         elif isinstance(msg, P.Command):
@@ -218,6 +230,7 @@ class Controller:
         self.episode += 1
         self.gripper = -1.0
         self.applied = np.zeros(7)
+        self.prev_ee = None
         self.held = True
         self._observe(self.clock())  # the first tick of the episode comes one period later (re-anchored)
         log.info("episode %d (seed %s)", self.episode, self.info.seed)
@@ -231,7 +244,7 @@ class Controller:
             return
         if now > self.buffer.expires:
             reason = "command_expired"
-        elif now - self.last_contact.get(self.buffer.sender, -np.inf) > self.config.safety.heartbeat_timeout:
+        elif now - self.guard.last_heard(self.buffer.sender) > self.config.safety.heartbeat_timeout:
             reason = "heartbeat_timeout"
         else:
             return
@@ -244,21 +257,26 @@ class Controller:
         faults: list[str] = []
         setpoint = None if self.stopped else self.buffer.setpoint(t)
         r = self.reading
+        # how far the end effector moved in the last step beyond what was commanded (e.g. after a fast rotation)
+        drift = None if self.prev_ee is None else r.ee_pos - self.prev_ee - self.applied[:3]
+        self.prev_ee = r.ee_pos
         self.held = setpoint is None
-        if setpoint is None:
+        if setpoint is None:  # no motion without a command: outside the box too, the arm holds (and says so)
             self.driver.hold()
             self.applied = np.array([0, 0, 0, 0, 0, 0, self.gripper], dtype=float)
+            if self.limits.outside(r.ee_pos):
+                faults.append(OUTSIDE)
         else:
             if setpoint.mode == P.MODE_EE_DELTA:
-                target, clamped = self.limits.clamp_delta(r.ee_pos, setpoint.value[:3], setpoint.value[3:], setpoint.gripper)
+                target, clamped = self.limits.clamp_delta(r.ee_pos, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, drift)
             elif setpoint.mode == P.MODE_EE_POSE:
-                target, clamped = self.limits.clamp_pose(r.ee_pos, r.ee_quat, setpoint.value[:3], setpoint.value[3:], setpoint.gripper)
+                target, clamped = self.limits.clamp_pose(r.ee_pos, r.ee_quat, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, drift)
             else:
                 target, clamped = self.limits.clamp_joints(r.q, setpoint.value, setpoint.gripper, r.ee_pos, r.ee_quat, self.driver.forward_kinematics)
             if clamped:
                 self.stats.clamped_ticks += 1
                 self.stats.clamped.update(clamped)
-                faults += [f"clamped:{c}" for c in clamped]
+                faults += [OUTSIDE if c == "outside" else f"clamped:{c}" for c in clamped]
             self._apply(target)
         self.tick += 1
         self.stats.ticks += 1
@@ -288,7 +306,7 @@ class Controller:
     def _watchdog_deadline(self) -> float:
         if self.buffer.mode is None:
             return np.inf
-        contact = self.last_contact.get(self.buffer.sender, -np.inf) + self.config.safety.heartbeat_timeout
+        contact = self.guard.last_heard(self.buffer.sender) + self.config.safety.heartbeat_timeout
         return min(self.buffer.expires, contact) + 1e-4
 
     def _freeze(self) -> None:

@@ -4,7 +4,9 @@ One cycle per control tick (a State with a new ``tick`` carries a new observatio
 observation goes to ``policy.select_action`` (the policy keeps the observation history and its
 action queue, exactly as in `dp eval`), and the action — followed by the rest of the policy's
 current chunk when it offers ``pending_actions()`` — becomes ``ee_delta`` waypoints at
-``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.deploy.protocol`). Waypoints carry the
+``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.deploy.protocol`); a policy whose actions have one
+value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis robot in
+pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
 observation's time, so inference latency is absorbed: if a command arrives late, the controller
 uses the later waypoints of the chunk, and drops the ones already past. The episode's first chunk,
 the one full sampling (the rest are queued actions or RTI warm chunks), is sampled from the
@@ -63,11 +65,24 @@ class NodeReport:
         return {
             "episodes": n, "successes": wins, "success_rate": wins / n if n else None,
             "mean_episode_length": float(np.mean([e["steps"] for e in self.episodes])) if n else None,
+            **({"mean_score": float(np.mean([e["score"] for e in self.episodes]))} if n and all("score" in e for e in self.episodes) else {}),
             "obs_to_command_ms": timing_summary(self.obs_to_command_ms), "cycle_ms": timing_summary(self.cycle_ms),
             "policy_ms": timing_summary(self.policy_ms), "prime_ms": timing_summary(self.prime_ms), "period_ms": timing_summary(self.period_ms, self.period_target_ms),
             "rejected_states": self.rejected, "send_failures": self.send_failures,
             "policy_errors": self.policy_errors, "resyncs": self.resyncs, "per_episode": self.episodes,
         }
+
+
+def command_mode(info: P.Info, width: int) -> str:
+    """How a policy's ``width``-value actions go to this controller: 7 (OSC deltas + gripper) as
+    ``ee_delta``; one per joint as ``joint`` position targets (a Cartesian robot such as the Push-T
+    agent, whose joints are its x and y)."""
+    if width == 7 and P.MODE_EE_DELTA in info.modes:
+        return P.MODE_EE_DELTA
+    if width == info.n_joints and P.MODE_JOINT in info.modes:
+        return P.MODE_JOINT
+    raise DpError(f"controller {info.robot} (modes {info.modes}, {info.n_joints} joints) cannot take this policy's "
+                  f"{width}-value actions: ee_delta takes 7, joint one per joint")
 
 
 class InferenceNode:
@@ -117,6 +132,9 @@ class InferenceNode:
 
     # ------------------------------------------------------------------ main loop
     def run(self, should_stop=lambda: False, connect_timeout: float | None = None) -> NodeReport:
+        """Drive the robot until ``should_stop()`` or the episodes are done; TimeoutError (saying what
+        the connection did, e.g. a CURVE key mismatch) if no State arrives for ``connect_timeout``
+        seconds, at the start or after the controller fell silent (None: wait for it)."""
         gc.freeze()  # the policy's start-up objects leave the collector: shorter pauses in the loop
         start = self.clock()
         next_log = start + 10.0
@@ -127,9 +145,11 @@ class InferenceNode:
             if self.sockets.sub.poll(timeout=int(self.heartbeat_period * 1e3), flags=zmq.POLLIN):
                 self._drain()
             now = self.clock()
+            absent = now - (start if self.state is None else self.last_rx)
+            if connect_timeout is not None and absent > connect_timeout:
+                what = "no State from the controller" if self.state is None else "the controller fell silent and did not come back"
+                raise TimeoutError(f"{what} within {connect_timeout:g} s: {self.sockets.diagnose()}")
             if self.state is None:
-                if connect_timeout is not None and now - start > connect_timeout:
-                    raise TimeoutError(f"no State from the controller within {connect_timeout:.0f} s")
                 continue
             if now - self.last_rx > self.silence_timeout:
                 if not self.silent:
@@ -186,8 +206,7 @@ class InferenceNode:
                             "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
                             max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
                             "fast" if info.control_hz > trained_hz else "slow")
-        if P.MODE_EE_DELTA not in info.modes:
-            raise DpError(f"controller {info.robot} does not take ee_delta commands (modes {info.modes})")
+        self.command_mode = command_mode(info, int(getattr(self.policy, "action_dim", 7)))
         self.info = info
         self.report.period_target_ms = 1e3 / info.control_hz
         self.sockets.connect_commands(info.command_port)
@@ -225,6 +244,8 @@ class InferenceNode:
                 return
         if s.tick == self.last_tick or s.mode == P.ROBOT_STOPPED:
             return
+        if "score" in s.extra:  # a task with a score (Push-T): the episode scores its maximum
+            self.episode_score = max(self.episode_score or 0.0, float(s.extra["score"][0]))
         steps = s.tick - self.episode_start_tick
         horizon = self.max_steps or self.info.horizon
         if self.episodes and (s.success or (horizon and steps >= horizon)):
@@ -250,6 +271,7 @@ class InferenceNode:
 
     def _start_episode(self, s: P.State) -> None:
         self.episode_id, self.episode_start_tick, self.last_tick = s.episode, s.tick, -1
+        self.episode_score: float | None = None
         self.last_cycle = None  # loop periods are timed within an episode, not across a reset
         if not self.episodes:
             self.episode_seed = self.info.seed
@@ -276,7 +298,8 @@ class InferenceNode:
         self.last_tick = s.tick  # the first command waits for the next control tick
 
     def _finish(self, success: bool, steps: int) -> None:
-        self.report.episodes.append({"seed": self.episode_seed, "success": success, "steps": steps})
+        score = {} if self.episode_score is None else {"score": self.episode_score}
+        self.report.episodes.append({"seed": self.episode_seed, "success": success, "steps": steps, **score})
         n, wins = len(self.report.episodes), sum(e["success"] for e in self.report.episodes)
         log.info("episode %d/%d: %s after %d steps (success rate %d/%d)", n, self.episodes,
                  "success" if success else "failure", steps, wins, n)
@@ -293,8 +316,9 @@ class InferenceNode:
             action = np.asarray(self.policy.select_action(P.observation_from_state(s)), dtype=np.float64)
             pending = getattr(self.policy, "pending_actions", None)
             chunk = action[None] if pending is None else np.concatenate([action[None], np.asarray(pending(), np.float64).reshape(-1, action.size)])
-            if chunk.shape[1] != 7 or not np.isfinite(chunk).all():
-                raise ValueError(f"expected finite actions of 7 values, got shape {chunk.shape}")
+            width = 7 if self.command_mode == P.MODE_EE_DELTA else self.info.n_joints
+            if chunk.shape[1] != width or not np.isfinite(chunk).all():
+                raise ValueError(f"expected finite actions of {width} values, got shape {chunk.shape}")
         except Exception as exc:  # a policy fault must not send anything; the controller holds
             self.report.policy_errors += 1
             log.error("policy failed on tick %d, nothing sent: %s", s.tick, exc)
@@ -303,10 +327,13 @@ class InferenceNode:
         dt = 1.0 / self.info.control_hz
         chunk = chunk[: P.MAX_WAYPOINTS]
         times = s.obs_stamp + dt * np.arange(1, len(chunk) + 1)
-        scale = np.repeat(np.asarray(self.info.action_scale, dtype=np.float64), 3)
+        if self.command_mode == P.MODE_JOINT:  # position targets, one per joint; no gripper
+            waypoints, gripper = chunk, -np.ones(len(chunk))
+        else:
+            waypoints, gripper = chunk[:, :6] * np.repeat(np.asarray(self.info.action_scale, dtype=np.float64), 3), chunk[:, 6]
         cmd = P.Command(
-            sender=self.sender, seq=self._next_seq(), boot=s.boot, obs_stamp=s.obs_stamp, mode=P.MODE_EE_DELTA,
-            times=times, waypoints=chunk[:, :6] * scale, gripper=chunk[:, 6], expires=float(times[-1] + dt / 2),
+            sender=self.sender, seq=self._next_seq(), boot=s.boot, obs_stamp=s.obs_stamp, mode=self.command_mode,
+            times=times, waypoints=waypoints, gripper=gripper, expires=float(times[-1] + dt / 2),
         )
         self._send(cmd)
         t2 = time.perf_counter()

@@ -7,7 +7,8 @@ tick, send waypoints anchored to the observation's timestamp.
 
 With --episodes N the node resets the robot N times (with the seeds `dp eval --seed` uses), drives
 each episode to success or to the horizon and reports the success rate; without it, it drives the robot
-until Ctrl-C. Per-cycle timings go to --timings (JSON lines); a summary is printed at the end.
+until Ctrl-C. It gives up (exit code 1, saying why: nothing listening, or a CURVE key mismatch) when no
+State arrives for --connect-timeout seconds. Per-cycle timings go to --timings (JSON lines); a summary is printed at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 from dp.deploy.policies import load_policy
 from dp.deploy.transport import ClientSockets, split_endpoint
+from dp.errors import DpError
+
+DEFAULT_CONNECT_TIMEOUT = 120.0  # seconds without State before `dp node --episodes N` gives up (a sim controller may take a minute to start on a busy machine)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
     parser.add_argument("--keys", type=Path, help="CURVE key folder (client.key_secret + server.key) for an authenticated controller")
     parser.add_argument("--silence-timeout", type=float, default=0.5, help="seconds without State before the node stops commanding (default 0.5)")
-    parser.add_argument("--connect-timeout", type=float, help="give up if no controller answers within this many seconds (default: wait)")
+    parser.add_argument("--connect-timeout", type=float,
+                        help="give up when no State arrives for this many seconds, at the start or after the controller "
+                             "falls silent (default: 120 with --episodes, else wait)")
     parser.add_argument("--timings", type=Path, help="write per-cycle timings here (JSON lines)")
     parser.add_argument("--json", action="store_true", help="print the final report as JSON")
     parser.add_argument("--json-out", default="", help="also write the final report to this file (empty: do not)")
@@ -42,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
+    if args.connect_timeout is not None and not args.connect_timeout > 0:
+        raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
     policy = load_policy(args.policy, rti=not args.no_rti)
 
     from dp.deploy.node import InferenceNode
@@ -56,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stopping.append(True))
     print(f"dp node: policy {args.policy}, controller {args.robot}", flush=True)
     try:
-        report = node.run(should_stop=lambda: bool(stopping), connect_timeout=args.connect_timeout).summary()
+        timeout = args.connect_timeout if args.connect_timeout is not None else (DEFAULT_CONNECT_TIMEOUT if args.episodes else None)
+        report = node.run(should_stop=lambda: bool(stopping), connect_timeout=timeout).summary()
     except TimeoutError as exc:
         print(f"dp node: {exc}", flush=True)
         return 1

@@ -60,6 +60,9 @@ MAX_CAMERAS = 8
 MAX_IMAGE_SIDE = 2048
 MAX_FAULTS = 32
 MAX_TEXT = 256
+MAX_ARRAY_LEN = 64  # the longest msgpack list in any message (faults: 32; a wire array: 3)
+MAX_MAP_LEN = 64  # the largest msgpack map (a State has 22 entries)
+MAX_CONTAINERS = 256  # msgpack lists and maps in one message (a State with 8 cameras and 16 extras: < 100)
 
 MODE_EE_DELTA = "ee_delta"
 MODE_EE_POSE = "ee_pose"
@@ -484,6 +487,9 @@ def observation_from_state(state: State) -> dict[str, np.ndarray]:
 Message = Union[State, Info, Command, Heartbeat, Stop, Reset]
 MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (State, Info, Command, Heartbeat, Stop, Reset)}
 CONTROL_TYPES = (Command, Heartbeat, Stop, Reset)  # what a controller accepts
+# The largest frame of each type (bytes): the rest of a frame is not unpacked when it is larger.
+MAX_FRAME_BYTES = {"state": MAX_MESSAGE_BYTES, "info": 64 << 10, "command": MAX_COMMAND_BYTES,
+                   "heartbeat": 256, "reset": 256, "stop": 256 + 4 * MAX_TEXT}
 
 
 def encode(msg: Message) -> bytes:
@@ -491,27 +497,64 @@ def encode(msg: Message) -> bytes:
     return msgpack.packb({"v": VERSION, "type": msg.TYPE, **msg.to_wire()}, use_bin_type=True)
 
 
+def _limits(max_bin: int) -> dict[str, Any]:
+    """msgpack's bounds for one frame: no list, map or string longer, and no more lists and maps
+    in all, than any message has (msgpack has no depth or object-count limit: a hook counts)."""
+    containers = 0
+
+    def count(obj):
+        nonlocal containers
+        containers += 1
+        if containers > MAX_CONTAINERS:
+            raise ValueError(f"more than {MAX_CONTAINERS} lists and maps")
+        return obj
+
+    return dict(max_bin_len=max_bin, max_str_len=4 * MAX_TEXT, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
+                max_ext_len=0, list_hook=count, object_hook=count)
+
+
+def _peek_type(frame: bytes) -> Any:
+    """The ``type`` entry of a frame's top-level map, read without building the other values
+    (msgpack skips them), so that the frame's size can be checked against its type's bound first."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(1, len(frame)), **_limits(len(frame)))
+    unpacker.feed(frame)
+    for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() == "type":
+            return unpacker.unpack()
+        unpacker.skip()
+    return None
+
+
+def max_frame_bytes(accept: tuple[type, ...] | None = None) -> int:
+    """The largest frame any of the ``accept`` types may take (the transport's size cap)."""
+    return max(MAX_FRAME_BYTES[c.TYPE] for c in (accept or MESSAGE_TYPES.values()))
+
+
 def decode(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, accept: tuple[type, ...] | None = None) -> Message:
-    """Parse and validate one frame; :class:`ProtocolError` naming the field if anything is off."""
-    if len(frame) > max_bytes:
-        raise ProtocolError("frame", f"{len(frame)} bytes, at most {max_bytes} allowed")
+    """Parse and validate one frame; :class:`ProtocolError` naming the field if anything is off.
+
+    The work a frame can cost is bounded before it is unpacked: its length against the largest
+    accepted type's bound, then (the type read alone) against its own type's bound
+    (:data:`MAX_FRAME_BYTES`); unpacking itself is bounded in string, list and map lengths."""
+    limit = min(max_bytes, max_frame_bytes(accept))
+    if len(frame) > limit:
+        raise ProtocolError("frame", f"{len(frame)} bytes, at most {limit} allowed")
     try:
-        d = msgpack.unpackb(
-            frame, raw=False, strict_map_key=True, use_list=True,
-            max_bin_len=max_bytes, max_str_len=1 << 16, max_array_len=1 << 16, max_map_len=1 << 10, max_ext_len=0,
-        )
+        kind = _peek_type(frame)
     except Exception as exc:  # msgpack raises several unrelated types for garbage input
-        raise ProtocolError("frame", f"not a msgpack message ({type(exc).__name__})") from None
-    if not isinstance(d, dict):
-        raise ProtocolError("frame", f"expected a map, got {type(d).__name__}")
-    if d.get("v") != VERSION:
-        raise ProtocolError("v", f"unsupported schema version {d.get('v')!r} (this side speaks {VERSION})")
-    cls = MESSAGE_TYPES.get(d.get("type")) if isinstance(d.get("type"), str) else None
+        raise ProtocolError("frame", f"not a msgpack map ({type(exc).__name__})") from None
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None or (accept is not None and cls not in accept):
         names = [c.TYPE for c in (accept or MESSAGE_TYPES.values())]
-        raise ProtocolError("type", f"expected one of {names}, got {d.get('type')!r}")
-    if cls is Command and len(frame) > MAX_COMMAND_BYTES:
-        raise ProtocolError("command", f"{len(frame)} bytes, at most {MAX_COMMAND_BYTES} allowed")
+        raise ProtocolError("type", f"expected one of {names}, got {kind!r}")
+    if len(frame) > MAX_FRAME_BYTES[cls.TYPE]:
+        raise ProtocolError(cls.TYPE, f"{len(frame)} bytes, at most {MAX_FRAME_BYTES[cls.TYPE]} allowed for a {cls.TYPE}")
+    try:
+        d = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True, **_limits(MAX_FRAME_BYTES[cls.TYPE]))
+    except Exception as exc:
+        raise ProtocolError("frame", f"not a msgpack message within the limits ({type(exc).__name__}: {str(exc)[:80]})") from None
+    if d.get("v") != VERSION:
+        raise ProtocolError("v", f"unsupported schema version {d.get('v')!r} (this side speaks {VERSION})")
     try:
         return cls.from_wire(d)
     except ProtocolError:
@@ -521,20 +564,36 @@ def decode(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES, accept: tuple[ty
 
 
 class SeqGuard:
-    """Rejects out-of-order or repeated sequence numbers, per sender (bounded memory)."""
+    """Rejects out-of-order or repeated sequence numbers, per sender, in a table of at most
+    ``max_senders`` entries. A sender heard within the last ``keep`` seconds is never evicted: when
+    the table is full of such senders a new sender is refused instead, so a flood of new sender ids
+    cannot flush a live sender's state and re-admit a replay of its messages. (A receiver must also
+    refuse anything computed more than ``keep`` seconds ago, as the controller's command horizon
+    does: that is what makes forgetting a quiet sender safe.) ``keep=None``: the least recently
+    heard sender makes room (for clients, whose only sender is the controller run)."""
 
-    def __init__(self, max_senders: int = 64):
-        self._last: OrderedDict[int, int] = OrderedDict()
+    def __init__(self, max_senders: int = 64, keep: float | None = None):
+        self._last: OrderedDict[int, tuple[int, float]] = OrderedDict()  # sender -> (seq, last heard), oldest first
         self._max = max_senders
+        self._keep = keep
 
-    def check(self, sender: int, seq: int, field: str = "seq") -> None:
-        last = self._last.get(sender)
-        if last is not None and seq <= last:
-            raise ProtocolError(field, f"out of order: {seq} after {last} from sender {sender:x}")
-        self._last[sender] = seq
+    def check(self, sender: int, seq: int, field: str = "seq", now: float = 0.0) -> None:
+        entry = self._last.get(sender)
+        if entry is not None and seq <= entry[0]:
+            raise ProtocolError(field, f"out of order: {seq} after {entry[0]} from sender {sender:x}")
+        if entry is None and len(self._last) >= self._max:
+            oldest, (_, heard) = next(iter(self._last.items()))
+            if self._keep is not None and now - heard <= self._keep:
+                raise ProtocolError(field.split(".")[0] + ".sender",
+                                    f"new sender {sender:x} refused: {self._max} senders were heard within {self._keep:g} s")
+            del self._last[oldest]
+        self._last[sender] = (seq, now)
         self._last.move_to_end(sender)
-        while len(self._last) > self._max:
-            self._last.popitem(last=False)
+
+    def last_heard(self, sender: int) -> float:
+        """When ``sender`` last passed :meth:`check` (-inf if unknown)."""
+        entry = self._last.get(sender)
+        return -math.inf if entry is None else entry[1]
 
     def forget(self, sender: int) -> None:
         self._last.pop(sender, None)

@@ -55,6 +55,9 @@ class LimitsConfig:
     joint_min: list[float] = field(default_factory=list)  # joint mode: position limits (empty: no joint mode)
     joint_max: list[float] = field(default_factory=list)
     max_joint_speed: float = 1.0  # radians per second, joint mode
+    # metres the end effector may move per radian of commanded rotation as the arm's controller executes
+    # it (tracking error, tool offset): a step rotates only as far as keeps that inside the box
+    rotation_drift: float = 0.1
 
     def step_translation(self, control_hz: float) -> float:
         return min(self.max_step_translation, self.max_speed / control_hz)
@@ -98,6 +101,8 @@ class RobotConfig:
         for key in ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_joint_speed"):
             if not getattr(lim, key) > 0:
                 problems.append(f"limits.{key}: must be > 0")
+        if not lim.rotation_drift >= 0:
+            problems.append("limits.rotation_drift: must be >= 0")
         if not (0 < self.rates.control_hz <= self.rates.state_hz):
             problems.append(f"rates: need 0 < control_hz <= state_hz, got {self.rates.control_hz}, {self.rates.state_hz}")
         if not (self.safety.heartbeat_timeout > 0 and self.safety.max_command_horizon > 0):

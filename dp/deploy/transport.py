@@ -16,13 +16,18 @@ from urllib.parse import urlsplit
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
 
-from dp.deploy.protocol import MAX_MESSAGE_BYTES
+from dp.deploy.protocol import CONTROL_TYPES, MAX_MESSAGE_BYTES, max_frame_bytes
 from dp.errors import DpError
 
-# ZeroMQ drops (and disconnects the sender of) frames above this; frames between the protocol's
-# limits and this cap still arrive and are counted as oversized by the receiver.
-TRANSPORT_CAP = 2 * MAX_MESSAGE_BYTES
+# ZeroMQ drops (and disconnects the sender of) frames above these caps before it allocates them;
+# frames between the protocol's limits and a cap still arrive and are counted as oversized.
+TRANSPORT_CAP = 2 * MAX_MESSAGE_BYTES  # what clients receive (State, Info)
+COMMAND_CAP = 2 * max_frame_bytes(CONTROL_TYPES)  # what the controller receives (at most a Command)
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILED)
+COMMAND_QUEUE = 16  # frames queued per connection to the command port; then ZeroMQ stops reading it
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -87,8 +92,8 @@ class ControllerSockets:
                 s.curve_secretkey, s.curve_publickey, s.curve_server = secret, public, True
         self.pub.setsockopt(zmq.SNDHWM, 50)  # a slow subscriber loses old states, never slows the controller
         self.pub.setsockopt(zmq.LINGER, 0)
-        self.pull.setsockopt(zmq.RCVHWM, 10_000)
-        self.pull.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_CAP)
+        self.pull.setsockopt(zmq.RCVHWM, COMMAND_QUEUE)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, COMMAND_CAP)
         self.pull.setsockopt(zmq.LINGER, 0)
         try:
             self.pub.bind(f"tcp://{host}:{port}")
@@ -110,9 +115,11 @@ class ControllerSockets:
 
 
 class ClientSockets:
-    """A node's (or recorder's) sockets: SUB to the State endpoint, PUSH to the command port."""
+    """A node's (or recorder's) sockets: SUB to the State endpoint, PUSH to the command port.
+    A monitor on the SUB socket records how far the connection got (:meth:`diagnose`)."""
 
     def __init__(self, endpoint: str, keys: Path | None = None):
+        self.endpoint = endpoint
         self.host, _ = split_endpoint(endpoint)
         self.ctx = zmq.Context()
         self._curve = _load(keys, "client", secret=True) + (_load(keys, "server", secret=False)[0],) if keys else None
@@ -122,9 +129,30 @@ class ClientSockets:
         self.sub.setsockopt(zmq.RCVHWM, 1000)
         self.sub.setsockopt(zmq.MAXMSGSIZE, TRANSPORT_CAP)
         self.sub.setsockopt(zmq.LINGER, 0)
+        self._monitor = self.sub.get_monitor_socket(_WATCHED)
+        self._seen: set[int] = set()  # monitor events seen so far
+        self._failure: int | None = None  # the last handshake failure's event
         self.sub.connect(endpoint)
         self.push: zmq.Socket | None = None
         self.command_port: int | None = None
+
+    def diagnose(self) -> str:
+        """Why no State may have arrived, from what the connection did so far (one line)."""
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            self._seen.add(event)
+            if event in _HANDSHAKE_FAILED:
+                self._failure = event
+        if self._failure is not None:
+            if self._failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return "the controller refused this client's CURVE key: its --keys folder does not hold our client.key"
+            if self._failure == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                return "the handshake failed: one side uses CURVE keys (--keys) and the other does not"
+            return ("the CURVE handshake failed: likely a key mismatch (the server.key given with --keys is not "
+                    "this controller's)" if self._curve else "the handshake failed: the controller may require CURVE keys (--keys)")
+        if zmq.EVENT_HANDSHAKE_SUCCEEDED in self._seen:
+            return "the connection is up, but the controller sends no State"
+        return f"nothing accepts connections at {self.endpoint}: is the controller running there?"
 
     def _secure(self, s: zmq.Socket) -> None:
         if self._curve:
@@ -156,6 +184,8 @@ class ClientSockets:
             return False
 
     def close(self) -> None:
+        self.sub.disable_monitor()
+        self._monitor.close(linger=0)
         self.sub.close(linger=0)
         if self.push is not None:
             self.push.close(linger=0)

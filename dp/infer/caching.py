@@ -1,17 +1,20 @@
 """Expert caching: the sampler's sigmas are fixed, so every layer's routing is known before deployment.
 
-For each step of a fixed schedule, each layer's top-k experts are looked up once (eval mode:
-deterministic top-k of the router, which sees only the noise embedding) and fused into one dense
-SwiGLU with the router's gates folded into the down projection::
+For each step of a fixed schedule, each layer's top-k experts and their gates are looked up once
+(eval mode: deterministic top-k of the router, which sees only the noise embedding) and become
+constants of the unrolled step: ``sum_i g_i * expert_i(x)`` with the expert indices and gates
+``g_i`` as plain numbers. The router, the noise-embedding MLP and the EDM scalings become per-step
+constants too, so a cached sampler is plain matmuls and the DDIM loop unrolls into one graph (see
+:mod:`dp.infer.onnx_export`).
 
-    sum_i g_i W2_i (silu(W1_i x) * W3_i x) = [g_a W2_a, g_b W2_b] (silu([W1_a; W1_b] x) * [W3_a; W3_b] x)
-
-The router, the noise-embedding MLP and the EDM scalings all become per-step constants, so a cached
-sampler is plain matmuls and the DDIM loop unrolls into one graph (see :mod:`dp.infer.onnx_export`).
-Steps that route to the same expert set share the concatenated gate/up weights; only the gated down
-projection is stored per step. Two more exact savings at batch 1: with causal attention the noise
-token's keys and values are per-step constants (precomputed; the token is not run), and the last
-block runs its feed-forward layer on the action tokens only (nothing reads the others).
+Every weight is stored once: an :class:`ExpertBank` holds each expert a schedule uses once, shared by
+every step that routes to it and by every sampler built on the same bank (the full, warm and
+first-chunk graphs of an export); a step's gate scales its expert's hidden units at run time.
+(Fusing a step's experts into one wider SwiGLU with the gates folded into the weights stores a copy
+of the weights per distinct route and gate: 3.3x the checkpoint for the ``small`` preset, and no
+faster.) Two more exact savings at batch 1: with causal attention the noise token's
+keys and values are per-step constants (precomputed; the token is not run), and the last block runs
+its feed-forward layer on the action tokens only (nothing reads the others).
 """
 
 from __future__ import annotations
@@ -25,16 +28,43 @@ from dp.models.layers import Attention
 from dp.models.moe import NoiseRoutedMoE
 
 
-class FusedSwiGLU(nn.Module):
-    """``w2 (silu(w1 x) * w3 x)`` over the concatenated hidden units of the chosen experts."""
+class ExpertBank(nn.Module):
+    """The experts of a MoDE network, each materialised once on first use (``w1``, ``w3`` (hidden, dim),
+    ``w2`` (dim, hidden)). Shared by the samplers built on it."""
 
-    def __init__(self, w1: nn.Parameter, w3: nn.Parameter, w2: torch.Tensor):
+    def __init__(self, policy: DiffusionPolicy):
         super().__init__()
-        self.w1, self.w3 = w1, w3  # (k * hidden, dim) each; shared by the steps that route to the same experts
-        self.w2 = nn.Parameter(w2, requires_grad=False)  # (dim, k * hidden), gates folded in
+        self._blocks = [block.moe for block in policy.net.blocks]  # a plain list: not submodules, not exported
+        self.w1, self.w3, self.w2 = nn.ParameterDict(), nn.ParameterDict(), nn.ParameterDict()
+
+    def expert(self, layer: int, index: int) -> tuple[nn.Parameter, nn.Parameter, nn.Parameter]:
+        """``(w1, w3, w2)`` of expert ``index`` of block ``layer``."""
+        key = f"{layer}_{index}"
+        if key not in self.w1:
+            expert = self._blocks[layer].experts[index]
+            for name in ("w1", "w3", "w2"):
+                getattr(self, name)[key] = nn.Parameter(getattr(expert, name).weight.detach().clone(), requires_grad=False)
+        return self.w1[key], self.w3[key], self.w2[key]
+
+
+class RoutedFFN(nn.Module):
+    """One step's feed-forward layer of one block: ``sum_i w2_i (silu(w1_i x) * (g_i w3_i x))`` over the
+    step's experts, with the gates ``g_i`` as constants and the weights in the shared bank."""
+
+    def __init__(self, bank: ExpertBank, layer: int, experts: list[int], gates: list[float]):
+        super().__init__()
+        self.bank, self.layer = [bank], layer  # a list: the bank is registered once, by the sampler
+        self.experts, self.gates = list(experts), [float(g) for g in gates]
+        for index in self.experts:  # materialised now: the weights must exist before export
+            bank.expert(layer, index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.silu(F.linear(x, self.w1)) * F.linear(x, self.w3), self.w2)
+        out = None
+        for index, gate in zip(self.experts, self.gates):
+            w1, w3, w2 = self.bank[0].expert(self.layer, index)
+            y = F.linear(F.silu(F.linear(x, w1)) * (F.linear(x, w3) * gate), w2)  # (gating the hidden units: fastest here)
+            out = y if out is None else out + y
+        return out
 
 
 @torch.no_grad()
@@ -57,22 +87,20 @@ def step_routing(policy: DiffusionPolicy, sigmas: torch.Tensor) -> list[list[tup
 
 
 class CachedAttention(nn.Module):
-    """One block's attention for inference: q, k and v as separate matmuls (no split at run time),
-    the block's QK-norms and output projection shared, and optionally keys/values of a constant prefix."""
+    """One block's attention for inference, on the block's own weights (nothing copied): q, k and v as
+    three matmuls on the thirds of its qkv weight (faster in ONNX Runtime than one matmul and a split),
+    QK-norms, output projection, and optionally keys/values of a constant prefix."""
 
     def __init__(self, attn: Attention):
         super().__init__()
         self.n_heads, self.head_dim, self.causal = attn.n_heads, attn.head_dim, attn.causal
-        self.wq, self.wk, self.wv = (nn.Parameter(w.detach().clone(), requires_grad=False) for w in attn.qkv.weight.chunk(3))
-        self.q_norm, self.k_norm, self.proj = attn.q_norm, attn.k_norm, attn.proj
+        self.qkv, self.q_norm, self.k_norm, self.proj = attn.qkv, attn.q_norm, attn.k_norm, attn.proj
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised queries and keys, and values, each (B, heads, T, head_dim)."""
         B, T, _ = x.shape
-        q = self.q_norm(F.linear(x, self.wq).view(B, T, self.n_heads, self.head_dim))
-        k = self.k_norm(F.linear(x, self.wk).view(B, T, self.n_heads, self.head_dim))
-        v = F.linear(x, self.wv).view(B, T, self.n_heads, self.head_dim)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q, k, v = (F.linear(x, w).view(B, T, self.n_heads, self.head_dim) for w in self.qkv.weight.chunk(3))
+        return self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2), v.transpose(1, 2)
 
     def forward(self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attention over ``x`` (B, T, d); with ``prefix`` (keys, values of earlier tokens, (1, heads, P,
@@ -91,13 +119,14 @@ class CachedAttention(nn.Module):
 class CachedSampler(nn.Module):
     """DDIM over one fixed schedule with cached experts: ``(cond, x_init) -> x_0`` (normalised actions).
 
-    Shares the norms, action projection, head and attention projections' weights of ``policy.net``;
-    holds the per-step fused feed-forward layers and noise embeddings. With causal attention the noise
+    Shares the norms, action projection, head and attention weights of ``policy.net`` and the experts
+    of ``bank`` (a new one if None; pass one bank to several samplers to store each expert once);
+    holds the per-step routing (experts and gates) and noise embeddings. With causal attention the noise
     token sees only itself, so its keys and values in every block are per-step constants too: they
     are precomputed and the token is not run at all. Unrolls into straight-line ops.
     """
 
-    def __init__(self, policy: DiffusionPolicy, sigmas: torch.Tensor):
+    def __init__(self, policy: DiffusionPolicy, sigmas: torch.Tensor, bank: ExpertBank | None = None):
         super().__init__()
         net = policy.net
         sigmas = sigmas.detach().float().cpu()
@@ -120,22 +149,11 @@ class CachedSampler(nn.Module):
         # Plain floats become graph constants: the same float32 values the uncached sampler computes.
         self.c_skip, self.c_out, self.c_in = (t.flatten().tolist() for t in (c_skip, c_out, c_in))
         self.ratios = ratios.tolist()
-        self.ffn = nn.ModuleList()
-        shared: dict[tuple[int, tuple[int, ...]], tuple[nn.Parameter, nn.Parameter]] = {}
-        for per_layer in step_routing(policy, sigmas):
-            layers = nn.ModuleList()
-            for layer, (experts, gates) in enumerate(per_layer):
-                moe = net.blocks[layer].moe
-                experts, gates = zip(*sorted(zip(experts, gates)))  # [2, 0] and [0, 2] share weights
-                key = (layer, tuple(experts))
-                if key not in shared:
-                    shared[key] = tuple(
-                        nn.Parameter(torch.cat([getattr(moe.experts[e], name).weight for e in experts]).detach().clone(), requires_grad=False)
-                        for name in ("w1", "w3")
-                    )
-                w2 = torch.cat([g * moe.experts[e].w2.weight for e, g in zip(experts, gates)], dim=1)
-                layers.append(FusedSwiGLU(*shared[key], w2.detach().clone()))
-            self.ffn.append(layers)
+        self.bank = bank if bank is not None else ExpertBank(policy)
+        self.ffn = nn.ModuleList(
+            nn.ModuleList(RoutedFFN(self.bank, layer, experts, gates) for layer, (experts, gates) in enumerate(per_layer))
+            for per_layer in step_routing(policy, sigmas)
+        )
         if self.causal:
             self._cache_noise_token(1 + net.n_obs_tokens + net.action_horizon)
 

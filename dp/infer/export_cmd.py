@@ -1,10 +1,13 @@
 """Export a trained policy to ONNX: a folder that runs with numpy and onnxruntime alone (no torch).
 
 Writes DIR/policy.onnx (a chunk from noise, the full sampler), DIR/policy_warm.onnx (a chunk from the
-previous one: real-time-iteration warm start) and DIR/policy.yaml (keys, shapes, horizons, rates,
-sampler and RTI settings, goal vocabulary, file hashes). Experts are cached, the sampler unrolled,
-normalisation inside the graphs; both graphs are validated with the ONNX checker and against torch.
-Run it with `dp eval --onnx DIR --task TASK` or `dp node --policy DIR`.
+previous one: real-time-iteration warm start), DIR/policy_first.onnx (an episode's first chunk with a
+short sampler), DIR/policy.weights (the weights of all three, each stored once) and DIR/policy.yaml
+(keys, shapes, horizons, rates, sampler, RTI and first-chunk settings, goal vocabulary, precision,
+file hashes). Experts are cached, the sampler unrolled, normalisation inside the graphs; every graph
+is validated with the ONNX checker and against the uncached torch model. `--precision fp16|int8`
+shrinks the weights (float16 storage; int8 dynamic quantisation). Run it with
+`dp eval --onnx DIR --task TASK` or `dp node --policy DIR`.
 """
 
 from __future__ import annotations
@@ -18,19 +21,38 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dp.errors import DpError
-from dp.infer.runtime_common import DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS, FULL_FILE, SPEC_FILE, WARM_FILE
+from dp.infer.runtime_common import (
+    DEFAULT_FIRST_SIGMA,
+    DEFAULT_FIRST_STEPS,
+    DEFAULT_RTI_EVERY,
+    DEFAULT_RTI_SIGMA,
+    DEFAULT_RTI_STEPS,
+    EXPORT_FILES,
+    GRAPH_FILES,
+    PRECISIONS,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+)
 
-STAGES = 5  # caching, two exports, the check against torch, policy.yaml
+STAGES = 5  # caching, the exports, the shared weights file, the check against torch, policy.yaml
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (its latest checkpoint) or checkpoint folder to export")
-    parser.add_argument("--out", required=True, help="folder to write policy.onnx, policy_warm.onnx and policy.yaml into")
+    parser.add_argument("--out", required=True, help="folder to write the graphs, policy.weights and policy.yaml into")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps of policy.onnx (default: the run's diffusion.steps)")
     parser.add_argument("--rti-steps", type=int, default=DEFAULT_RTI_STEPS, help=f"denoising steps of policy_warm.onnx (default {DEFAULT_RTI_STEPS})")
     parser.add_argument("--rti-sigma", type=float, default=DEFAULT_RTI_SIGMA, help=f"noise level the warm start's guess is noised to (default {DEFAULT_RTI_SIGMA})")
     parser.add_argument("--rti-every", type=int, default=DEFAULT_RTI_EVERY,
                         help=f"with RTI on, a new warm chunk every this many control steps (default {DEFAULT_RTI_EVERY})")
+    parser.add_argument("--first-steps", type=int, default=DEFAULT_FIRST_STEPS,
+                        help=f"with RTI on, denoising steps of an episode's first chunk (policy_first.onnx; default {DEFAULT_FIRST_STEPS})")
+    parser.add_argument("--first-sigma", type=float, default=DEFAULT_FIRST_SIGMA,
+                        help=f"noise level the first chunk starts from, around a zero guess (default {DEFAULT_FIRST_SIGMA})")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="weights: fp32, fp16 (half the size, float32 arithmetic) or int8 (dynamic quantisation; about a quarter)")
+    parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                        help="torch's ONNX exporter: torchscript (default, fast) or dynamo (current; needs onnxscript, ~8x slower)")
     parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk without RTI (default: the run's data.n_action_steps)")
     parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
@@ -41,7 +63,7 @@ def _prepare_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DpError(f"{out}: exists and is not a folder")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in (FULL_FILE, WARM_FILE, SPEC_FILE))
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
         if foreign:
             raise DpError(f"{out}: holds other files ({', '.join(foreign[:5])}); choose an empty or a previous export folder")
 
@@ -57,10 +79,11 @@ def run(args: argparse.Namespace) -> int:
         raise DpError(f"--steps must be >= 1, got {args.steps}")
     start = time.perf_counter()
     policy = Policy.load(args.run, n_action_steps=args.n_action_steps)
-    rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every)
+    rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every, args.first_steps, args.first_sigma)
     if not 1 <= rti.every <= policy.action_horizon:
         raise DpError(f"--rti-every must be in [1, {policy.action_horizon}] (the chunk length), got {rti.every}")
-    rti.for_model(policy.model, args.steps)  # a bad --rti-* fails here, before anything is written
+    rti.for_model(policy.model, args.steps)  # a bad --rti-* or --first-* fails here, before anything is written
+    rti.first_for_model(policy.model, args.steps)
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -71,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
         try:
-            spec = export_policy(policy, tmp, steps=args.steps, rti=rti, control_freq=args.control_freq, source=str(Path(args.run).resolve()), progress=progress)
+            spec = export_policy(policy, tmp, steps=args.steps, rti=rti, control_freq=args.control_freq, source=str(Path(args.run).resolve()),
+                                 progress=progress, precision=args.precision, exporter=args.exporter)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -80,9 +104,11 @@ def run(args: argparse.Namespace) -> int:
     tmp.rename(out)
     summary = {
         "out": str(out),
-        "files": {name: spec["files"][name]["bytes"] for name in (FULL_FILE, WARM_FILE)},
+        "files": {name: spec["files"][name]["bytes"] for name in (*GRAPH_FILES, WEIGHTS_FILE)},
+        "precision": args.precision,
         "sampler_steps": spec["sampler"]["steps"],
         "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start},
+        "first": {"steps": rti.first_steps, "sigma_start": rti.first_sigma},
         "control_freq": spec["control_freq"],
         "seconds": round(time.perf_counter() - start, 1),
     }
@@ -90,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         sizes = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["files"].items())
-        print(f"exported {args.run} -> {out} ({sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
-              f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps; {summary['seconds']} s")
+        print(f"exported {args.run} -> {out} ({args.precision}: {sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
+              f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps, "
+              f"first chunk {rti.first_steps} step(s) from sigma {rti.first_sigma}; {summary['seconds']} s")
         if spec["control_freq"] is None:
             print("note: no control rate recorded (training store not found); pass --control-freq HZ")
     return 0

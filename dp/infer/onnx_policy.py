@@ -1,10 +1,11 @@
 """The ONNX Runtime policy: an exported folder that acts, with numpy and onnxruntime only (no torch).
 
-``OnnxPolicy.load(DIR)`` checks ``policy.yaml`` and the sha256 of every graph it names before
-creating any session, so a folder with a missing, truncated or mismatched file is refused with a
-clear error. The API is the torch Policy's: ``reset(instruction=None)``, ``predict_chunk(obs,
-noise=None)``, ``select_action(obs)``; ``rti=True`` samples every chunk after the first from the
-previous one (``policy_warm.onnx``, see :mod:`dp.infer.rti`) instead of from noise.
+``OnnxPolicy.load(DIR)`` checks ``policy.yaml`` and the sha256 of every file it names (the three
+graphs and their shared weights) before creating any session, so a folder with a missing, truncated
+or mismatched file is refused with a clear error. The API is the torch Policy's: ``reset(instruction=None)``,
+``predict_chunk(obs, noise=None)``, ``select_action(obs)``; ``rti=True`` samples every chunk after the
+first from the previous one (``policy_warm.onnx``, see :mod:`dp.infer.rti`) instead of from noise, and
+the first chunk with the short sampler (``policy_first.onnx``) unless ``first_chunk="full"``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import yaml
 
 from dp.errors import DpError
 from dp.infer.runtime_common import (
+    FIRST_FILE,
     FULL_FILE,
+    GRAPH_FILES,
     SPEC_FILE,
     SPEC_FORMAT,
     SPEC_VERSION,
     WARM_FILE,
+    WEIGHTS_FILE,
     ChunkedRuntime,
     resolve_goal,
     sha256_file,
@@ -58,11 +62,12 @@ def read_spec(folder: Path) -> dict[str, Any]:
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise DpError(f"{path}: not an exported policy description (format {SPEC_FORMAT!r} expected)")
     if spec.get("version") != SPEC_VERSION:
-        raise DpError(f"{path}: version {spec.get('version')!r}, this runtime reads version {SPEC_VERSION}; re-export the policy")
-    for section in ("observation", "action", "goal", "files", "graphs", "rti", "sampler"):
+        raise DpError(f"{path}: export format version {spec.get('version')!r}, this runtime reads version {SPEC_VERSION} "
+                      f"(one weights file shared by three graphs); re-export the policy with `dp export`")
+    for section in ("observation", "action", "goal", "files", "graphs", "rti", "first", "sampler"):
         if not isinstance(spec.get(section), dict):
             raise DpError(f"{path}: section {section!r} is missing")
-    for name in (FULL_FILE, WARM_FILE):
+    for name in (*GRAPH_FILES, WEIGHTS_FILE):
         entry = spec["files"].get(name)
         if not isinstance(entry, dict) or "sha256" not in entry:
             raise DpError(f"{path}: no sha256 recorded for {name}")
@@ -77,7 +82,11 @@ def read_spec(folder: Path) -> dict[str, Any]:
 class OnnxPolicy(ChunkedRuntime):
     """An exported MoDE policy run by ONNX Runtime. Same API as :class:`dp.infer.Policy`."""
 
-    def __init__(self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1):
+    def __init__(
+        self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "short"
+    ):
+        if first_chunk not in ("short", "full"):
+            raise DpError(f"first_chunk must be 'short' or 'full', got {first_chunk!r}")
         self.folder = Path(folder)
         self.spec = spec = read_spec(self.folder)
         obs, act, goal = spec["observation"], spec["action"], spec["goal"]
@@ -99,14 +108,19 @@ class OnnxPolicy(ChunkedRuntime):
         self.control_freq = spec.get("control_freq")
         self.rti = bool(rti)
         options = session_options(threads)
-        self._full = self._session(FULL_FILE, options)
+        short = self.rti and first_chunk == "short"
+        self._full = None if short else self._session(FULL_FILE, options)  # sessions only for the graphs in use
+        self._first = self._session(FIRST_FILE, options) if short else self._full
         self._warm = self._session(WARM_FILE, options) if self.rti else None
         self._start(n_action_steps or default_steps, seed)
 
     @classmethod
-    def load(cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1) -> OnnxPolicy:
-        """Load an exported folder (``policy.onnx``, ``policy_warm.onnx``, ``policy.yaml``)."""
-        return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads)
+    def load(
+        cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "short"
+    ) -> OnnxPolicy:
+        """Load an exported folder. ``first_chunk`` (with ``rti``): "short" samples an episode's first
+        chunk with ``policy_first.onnx`` (about the cost of a warm chunk), "full" with ``policy.onnx``."""
+        return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads, first_chunk=first_chunk)
 
     def _session(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
         path = self.folder / name
@@ -163,6 +177,6 @@ class OnnxPolicy(ChunkedRuntime):
             feeds["guess"] = shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]
             chunk = self._warm.run(None, feeds)[0][0]
         else:
-            chunk = self._full.run(None, feeds)[0][0]
+            chunk = (self._first if self.rti else self._full).run(None, feeds)[0][0]
         self._previous = chunk
         return chunk.copy()

@@ -69,6 +69,7 @@ class Policy(ChunkedRuntime):
     def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False) -> Policy:
         """Load a run folder (its latest checkpoint) or a checkpoint folder."""
         folder = ckpt.resolve_checkpoint(path)
+        ckpt.verify_checkpoint(folder)  # damaged weights never reach eval, export or a robot
         cfg = ckpt.load_checkpoint_config(folder)
         try:
             model = DiffusionPolicy(cfg)

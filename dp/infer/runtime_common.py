@@ -15,9 +15,16 @@ import numpy as np
 
 from dp.errors import DpError
 
-# An exported policy folder (written by dp.infer.onnx_export, read by dp.infer.onnx_policy).
-FULL_FILE, WARM_FILE, SPEC_FILE = "policy.onnx", "policy_warm.onnx", "policy.yaml"
-SPEC_FORMAT, SPEC_VERSION = "dp-onnx-policy", 1
+# An exported policy folder (written by dp.infer.onnx_export, read by dp.infer.onnx_policy): three
+# entry points (full sampling, RTI warm start, short first chunk) whose weights live once in WEIGHTS_FILE
+# (ONNX external data shared by all three), and the description. Version 2 added the first-chunk graph
+# and the shared weights file; version 1 folders are refused with a request to re-export.
+FULL_FILE, WARM_FILE, FIRST_FILE, SPEC_FILE = "policy.onnx", "policy_warm.onnx", "policy_first.onnx", "policy.yaml"
+WEIGHTS_FILE = "policy.weights"
+GRAPH_FILES = (FULL_FILE, WARM_FILE, FIRST_FILE)
+EXPORT_FILES = (*GRAPH_FILES, WEIGHTS_FILE, SPEC_FILE)
+SPEC_FORMAT, SPEC_VERSION = "dp-onnx-policy", 2
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def shift_guess(previous: np.ndarray, executed: int, discrete_dims: list[int]) -> np.ndarray:
@@ -201,3 +208,7 @@ class ChunkedRuntime:
 DEFAULT_RTI_STEPS = 1
 DEFAULT_RTI_SIGMA = 1.0
 DEFAULT_RTI_EVERY = 4
+# The first chunk of an episode with RTI (no previous chunk): a short sampler from a zero guess,
+# FIRST_STEPS steps from FIRST_SIGMA (chosen on validation seeds, see dp/infer/rti.py).
+DEFAULT_FIRST_STEPS = 1
+DEFAULT_FIRST_SIGMA = 1.0

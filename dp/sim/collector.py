@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dp.data.store import EpisodeStore
+from dp.data.store import EpisodeStore, StoreWriteError
 from dp.errors import DpError
 from dp.sim.rollout import ActionSource, Episode, run_episode, seed_for
 from dp.sim.tasks import SimEnv, TaskSpec, get_task
@@ -162,7 +162,10 @@ def collect(
                     }
                     if ep.strategy:
                         meta["strategy"] = ep.strategy
-                    store.add_episode(ep.data, meta)
+                    try:
+                        store.add_episode(ep.data, meta)
+                    except StoreWriteError as exc:  # disk full, file too large: one line, what the store holds
+                        raise StoreWriteError(f"{exc}; free space and re-run the same command to continue") from None
                     summary.stored += 1
                     summary.added += 1
                     bar.update(1)

@@ -1,4 +1,4 @@
-"""One episode of any action source in a :class:`~dp.sim.tasks.SimEnv`.
+"""One episode of any action source in a task's environment (:class:`~dp.sim.tasks.Env`).
 
 The action source is anything with the Policy runtime API (``reset(instruction)``,
 ``select_action(obs)``): a scripted expert, a teleoperation device, a trained policy. Sources that
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dp.errors import DpError
-from dp.sim.tasks import SimEnv
+from dp.sim.tasks import Env
 
 
 class ActionSource(Protocol):
@@ -40,17 +40,27 @@ class Episode:
     latencies: np.ndarray = field(default_factory=lambda: np.zeros(0))  # seconds per select_action
     frames: list[np.ndarray] = field(default_factory=list)  # video frames (cameras side by side)
     strategy: str | None = None  # a scripted expert's strategy label
+    score: float = 0.0  # the maximum over steps of the task's score (robosuite: 1.0 once solved)
+
+
+# Seed streams: demonstrations ("collect"), validation ("val": every choice of settings) and test
+# ("test", also called "eval": reported figures only). Each stream hashes (stream, base, index).
+SEED_STREAMS = {"collect": 0, "test": 1, "eval": 1, "val": 2}
 
 
 def seed_for(base: int, index: int, purpose: str) -> int:
-    """The seed of episode ``index`` of a run started with ``base``. ``purpose`` ("collect" or
-    "eval") keeps evaluation seeds apart from the seeds of collected demonstrations."""
-    stream = {"collect": 0, "eval": 1}[purpose]
+    """The seed of episode ``index`` of a run started with ``base``; ``purpose`` ("collect", "val",
+    "test" or its older name "eval") picks a stream, so the seeds of collected demonstrations,
+    validation episodes and test episodes stay apart."""
+    try:
+        stream = SEED_STREAMS[purpose]
+    except KeyError:
+        raise DpError(f"seed purpose {purpose!r} is not one of {', '.join(SEED_STREAMS)}") from None
     return int(np.random.SeedSequence([stream, base, index]).generate_state(1)[0])
 
 
 def run_episode(
-    env: SimEnv,
+    env: Env,
     policy: ActionSource,
     seed: int,
     *,
@@ -73,7 +83,7 @@ def run_episode(
     actions: list[np.ndarray] = []
     latencies: list[float] = []
     frames: list[np.ndarray] = []
-    success, held = False, 0
+    success, held, score = False, 0, 0.0
     if video_cameras:
         frames.append(_video_frame(env, video_cameras, video_size))
     for _ in range(spec.horizon):
@@ -83,11 +93,12 @@ def run_episode(
         except EndEpisode:
             break
         latencies.append(time.perf_counter() - start)
-        action = _check_action(action)
+        action = _check_action(action, spec.action_dim)
         if record:
             steps.append(obs)
             actions.append(action)
         obs, _ = env.step(action)
+        score = max(score, env.score())
         if viewer:
             env.env.render()
         if video_cameras:
@@ -107,18 +118,18 @@ def run_episode(
     return Episode(
         seed=seed, success=success, length=len(latencies), data=data,
         latencies=np.asarray(latencies), frames=frames,
-        strategy=strategy if isinstance(strategy, str) else None,
+        strategy=strategy if isinstance(strategy, str) else None, score=score,
     )
 
 
-def _check_action(action: Any) -> np.ndarray:
+def _check_action(action: Any, width: int) -> np.ndarray:
     action = np.asarray(action, dtype=np.float32).reshape(-1)
-    if action.shape != (7,):
-        raise DpError(f"the policy returned an action of shape {action.shape}; the sim tasks take 7 values (OSC_POSE + gripper)")
+    if action.shape != (width,):
+        raise DpError(f"the policy returned an action of shape {action.shape}; this task takes {width} values")
     if not np.isfinite(action).all():
         raise DpError(f"the policy returned a non-finite action {action.tolist()}")
     return action
 
 
-def _video_frame(env: SimEnv, cameras: list[str], size: int) -> np.ndarray:
+def _video_frame(env: Env, cameras: list[str], size: int) -> np.ndarray:
     return np.concatenate([env.render(cam, size) for cam in cameras], axis=1)

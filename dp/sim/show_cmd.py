@@ -4,6 +4,7 @@ episode, one row per camera, the action plot below with the sampled steps marked
 
   dp show data/lift.zarr --episode 0 --out ep0.mp4
   dp show data/lift.zarr --episode 3 --out ep3.png
+  dp show data/pusht.zarr --episode 0 --out pusht0.mp4          (Push-T: the top view, target x / y)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dp.data.store import EpisodeStore
 from dp.errors import DpError
 
 ACTION_LABELS = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+XY_LABELS = ["target x", "target y"]  # Push-T: the agent's target position in pixels
 PANEL = 256  # pixels per camera view in the video
 
 
@@ -85,7 +87,8 @@ def action_plot(actions: np.ndarray, width: int, height: int, fps: float, title:
     dpi = 100
     fig, ax = plt.subplots(figsize=(width / dpi, height / dpi), dpi=dpi)
     steps = np.arange(len(actions))
-    labels = ACTION_LABELS if actions.shape[1] == len(ACTION_LABELS) else [f"a{i}" for i in range(actions.shape[1])]
+    labels = next((names for names in (ACTION_LABELS, XY_LABELS) if len(names) == actions.shape[1]),
+                  [f"a{i}" for i in range(actions.shape[1])])
     for i, label in enumerate(labels):
         ax.plot(steps, actions[:, i], lw=1.2, label=label, ls="--" if label == "gripper" else "-")
     for t in marks or []:

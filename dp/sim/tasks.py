@@ -1,6 +1,8 @@
-"""The simulation task registry: robosuite 1.5 tasks with a Panda arm under the OSC_POSE controller.
+"""The simulation task registry: robosuite 1.5 tasks with a Panda arm under the OSC_POSE controller,
+and Push-T (``dp.sim.pusht``, gym-pusht). Eval, collection and the simulated controller see a task only
+through the small :class:`Task` / :class:`Env` interface below, which both implement.
 
-A :class:`TaskSpec` names a robosuite environment and fixes what the rest of the stack sees of it:
+A robosuite :class:`TaskSpec` names a robosuite environment and fixes what the rest of the stack sees of it:
 the low-dim observation keys (``robot0_eef_pos``, ``robot0_eef_quat``, ``robot0_gripper_qpos`` and
 the task's object state as ``object``), the cameras (``<camera>_image``, uint8 HxWx3, upright), the
 language instruction, the success check and the episode length. :meth:`TaskSpec.make_env` builds a
@@ -12,16 +14,61 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from dp.errors import DpError
+from dp.sim.pusht import PushTTask
 
 ROBOT_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 ACTION_DIM = 7  # OSC_POSE delta xyz (3), delta axis-angle (3), gripper (-1 open, +1 close)
 GRIPPER_DIM = 6
+
+
+class Env(Protocol):
+    """One environment of a task, seen through the store's keys."""
+
+    spec: Task
+    cameras: list[str]
+
+    @property
+    def keys(self) -> list[str]: ...  # what reset / step return
+
+    def reset(self, seed: int) -> dict[str, np.ndarray]: ...  # the same seed, the same initial state
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+    def observation(self) -> dict[str, np.ndarray]: ...
+
+    def success(self) -> bool: ...  # solved now
+
+    def score(self) -> float: ...  # progress now in [0, 1]; an episode scores its maximum
+
+    def render(self, camera: str, size: int) -> np.ndarray: ...  # uint8 (size, size, 3), for videos
+
+    def close(self) -> None: ...
+
+
+class Task(Protocol):
+    """What a task declares: its name, goal, episode length, rate, action width and observations."""
+
+    name: str
+    instruction: str | None  # what the policy's reset(instruction) gets (None: its only task)
+    horizon: int
+    control_freq: float
+    action_dim: int
+    image_size: int  # the default camera size
+    cameras: tuple[str, ...]
+
+    @property
+    def lowdim_keys(self) -> list[str]: ...
+
+    def image_keys(self, cameras: list[str] | tuple[str, ...] | None = None) -> list[str]: ...
+
+    def make_env(self, cameras: list[str] | None = None, image_size: int | None = None, *,
+                 offscreen: bool = False, viewer: bool = False) -> Env: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +83,8 @@ class TaskSpec:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     control_freq: float = 20.0
     cameras: tuple[str, ...] = CAMERAS
+    action_dim: int = ACTION_DIM
+    image_size: int = 84
 
     @property
     def lowdim_keys(self) -> list[str]:
@@ -59,7 +108,7 @@ class TaskSpec:
     def make_env(
         self,
         cameras: list[str] | None = None,
-        image_size: int = 84,
+        image_size: int | None = None,
         *,
         offscreen: bool = False,
         viewer: bool = False,
@@ -67,10 +116,10 @@ class TaskSpec:
         """A new environment. ``cameras`` selects camera observations (none by default, which keeps
         creation cheap: no renderer); ``offscreen`` adds a renderer for :meth:`SimEnv.render` only;
         ``viewer`` opens an on-screen window (teleoperation; needs a display)."""
-        return SimEnv(self, list(cameras or []), image_size, offscreen=offscreen, viewer=viewer)
+        return SimEnv(self, list(cameras or []), image_size or self.image_size, offscreen=offscreen, viewer=viewer)
 
 
-TASKS: dict[str, TaskSpec] = {
+TASKS: dict[str, Task] = {
     spec.name: spec
     for spec in (
         TaskSpec(
@@ -99,9 +148,10 @@ TASKS: dict[str, TaskSpec] = {
         ),
     )
 }
+TASKS["pusht"] = PushTTask()
 
 
-def get_task(name: str) -> TaskSpec:
+def get_task(name: str) -> Task:
     """The task called ``name``; a :class:`DpError` listing the known tasks otherwise."""
     try:
         return TASKS[name]
@@ -204,6 +254,10 @@ class SimEnv:
     def success(self) -> bool:
         """Whether the task is solved in the current state (robosuite's own success check)."""
         return bool(self.env._check_success())
+
+    def score(self) -> float:
+        """1.0 when solved now, else 0.0 (robosuite tasks score success)."""
+        return float(self.success())
 
     def render(self, camera: str, size: int) -> np.ndarray:
         """An upright uint8 (size, size, 3) view from a camera (needs ``offscreen`` or cameras)."""

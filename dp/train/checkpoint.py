@@ -5,7 +5,8 @@ A run folder looks like::
     RUN/config.yaml             the run's configuration
     RUN/metrics.jsonl, loss.png
     RUN/checkpoints/step_0000200/  config.yaml, model.safetensors (EMA weights),
-                                  normalizer.safetensors, train_state.pt, [goals.safetensors]
+                                  normalizer.safetensors, train_state.pt, [goals.safetensors],
+                                  checksums.json (the sha256 of each tensor file)
     RUN/latest -> checkpoints/step_0000200
     RUN/model.safetensors -> latest/model.safetensors   (and the other checkpoint files)
 
@@ -13,13 +14,21 @@ A checkpoint is written into a temporary folder and renamed into place (atomic),
 is swapped by renaming a new symlink over it (atomic). A kill at any moment leaves every completed
 checkpoint whole; the newest complete one is found by scanning, not by trusting the link. The
 top-level links make the run folder itself a checkpoint folder (``Policy.load(RUN)``).
+
+``checksums.json`` (the sha256 of the four tensor files; ``config.yaml`` stays editable) is written
+inside the temporary folder, so it lands with the files it covers;
+:func:`verify_checkpoint` checks it before eval, export, the node (``Policy.load``) or a resume
+read a file, and a mismatch is a one-line error naming the file. Checkpoints written before
+checksums existed load with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,7 @@ NORMALIZER_FILE = "normalizer.safetensors"
 STATE_FILE = "train_state.pt"
 CONFIG_FILE = "config.yaml"
 GOALS_FILE = "goals.safetensors"
+CHECKSUMS_FILE = "checksums.json"
 LINKED_FILES = (MODEL_FILE, NORMALIZER_FILE, STATE_FILE, GOALS_FILE)
 CKPT_DIR = "checkpoints"
 TMP_PREFIX = ".tmp-"
@@ -113,6 +123,7 @@ def save_checkpoint(
     torch.save(train_state, tmp / STATE_FILE)
     if goals:
         save_goals(tmp / GOALS_FILE, goals)
+    write_checksums(tmp)
     _fsync_files(tmp)
     if final.exists():  # the same step saved again (e.g. the final save after a resume): replace it
         old = ckpt_root / f"{TMP_PREFIX}old-{final.name}.{os.getpid()}"
@@ -125,6 +136,47 @@ def save_checkpoint(
     _point_latest(run_dir, final)
     _prune(ckpt_root, keep, final)
     return final
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, as hex."""
+    h = hashlib.sha256()  # read in blocks (hashlib.file_digest needs Python 3.11)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(folder: Path) -> None:
+    """Record the sha256 of a checkpoint folder's tensor files in its ``checksums.json``."""
+    files = {name: file_sha256(folder / name) for name in LINKED_FILES if (folder / name).is_file()}
+    (folder / CHECKSUMS_FILE).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1) + "\n")
+
+
+def verify_checkpoint(folder: Path, names: tuple[str, ...] = (MODEL_FILE, NORMALIZER_FILE, GOALS_FILE)) -> None:
+    """Check the files ``names`` of a checkpoint folder (those present) against its ``checksums.json``:
+    a DpError naming the first damaged or unlisted file; a warning for a checkpoint without checksums."""
+    manifest = folder / CHECKSUMS_FILE
+    if not manifest.is_file():
+        warnings.warn(f"{folder}: no {CHECKSUMS_FILE} (written before checkpoints carried checksums): its files are not verified", stacklevel=2)
+        return
+    try:
+        listed = json.loads(manifest.read_text()).get("files")
+    except (ValueError, AttributeError) as exc:
+        raise DpError(f"{manifest}: not a readable checksum list ({type(exc).__name__}: {exc})") from None
+    if not isinstance(listed, dict):
+        raise DpError(f"{manifest}: not a readable checksum list (no 'files' mapping)")
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            if name in listed:
+                raise DpError(f"{path}: missing, though {CHECKSUMS_FILE} lists it")
+            continue
+        if name not in listed:
+            raise DpError(f"{path}: not covered by {CHECKSUMS_FILE} (added after the checkpoint was written?)")
+        if file_sha256(path) != listed[name]:
+            raise DpError(f"{path}: checksum mismatch (its sha256 differs from {CHECKSUMS_FILE}): the file is damaged; "
+                          "restore it or use another checkpoint")
 
 
 def _point_latest(run_dir: Path, target: Path) -> None:

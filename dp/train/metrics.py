@@ -1,16 +1,55 @@
-"""Training metrics: one JSON object per line in ``metrics.jsonl``, and a loss plot ``loss.png``."""
+"""Training metrics: one JSON object per line in ``metrics.jsonl``, a loss plot ``loss.png`` and,
+optionally, the same figures as TensorBoard scalars in ``tensorboard/`` (``tensorboard --logdir RUN``).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from dp.errors import DpError
 
-def append_metrics(path: Path, row: dict[str, Any]) -> None:
+TENSORBOARD_DIR = "tensorboard"
+
+
+class TensorBoardLog:
+    """Every numeric field of a metrics row as a scalar ``<event>/<field>`` at the row's step."""
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step: a resumed run drops the events the killed run logged after its checkpoint
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR), purge_step=purge_step, flush_secs=10)
+
+    def log(self, row: dict[str, Any]) -> None:
+        event, step = row.get("event", "metrics"), int(row.get("step", 0))
+        for name, value in row.items():
+            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(f"{event}/{name}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def open_tensorboard(run_dir: Path, enabled: bool | None, purge_step: int | None = None) -> TensorBoardLog | None:
+    """A TensorBoard log when ``enabled`` (None: when the tensorboard package is installed), else None."""
+    if enabled is False:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        if enabled:
+            raise DpError("train.tensorboard=true needs the tensorboard package: pip install 'dp[tensorboard]'")
+        return None
+    return TensorBoardLog(run_dir, purge_step)
+
+
+def append_metrics(path: Path, row: dict[str, Any], tensorboard: TensorBoardLog | None = None) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(row, allow_nan=False, default=float) + "\n")
+    if tensorboard is not None:
+        tensorboard.log(row)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from dp.models.diffusion_policy import DiffusionPolicy
 from dp.models.stats import measure_flops, param_counts
 from dp.train import checkpoint as ckpt
 from dp.train.data import ResumableSampler, TrainData, build_data, resolve
-from dp.train.metrics import append_metrics, plot_loss, truncate_after
+from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
 
 
 @dataclass
@@ -90,6 +90,8 @@ class Trainer:
         resume_from = ckpt.latest_checkpoint(self.run_dir) if resume else None
         if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
             raise DpError(f"{self.run_dir}: already holds a training run; pass --resume to continue it, or choose another --out")
+        if resume_from:
+            ckpt.verify_checkpoint(resume_from, (ckpt.STATE_FILE, ckpt.NORMALIZER_FILE))
         state = ckpt.load_train_state(resume_from / ckpt.STATE_FILE) if resume_from else None
         normalizer = Normalizer.load(resume_from / ckpt.NORMALIZER_FILE) if resume_from else None
 
@@ -125,6 +127,7 @@ class Trainer:
         )
         self.train_map = self.data.train_task_map.to(self.device)
         self.ema_policy: DiffusionPolicy | None = None
+        self.tensorboard = None
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.clean_partial(self.run_dir)
@@ -134,6 +137,7 @@ class Trainer:
                 truncate_after(self.metrics_path, self.step)  # rows the killed run logged after its checkpoint
             else:
                 self.metrics_path.unlink(missing_ok=True)
+            self.tensorboard = open_tensorboard(self.run_dir, tcfg.tensorboard, purge_step=self.step + 1 if resume else 0)  # drops events logged after the checkpoint
 
     # ------------------------------------------------------------------ setup helpers
     def _param_groups(self) -> list[dict[str, Any]]:
@@ -288,7 +292,8 @@ class Trainer:
         if self.dist.main:
             sizes = {**param_counts(self.policy), **measure_flops(self.policy)}
             append_metrics(self.metrics_path, {"event": "start", "step": self.step, "world_size": self.dist.world, "device": str(self.device),
-                                               "train_windows": len(self.data.train), "val_windows": len(self.data.val) if self.data.val else 0, **sizes})
+                                               "train_windows": len(self.data.train), "val_windows": len(self.data.val) if self.data.val else 0, **sizes},
+                           self.tensorboard)
         bar = tqdm(total=tcfg.steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not (self.dist.main and self.progress))
         sums: dict[str, float] = {}
         count, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
@@ -311,12 +316,12 @@ class Trainer:
                             "samples_per_s": sps, "elapsed_s": time.perf_counter() - t0}
                     bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{sps:.0f}", refresh=False)
                     if self.dist.main:
-                        append_metrics(self.metrics_path, last)
+                        append_metrics(self.metrics_path, last, self.tensorboard)
                     sums, count, t_log = {}, 0, time.perf_counter()
                 if self.dist.main and (self.step % tcfg.val_every == 0 or self.step == tcfg.steps):
                     result = self.validate()
                     if result is not None:
-                        append_metrics(self.metrics_path, {"event": "val", "step": self.step, **result})
+                        append_metrics(self.metrics_path, {"event": "val", "step": self.step, **result}, self.tensorboard)
                         last.update(result)
                 if self.step % tcfg.ckpt_every == 0 or self.step == tcfg.steps:
                     self.save()
@@ -332,8 +337,10 @@ class Trainer:
         summary = {"event": "end", "step": self.step, "run": str(self.run_dir), "wall_s": time.perf_counter() - t0,
                    "weights_sha256": digests, **{k: v for k, v in last.items() if k not in ("event", "step")}}
         if self.dist.main:
-            append_metrics(self.metrics_path, summary)
+            append_metrics(self.metrics_path, summary, self.tensorboard)
             plot_loss(self.metrics_path, self.run_dir / "loss.png")
+            if self.tensorboard is not None:
+                self.tensorboard.close()
         if len(set(digests)) > 1:
             raise DpError(f"the {self.dist.world} processes ended with different weights ({digests}); DDP lost synchronisation")
         return summary

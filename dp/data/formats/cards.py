@@ -3,7 +3,7 @@
 A card names, for every key of our store, where it comes from in the foreign data and its role::
 
     name: libero
-    format: libero                 # calvin | libero | dp-zarr
+    format: libero                 # calvin | libero | dp-zarr | lerobot
     robot: panda
     control_freq: 20
     gripper_close: 1               # the action value that closes the gripper
@@ -14,7 +14,8 @@ A card names, for every key of our store, where it comes from in the foreign dat
 
 ``source`` is a field of the foreign data (an HDF5 path inside a demo, an npz key, a zarr data key),
 or a list of alternatives tried in order; ``name[a:b]`` takes a slice of the last axis. Optional
-entry fields: ``camera`` (a name `--cameras` selects), ``variant`` (a name `--actions` selects),
+entry fields: ``flatten`` (merge the source's last two axes before any slice: Push-T's ``keypoint``
+(9, 2) per frame becomes 18 values, x0 y0 x1 y1 ..., since low-dim keys are vectors), ``camera`` (a name `--cameras` selects), ``variant`` (a name `--actions` selects),
 ``optional`` (skip the key when the source is absent), ``negate_dims`` (dims multiplied by -1 on
 import and export), ``discrete_dims`` (dims that are discrete, e.g. the gripper), ``aliases``
 (other names of this key in our stores, used by export), ``description``. Any other field, at the
@@ -46,13 +47,13 @@ import yaml
 from dp.errors import DpError
 
 CARDS_DIR = Path(__file__).resolve().parents[3] / "datasets"
-FORMATS = ("calvin", "libero", "dp-zarr")
+FORMATS = ("calvin", "libero", "dp-zarr", "lerobot")
 ROLES = ("image", "lowdim", "action")
 ENCODERS = ("vision", "state", "none")
 _DEFAULT_ENCODER = {"image": "vision", "lowdim": "state", "action": "none"}
 _TOP_FIELDS = {"name", "format", "description", "robot", "control_freq", "gripper_close", "language", "keys"}
 _KEY_FIELDS = {"key", "source", "role", "camera", "variant", "optional", "negate_dims", "discrete_dims", "aliases", "description",
-               "encoder", "resize"}
+               "encoder", "resize", "flatten"}
 _LANGUAGE_FIELDS = {"key", "source", "instruction", "encoder"}
 _SOURCE_RE = re.compile(r"^([^\[\]]+?)(?:\[(-?\d*):(-?\d*)\])?$")
 
@@ -64,6 +65,7 @@ class SourceRef:
     field: str
     start: int | None = None
     stop: int | None = None
+    flatten: bool = False  # merge the last two axes first (the entry's ``flatten``)
 
     @classmethod
     def parse(cls, text: str, where: str) -> SourceRef:
@@ -78,6 +80,8 @@ class SourceRef:
         return self.start is not None or self.stop is not None
 
     def take(self, arr: np.ndarray) -> np.ndarray:
+        if self.flatten and arr.ndim >= 2:
+            arr = arr.reshape(*arr.shape[:-2], arr.shape[-2] * arr.shape[-1])
         return arr[..., self.start : self.stop] if self.sliced else arr
 
     def __str__(self) -> str:
@@ -102,6 +106,7 @@ class KeySpec:
     description: str = ""
     encoder: str | None = None  # None: the role's default (image -> vision, lowdim -> state)
     resize: int | None = None
+    flatten: bool = False
 
     @property
     def policy_encoder(self) -> str:
@@ -118,8 +123,9 @@ class KeySpec:
         for name in ("camera", "variant", "description", "encoder", "resize"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
-        if self.optional:
-            out["optional"] = True
+        for name in ("optional", "flatten"):
+            if getattr(self, name):
+                out[name] = True
         for name in ("negate_dims", "discrete_dims", "aliases"):
             if getattr(self, name):
                 out[name] = list(getattr(self, name))
@@ -320,9 +326,12 @@ def _key_spec(entry: Any, where: str) -> KeySpec:
             raise DpError(f"{where}: 'resize' applies to image keys only (role is {entry['role']})")
         if not isinstance(resize, int) or isinstance(resize, bool) or resize < 1:
             raise DpError(f"{where}: 'resize' must be a positive integer (pixels), got {resize!r}")
+    flatten = entry.get("flatten", False)
+    if not isinstance(flatten, bool) or (flatten and entry["role"] == "image"):
+        raise DpError(f"{where}: 'flatten' must be true or false, and applies to low-dim and action keys only, got {flatten!r}")
     return KeySpec(
         key=key,
-        sources=tuple(SourceRef.parse(s, where) for s in raw_sources),
+        sources=tuple(replace(SourceRef.parse(s, where), flatten=flatten) for s in raw_sources),
         role=entry["role"],
         camera=str(entry["camera"]) if entry.get("camera") is not None else None,
         variant=str(entry["variant"]) if entry.get("variant") is not None else None,
@@ -333,4 +342,5 @@ def _key_spec(entry: Any, where: str) -> KeySpec:
         description=str(entry.get("description") or ""),
         encoder=encoder,
         resize=resize,
+        flatten=flatten,
     )

@@ -200,6 +200,13 @@ def write_calvin_frames(root: str, first: int, fields: dict[str, np.ndarray]) ->
 
 
 # ====================================================================== LIBERO / robomimic
+def missing_key_hint(spec: KeySpec) -> str:
+    """What fixes a key the data lacks: the flag or the card entry to change."""
+    if spec.camera:
+        return f"leave camera {spec.camera!r} out with --cameras, or point the card entry's 'source' at the file's name (--card)"
+    return "point the card entry's 'source' at the file's name, or mark it 'optional: true' (--card)"
+
+
 def libero_demo(path: str, demo_name: str, specs: tuple[KeySpec, ...], flip: bool, image_size: int | None) -> Episode:
     """Read one demo and map it to our keys (runs in a worker)."""
     import h5py  # here, not at the top: CALVIN workers never need it (a tenth of a second of start-up)
@@ -215,7 +222,7 @@ def libero_demo(path: str, demo_name: str, specs: tuple[KeySpec, ...], flip: boo
                     if spec.optional:
                         continue
                     wanted = " or ".join(repr(s.field) for s in spec.sources)
-                    raise DpError(f"{where}: missing {wanted} (needed for key {spec.key!r})")
+                    raise DpError(f"{where}: missing {wanted} (needed for key {spec.key!r}); {missing_key_hint(spec)}")
                 raw[spec.key] = (src, src.take(demo[src.field][()]))
             num_samples = demo.attrs.get("num_samples")
     except OSError as exc:
@@ -235,9 +242,9 @@ def libero_demo(path: str, demo_name: str, specs: tuple[KeySpec, ...], flip: boo
 # ====================================================================== Diffusion Policy zarr
 def _open_store(path: str) -> Any:
     if path not in _OPEN_STORES:
-        from dp.data.store import EpisodeStore  # only the dp-zarr job needs zarr
+        from dp.data.formats.dp_zarr import open_source  # only the dp-zarr job needs zarr
 
-        _OPEN_STORES[path] = EpisodeStore.open(path, mode="r")
+        _OPEN_STORES[path] = open_source(path)
     return _OPEN_STORES[path]
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +132,8 @@ def _plan_open_file(f: h5py.File, path: Path, card: DatasetCard | None, cameras:
         raise DpError(f"{path}: no 'data' group (not a LIBERO/robomimic file)")
     attrs = f["data"].attrs
     recorded = _json_attr(attrs, "dp_card", f"{path}: data")
-    if card is None:
-        card = card_from_dict(recorded, f"{path}: data.attrs['dp_card']") if recorded else load_card("libero")
+    if card is None:  # robomimic files (no problem_info) by robomimic's own key names
+        card = card_from_dict(recorded, f"{path}: data.attrs['dp_card']") if recorded else load_card("libero" if "problem_info" in attrs else "robomimic")
     if card.format != "libero":
         raise DpError(f"{card.origin}: a {card.format} card, not a libero one")
     card = card.select(cameras=cameras)
@@ -146,6 +147,8 @@ def _plan_open_file(f: h5py.File, path: Path, card: DatasetCard | None, cameras:
         raise DpError(f"{path}: macros_image_convention {convention!r} is neither 'opengl' nor 'opencv'")
     flip = convention == "opengl"
     names = _demo_names(f, path, filter_key)
+    if cameras is None and names:  # no cameras asked for: those the file has (a low-dim file has none)
+        card = _present_cameras(card, [f["data"][n] for n in names])
     task = path.name.removesuffix(".hdf5").removesuffix("_demo") if "problem_info" in attrs else env_args.get("env_name") or path.stem
     base_meta: dict[str, Any] = {"source": "libero" if "problem_info" in attrs else "robomimic", "task": str(task)}
     if problem.get("language_instruction"):
@@ -173,6 +176,12 @@ def _plan_open_file(f: h5py.File, path: Path, card: DatasetCard | None, cameras:
             order=None if order is None else int(order),
         ))
     return card, items
+
+
+def _present_cameras(card: DatasetCard, demos: list[h5py.Group]) -> DatasetCard:
+    """The card without the image keys that no demo holds (a demo lacking one that others hold stays an error)."""
+    keys = tuple(k for k in card.keys if k.role != "image" or any(s.field in demo for demo in demos for s in k.sources))
+    return replace(card, keys=keys)
 
 
 def _demo_names(f: h5py.File, path: Path, filter_key: str | None) -> list[str]:

@@ -6,12 +6,18 @@ identity) and a picklable decode job. :func:`run_import` skips the items already
 ``source_index``), decodes the rest in a pool of worker processes, and appends them in order from
 the parent, the store's only writer, a few episodes per commit (``BATCH_EPISODES``). Items that
 fail with a :class:`DpError` stop the import, or with ``skip_bad`` are listed and skipped.
+
+Every import goes through the structure checks of :mod:`dp.data.formats.structure`: the planned
+items' shapes against each other and the store before anything is written, each decoded episode
+before it is staged. An import stopped after it wrote episodes says that the store holds a
+partial import and that rerunning the same command continues it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +26,9 @@ from tqdm import tqdm
 
 from dp.data.formats.cards import DatasetCard
 from dp.data.formats.decode import Episode
+from dp.data.formats.structure import check_decoded, check_planned, refuse
 from dp.data.formats.workers import call, ordered_map
-from dp.data.store import EpisodeStore
+from dp.data.store import EpisodeStore, StoreWriteError
 from dp.errors import DpError
 
 
@@ -45,6 +52,7 @@ class ImportItem:
     args: tuple
     meta: dict[str, Any] = field(default_factory=dict)
     order: int | None = None  # position in the store an export recorded (restores the order on re-import)
+    shapes: dict[str, tuple[int, ...]] | None = None  # our key -> (T, ...) once decoded, where the planner knows it
 
 
 @dataclass
@@ -118,6 +126,14 @@ def run_import(
             store, overwrite = None, True
     todo = [it for it in items if (it.source_file, it.source_index) not in done]
     report.already_present = len(items) - len(todo)
+    stored = {k: (tuple(store.array(k).shape[1:]), store.array(k).dtype) for k in store.keys} if store is not None else {}
+    bad = check_planned(todo, {k: shape for k, (shape, _) in stored.items()})
+    if bad and not skip_bad:
+        if store is not None:
+            store.close()
+        refuse([problem for _, problem in bad], "items")
+    report.skipped += [problem for _, problem in bad]
+    todo = [it for it in todo if all(it is not b for b, _ in bad)]
     start = time.perf_counter()
     bar = tqdm(total=sum(it.n_frames for it in todo), unit="frame", unit_scale=True, desc=f"import {card.name}", disable=not progress)
     futures = ordered_map(call, ((it.job, it.args) for it in todo), workers)
@@ -136,16 +152,21 @@ def run_import(
         for item, fut in zip(todo, futures):
             try:
                 data = fut.result()
+                check_decoded(data, item, card, stored)
                 if store is None:
                     store = _create_store(out, card, list(data), overwrite)
+                if not stored:  # the first episode of a new store fixes keys, shapes and dtypes
+                    stored = {k: (tuple(v.shape[1:]), v.dtype) for k, v in data.items()}
                 meta = {**item.meta, "source_file": item.source_file, "source_index": item.source_index}
                 store.stage_episode(data, meta)  # its frames are written now, committed with the batch
+            except StoreWriteError:
+                raise  # disk full and the like: never a bad item
             except DpError as exc:
                 if not skip_bad:
                     if staged:
                         commit()  # the episodes before the bad one are kept
                     raise
-                report.skipped.append(f"{item.label}: {exc}")
+                report.skipped.append(str(exc) if str(exc).startswith(item.label) else f"{item.label}: {exc}")
                 bar.update(item.n_frames)
                 continue
             staged.append((item, len(next(iter(data.values())))))
@@ -153,6 +174,8 @@ def run_import(
                 commit()
         if staged:
             commit()
+    except (DpError, BrokenProcessPool) as exc:
+        raise DpError(_stopped(exc, store, report)) from exc
     finally:
         futures.close()  # stops the pool now, also when an error ends the import early
         bar.close()
@@ -160,6 +183,18 @@ def run_import(
             store.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _stopped(exc: BaseException, store: EpisodeStore | None, report: ImportReport) -> str:
+    """The one-line error of an import stopped mid-way: the cause, what the store holds, how to go on."""
+    reason = f"a decoding worker died ({exc})" if isinstance(exc, BrokenProcessPool) else str(exc)
+    if isinstance(exc, StoreWriteError):
+        return f"{reason}; free space and rerun the same command to continue the import"
+    if store is None or not len(store):
+        return reason
+    episodes = f"{len(store)} episode" + ("s" if len(store) != 1 else "")
+    return (f"{reason}; {report.store} holds a partial import ({episodes}, {report.added} added by this run): "
+            "rerun the same command to continue it once the source is fixed, or add --skip-bad to skip the bad items")
 
 
 def _create_store(out: Path, card: DatasetCard, keys: list[str], overwrite: bool) -> EpisodeStore:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -12,10 +14,32 @@ from typing import Any
 _IN_POOL = False
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int) -> None:
     global _IN_POOL
+    die_with_parent(parent_pid)
     _IN_POOL = True  # opencv, when a job needs it, runs single-threaded: the pool already uses every core
     keep_freed_memory()
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent dies, however the parent dies (SIGKILL
+    included): Linux's ``prctl(PR_SET_PDEATHSIG)``, through ctypes as no library offers it.
+
+    Without it a pool worker blocks forever on its task queue after a ``kill -9`` of ``dp import``
+    (it holds the queue's write end itself, so it never sees EOF), and keeps the resource tracker
+    alive too. Exits at once if ``parent_pid`` is already gone. False where prctl is missing (not Linux).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        ok = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    return ok
 
 
 def keep_freed_memory(mmap_threshold: int = 64 << 20, trim_threshold: int = 256 << 20) -> bool:
@@ -60,7 +84,7 @@ def ordered_map(fn: Callable[..., Any], arg_tuples: Iterable[tuple], workers: in
                 fut.set_exception(exc)
             yield fut
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(os.getpid(),))
     try:
         pending: deque[Future] = deque()
         for args in arg_tuples:

@@ -1,0 +1,83 @@
+"""The simulated Push-T robot: gym-pusht's agent as a 2-axis Cartesian (gantry) robot.
+
+Its two joints are the agent's x and y in pixels, so joint mode is the 2-D position action mode: a
+joint waypoint is the target agent position a Push-T policy outputs, clamped by the controller to
+``limits.joint_min/max`` (the arena) and ``limits.max_joint_speed`` (pixels per second) as any arm's
+joint command is. The end effector is (x, y, 0) with no rotation, so the workspace box and the
+Cartesian step limits apply in pixels too. The State's ``extra`` carries the observation keys of the
+Push-T stores (``agent_pos``, ``keypoint``, ``state``) and ``score`` (min(coverage / 0.95, 1) now: the
+protocol's per-step score, whose maximum over an episode the node reports).
+
+Options (``driver.options``): ``seed`` (first episode's seed; a reset without a seed takes the next).
+Each :meth:`apply` / :meth:`hold` advances the physics by one control period (0.1 s).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
+from dp.deploy.protocol import MODE_JOINT
+from dp.deploy.robot_config import RobotConfig
+from dp.errors import DpError
+
+OPTIONS = {"seed"}
+EXTRA = {"agent_pos": 2, "keypoint": 18, "state": 5, "score": 1}
+
+
+class PushTDriver(Driver):
+    def __init__(self, config: RobotConfig):
+        options = dict(config.driver.options)
+        unknown = sorted(set(options) - OPTIONS)
+        if unknown:
+            raise DpError(f"driver.options: unknown key(s) {unknown} for the pusht driver (known: {sorted(OPTIONS)})")
+        if len(config.limits.joint_min) != 2:
+            raise DpError("limits.joint_min/max: the pusht robot has 2 joints (agent x, y in pixels)")
+        self.seed = int(options.get("seed", 0))
+        self.control_hz = config.rates.control_hz
+        self.env = None
+
+    def connect(self) -> DriverInfo:
+        from dp.sim.tasks import get_task  # gym-pusht loads only when the controller starts
+
+        spec = get_task("pusht")
+        if abs(spec.control_freq - self.control_hz) > 1e-9:
+            raise DpError(f"rates.control_hz {self.control_hz} does not match task 'pusht' ({spec.control_freq} Hz)")
+        self.env = spec.make_env()
+        self.env.reset(self.seed)
+        return DriverInfo(n_joints=2, modes=[MODE_JOINT], extra=dict(EXTRA), task=spec.name,
+                          instruction=spec.instruction, horizon=spec.horizon, seed=self.seed)
+
+    def read_state(self) -> Reading:
+        obs = self.env.observation()
+        agent = obs["agent_pos"].astype(np.float64)
+        return Reading(
+            q=agent, dq=np.asarray(self.env.env.agent.velocity, dtype=np.float64),
+            ee_pos=np.array([agent[0], agent[1], 0.0]), ee_quat=np.array([0.0, 0.0, 0.0, 1.0]), gripper=np.zeros(1),
+            extra={**{k: obs[k] for k in ("agent_pos", "keypoint", "state")}, "score": np.array([self.env.score()], np.float32)},
+            success=self.env.success(),
+        )
+
+    def apply(self, target: ArmTarget) -> None:
+        if target.joints is None:
+            raise DpError("the pusht robot takes joint (x, y position) targets only")
+        self.env.step(np.asarray(target.joints, dtype=np.float64))
+
+    def hold(self) -> None:
+        self.env.step(self.env.observation()["agent_pos"].astype(np.float64))  # target = where the agent is
+
+    def stop(self) -> None:
+        """Nothing to cut in simulation: the controller holds from now on."""
+
+    def reset(self, seed: int | None) -> int:
+        self.seed = self.seed + 1 if seed is None else int(seed)
+        self.env.reset(self.seed)
+        return self.seed
+
+    def disconnect(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None
+
+    def forward_kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([q[0], q[1], 0.0]), np.array([0.0, 0.0, 0.0, 1.0])

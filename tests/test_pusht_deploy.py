@@ -1,0 +1,109 @@
+"""The 2-D Push-T controller (`dp robot --robot robots/pusht_sim.yaml`) over the real controller
+protocol: joint mode is the agent's target position in pixels, clamped to the arena like any arm."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gym_pusht", reason='the Push-T controller needs the optional extra: pip install -e ".[pusht]"')
+
+from dp.deploy import protocol as P  # noqa: E402
+from dp.deploy.harness import Commander, StateWatcher, spawn_dp, start_robot  # noqa: E402
+from dp.deploy.node import command_mode  # noqa: E402
+from dp.errors import DpError  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+class Nudge:
+    """A 2-D policy run inside `dp node`: the agent's target is always 20 px right of where it is."""
+
+    action_dim = 2
+
+    def reset(self, instruction=None):
+        assert instruction is None  # Push-T has one task, no language goal
+
+    def select_action(self, obs):
+        return obs["agent_pos"] + np.array([20.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def robot():
+    proc, endpoint = start_robot(robot="robots/pusht_sim.yaml")
+    watcher = StateWatcher(endpoint)
+    info = watcher.wait_info(30)
+    yield proc, endpoint, watcher, info
+    watcher.close()
+    assert proc.alive(), proc.output
+    assert proc.stop() == 0, proc.output
+
+
+def _move(cmd: Commander, watcher: StateWatcher, targets: np.ndarray) -> P.State:
+    """Send ``targets`` (n, 2) as joint waypoints one control period apart; the State after them."""
+    s = watcher.states[-1][1]
+    times = s.obs_stamp + 0.1 * np.arange(1, len(targets) + 1)
+    cmd.send(P.Command(cmd.sender, cmd.next_seq(), s.boot, s.obs_stamp, P.MODE_JOINT, times, targets,
+                       -np.ones(len(targets)), float(times[-1] + 0.05)))
+    _, last = watcher.wait(lambda st: st.tick >= s.tick + len(targets) + 3, 20, after=len(watcher.states) - 1)
+    return last
+
+
+def test_controller_offers_a_2d_position_mode_with_the_task_observation(robot):
+    proc, endpoint, watcher, info = robot
+    assert (info.modes, info.n_joints, info.control_hz, info.task, info.horizon) == (["joint"], 2, 10.0, "pusht", 300)
+    assert info.extra == {"agent_pos": 2, "keypoint": 18, "state": 5, "score": 1}
+    _, s = watcher.wait(lambda st: st.tick > 2, 20)
+    obs = P.observation_from_state(s)
+    assert obs["agent_pos"].shape == (2,) and obs["keypoint"].shape == (18,) and 0.0 <= obs["score"][0] <= 1.0
+    np.testing.assert_allclose(s.q, obs["agent_pos"], atol=1e-4)
+
+
+def test_joint_waypoints_move_the_agent_and_are_clamped_to_the_arena(robot):
+    proc, endpoint, watcher, info = robot
+    cmd = Commander(endpoint, info.command_port)
+    time.sleep(0.5)  # connect
+    try:
+        now = watcher.states[-1][1]
+        start, block = now.q.copy(), now.extra["state"][2:4]
+        away = (start - block) / np.linalg.norm(start - block)  # a free path: away from the T
+        goal = np.clip(start + 40.0 * away, 60, 450)
+        s = _move(cmd, watcher, np.concatenate([np.linspace(start, goal, 4)[1:], [goal] * 3]))
+        assert np.abs(s.q - goal).max() < 5.0  # the agent reached the target position (PD control)
+        first = len(watcher.states)
+        s = _move(cmd, watcher, np.array([[900.0, -50.0]] * 6))  # outside the arena
+        faults = {f for _, st in watcher.states[first:] for f in st.faults}
+        assert any(f.startswith("clamped:joint") for f in faults), faults
+        assert (s.q >= 0).all() and (s.q <= 512).all() and s.q[0] > 400 and s.q[1] < 40
+    finally:
+        cmd.send(P.Stop(cmd.sender, cmd.next_seq(), "test over"))
+        cmd.close()
+
+
+def test_node_sends_a_2d_policy_as_joint_targets_and_reports_the_score(robot, tmp_path):
+    proc, endpoint, watcher, info = robot
+    report = tmp_path / "node.json"
+    first = len(watcher.states)
+    node = spawn_dp(["node", "--policy", "test_pusht_deploy:Nudge", "--robot", endpoint, "--episodes", "1", "--max-steps", "15",
+                     "--json-out", str(report)], env=NODE_ENV)
+    assert node.popen.wait(120) == 0, node.output
+    figures = json.loads(report.read_text())
+    assert figures["episodes"] == 1 and figures["policy_errors"] == 0 and figures["rejected_states"] == 0, figures
+    episode = figures["per_episode"][0]
+    assert episode["steps"] == 15 and 0.0 <= episode["score"] <= 1.0 and figures["mean_score"] == episode["score"]
+    tracked = [s for _, s in watcher.states[first:] if s.mode == P.ROBOT_TRACK]
+    assert len(tracked) > 50 and tracked[-1].q[0] > tracked[0].q[0] + 50  # pushed right, 20 px a step, by position targets
+
+
+def test_a_policy_the_controller_cannot_take_is_refused_by_name():
+    info = P.Info(boot=1, robot="pusht_sim", control_hz=10.0, state_hz=100.0, n_joints=2, modes=["joint"],
+                  action_scale=(0.05, 0.5), command_port=1)
+    assert command_mode(info, 2) == "joint"
+    with pytest.raises(DpError, match=r"cannot take this policy's 7-value actions: ee_delta takes 7, joint one per joint"):
+        command_mode(info, 7)
