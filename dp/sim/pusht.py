@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dp.errors import DpError
+from dp.sim.task_api import Env
 
 SUCCESS_COVERAGE = 0.95
 # The 9 keypoints in the block's frame (pixels). Diffusion Policy's data/keypoint is exactly
@@ -78,7 +79,7 @@ class PushTTask:
         return PushTEnv(self, list(cameras or []), image_size or self.image_size)
 
 
-class PushTEnv:
+class PushTEnv(Env):
     """``gym_pusht/PushT-v0`` with the project's keys. Build it with :meth:`PushTTask.make_env`."""
 
     def __init__(self, spec: PushTTask, cameras: list[str], image_size: int):
@@ -92,14 +93,6 @@ class PushTEnv:
                             observation_width=image_size, observation_height=image_size).unwrapped
         self._obs: dict[str, np.ndarray] | None = None
         self.coverage = 0.0  # after the last step (0 before the first, as the protocol counts steps only)
-
-    @property
-    def image_keys(self) -> list[str]:
-        return self.spec.image_keys(self.cameras)
-
-    @property
-    def keys(self) -> list[str]:
-        return [*self.spec.lowdim_keys, *self.image_keys]
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         """Start an episode: agent and block placed by gym-pusht's generator seeded with ``seed``."""

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dp.errors import DpError
-from dp.sim.tasks import Env
+from dp.sim.task_api import Env
 
 
 class ActionSource(Protocol):

@@ -1,6 +1,6 @@
 """The simulation task registry: robosuite 1.5 tasks with a Panda arm under the OSC_POSE controller,
 and Push-T (``dp.sim.pusht``, gym-pusht). Eval, collection and the simulated controller see a task only
-through the small :class:`Task` / :class:`Env` interface below, which both implement.
+through the small :class:`Task` / :class:`Env` interface of :mod:`dp.sim.task_api`, which both implement.
 
 A robosuite :class:`TaskSpec` names a robosuite environment and fixes what the rest of the stack sees of it:
 the low-dim observation keys (``robot0_eef_pos``, ``robot0_eef_quat``, ``robot0_gripper_qpos`` and
@@ -14,61 +14,18 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from dp.errors import DpError
 from dp.sim.pusht import PushTTask
+from dp.sim.task_api import Env, Task
 
 ROBOT_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 ACTION_DIM = 7  # OSC_POSE delta xyz (3), delta axis-angle (3), gripper (-1 open, +1 close)
 GRIPPER_DIM = 6
-
-
-class Env(Protocol):
-    """One environment of a task, seen through the store's keys."""
-
-    spec: Task
-    cameras: list[str]
-
-    @property
-    def keys(self) -> list[str]: ...  # what reset / step return
-
-    def reset(self, seed: int) -> dict[str, np.ndarray]: ...  # the same seed, the same initial state
-
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
-
-    def observation(self) -> dict[str, np.ndarray]: ...
-
-    def success(self) -> bool: ...  # solved now
-
-    def score(self) -> float: ...  # progress now in [0, 1]; an episode scores its maximum
-
-    def render(self, camera: str, size: int) -> np.ndarray: ...  # uint8 (size, size, 3), for videos
-
-    def close(self) -> None: ...
-
-
-class Task(Protocol):
-    """What a task declares: its name, goal, episode length, rate, action width and observations."""
-
-    name: str
-    instruction: str | None  # what the policy's reset(instruction) gets (None: its only task)
-    horizon: int
-    control_freq: float
-    action_dim: int
-    image_size: int  # the default camera size
-    cameras: tuple[str, ...]
-
-    @property
-    def lowdim_keys(self) -> list[str]: ...
-
-    def image_keys(self, cameras: list[str] | tuple[str, ...] | None = None) -> list[str]: ...
-
-    def make_env(self, cameras: list[str] | None = None, image_size: int | None = None, *,
-                 offscreen: bool = False, viewer: bool = False) -> Env: ...
 
 
 @dataclass(frozen=True)
@@ -176,7 +133,7 @@ class _ErrorsOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-class SimEnv:
+class SimEnv(Env):
     """A robosuite environment seen through the project's keys. Build it with :meth:`TaskSpec.make_env`."""
 
     def __init__(self, spec: TaskSpec, cameras: list[str], image_size: int, *, offscreen: bool, viewer: bool):
@@ -216,15 +173,6 @@ class SimEnv:
             context.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             context.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._obs: dict[str, Any] | None = None
-
-    @property
-    def image_keys(self) -> list[str]:
-        return self.spec.image_keys(self.cameras)
-
-    @property
-    def keys(self) -> list[str]:
-        """The observation keys :meth:`reset` and :meth:`step` return."""
-        return [*self.spec.lowdim_keys, *self.image_keys]
 
     def reset(self, seed: int) -> dict[str, np.ndarray]:
         """Start an episode; the same seed gives the same initial state (object placement, arm noise)."""
