@@ -16,7 +16,7 @@ import pytest
 
 from dp.deploy import protocol as P
 from dp.deploy.controller import MAX_SENDERS
-from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot
+from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot, watched_robot
 from dp.deploy.robot_config import load_robot
 from dp.deploy.safety import Limits
 from dp.deploy.transport import ControllerSockets, make_keys
@@ -78,13 +78,7 @@ def test_seq_guard_never_evicts_a_sender_heard_within_its_window():
 
 @pytest.fixture(scope="module")
 def robot():
-    proc, endpoint = start_robot()
-    watcher = StateWatcher(endpoint)
-    info = watcher.wait_info(120)
-    yield proc, endpoint, watcher, info
-    watcher.close()
-    assert proc.alive(), proc.output
-    assert proc.stop() == 0, proc.output
+    yield from watched_robot(info_timeout=120)
 
 
 def rss_mb(pid: int) -> float:

@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from dp.deploy import protocol as P
-from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot
+from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot, watched_robot
 from dp.deploy.robot_config import load_robot
 from dp.deploy.safety import Limits
 
@@ -63,13 +63,7 @@ class AdversarialPolicy:
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def robot():
-    proc, endpoint = start_robot()
-    watcher = StateWatcher(endpoint)
-    info = watcher.wait_info(30)
-    yield proc, endpoint, watcher, info
-    watcher.close()
-    assert proc.alive(), proc.output
-    assert proc.stop() == 0, proc.output
+    yield from watched_robot()
 
 
 def reset(watcher: StateWatcher, endpoint: str, info: P.Info, seed: int = 0) -> P.State:

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("gym_pusht", reason='the Push-T controller needs the optional extra: pip install -e ".[pusht]"')
 
 from dp.deploy import protocol as P  # noqa: E402
-from dp.deploy.harness import Commander, StateWatcher, spawn_dp, start_robot  # noqa: E402
+from dp.deploy.harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 from dp.deploy.node import command_mode  # noqa: E402
 from dp.errors import DpError  # noqa: E402
 
@@ -36,13 +36,7 @@ class Nudge:
 
 @pytest.fixture(scope="module")
 def robot():
-    proc, endpoint = start_robot(robot="robots/pusht_sim.yaml")
-    watcher = StateWatcher(endpoint)
-    info = watcher.wait_info(30)
-    yield proc, endpoint, watcher, info
-    watcher.close()
-    assert proc.alive(), proc.output
-    assert proc.stop() == 0, proc.output
+    yield from watched_robot(robot="robots/pusht_sim.yaml")
 
 
 def _move(cmd: Commander, watcher: StateWatcher, targets: np.ndarray) -> P.State:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import zmq
 
@@ -102,6 +102,18 @@ def start_robot(*overrides: str, port: int = 0, robot: str = "robots/panda_sim.y
     except TimeoutError:
         proc.stop()
         raise
+
+
+def watched_robot(robot: str = "robots/panda_sim.yaml", info_timeout: float = 30.0) -> Iterator[tuple[DpProcess, str, StateWatcher, P.Info]]:
+    """A `dp robot` process with a StateWatcher on it, for a pytest fixture to ``yield from``; on teardown the
+    watcher closes and the robot must still be alive and stop cleanly."""
+    proc, endpoint = start_robot(robot=robot)
+    watcher = StateWatcher(endpoint)
+    info = watcher.wait_info(info_timeout)
+    yield proc, endpoint, watcher, info
+    watcher.close()
+    assert proc.alive(), proc.output
+    assert proc.stop() == 0, proc.output
 
 
 class StateWatcher:
