@@ -202,7 +202,7 @@ def main() -> None:
 def deploy(folder: Path, export: Path, episodes: int, parallel: int) -> dict[str, Any]:
     """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml), ``parallel`` launches at once
     (base seeds 0, 1, ...: test seeds, on their own ports) sharing ``episodes``; their reports as one test row."""
-    from dp.sim.evaluate import mean_interval
+    from dp.stats import mean_interval
     from dp.stats import wilson_interval
 
     per = -(-episodes // parallel)

@@ -193,7 +193,7 @@ def train(s: Sides, a, speed: dict | None) -> dict:
 
 def summary(scores: list[float], successes: int) -> dict:
     """Success rate with its 95% Wilson interval, mean score with its 95% t-interval (as `dp eval`)."""
-    from dp.sim.evaluate import mean_interval
+    from dp.stats import mean_interval
 
     n = len(scores)
     return {"episodes": n, "successes": successes, "success_rate": successes / n if n else None,

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dp.errors import DpError
-from dp.stats import wilson_interval
+from dp.stats import mean_interval, wilson_interval
 from dp.sim.rollout import ActionSource, run_episode, seed_for
 from dp.sim.tasks import Task, get_task
 
@@ -121,17 +121,6 @@ class EvalResult:
             "seeds": self.seeds,
             "videos": self.videos,
         }
-
-
-def mean_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a mean (the per-episode scores), clipped to [0, 1]."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
-        return 0.0, 1.0
-    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return max(0.0, float(x.mean()) - half), min(1.0, float(x.mean()) + half)
 
 
 def policy_cameras(policy: ActionSource, spec: Task) -> list[str]:
