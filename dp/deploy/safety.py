@@ -122,9 +122,8 @@ class Limits:
         def ee_ok(fraction: float) -> tuple[bool, np.ndarray, np.ndarray]:
             pos, quat = fk(q + fraction * step)
             d, r = pos - ee_pos, rotation_delta(ee_quat, quat)
-            inside_box = bool(((pos >= self.box_min - 1e-9) & (pos <= self.box_max + 1e-9)).all())
             angle = float(np.linalg.norm(r))
-            ok = (inside_box and np.linalg.norm(d) <= self.step_translation + 1e-12 and angle <= self.step_rotation + 1e-12
+            ok = (not self.outside(pos) and np.linalg.norm(d) <= self.step_translation + 1e-12 and angle <= self.step_rotation + 1e-12
                   and (angle < 1e-12 or angle <= self.rotation_room(pos) + 1e-12))
             return ok, d, r
 
