@@ -206,7 +206,8 @@ class InferenceNode:
                             "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
                             max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
                             "fast" if info.control_hz > trained_hz else "slow")
-        self.command_mode = command_mode(info, int(getattr(self.policy, "action_dim", 7)))
+        self.action_width = int(getattr(self.policy, "action_dim", 7))
+        self.command_mode = command_mode(info, self.action_width)
         self.info = info
         self.report.period_target_ms = 1e3 / info.control_hz
         self.sockets.connect_commands(info.command_port)
@@ -316,9 +317,8 @@ class InferenceNode:
             action = np.asarray(self.policy.select_action(P.observation_from_state(s)), dtype=np.float64)
             pending = getattr(self.policy, "pending_actions", None)
             chunk = action[None] if pending is None else np.concatenate([action[None], np.asarray(pending(), np.float64).reshape(-1, action.size)])
-            width = 7 if self.command_mode == P.MODE_EE_DELTA else self.info.n_joints
-            if chunk.shape[1] != width or not np.isfinite(chunk).all():
-                raise ValueError(f"expected finite actions of {width} values, got shape {chunk.shape}")
+            if chunk.shape[1] != self.action_width or not np.isfinite(chunk).all():
+                raise ValueError(f"expected finite actions of {self.action_width} values, got shape {chunk.shape}")
         except Exception as exc:  # a policy fault must not send anything; the controller holds
             self.report.policy_errors += 1
             log.error("policy failed on tick %d, nothing sent: %s", s.tick, exc)
