@@ -30,10 +30,10 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit  # noqa: E402
-from dp.deploy import protocol as P  # noqa: E402
-from dp.deploy.harness import Commander, StateWatcher, start_robot  # noqa: E402
 from dp.deploy.robot_config import load_robot  # noqa: E402
+from dp.link import protocol as P  # noqa: E402
 from dp.stats import timing_summary  # noqa: E402
+from dp.testing.robot_harness import Commander, StateWatcher, start_robot  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -22,8 +22,8 @@ import numpy as np
 import psutil
 import torch
 
-from dp.data.sampler import WindowDataset, make_loader
 from dp.data.store import EpisodeStore
+from dp.data.windows import WindowDataset, make_loader
 
 CAMERAS = ("agentview_image", "robot0_eye_in_hand_image")
 EPISODE_LEN = 200

@@ -25,12 +25,12 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from dp.deploy import protocol as P
-from dp.deploy.harness import Commander, StateWatcher, spawn_dp, start_robot
-from dp.deploy.policies import load_policy
 from dp.deploy.robot_config import load_robot
-from dp.sim.evaluate import evaluate
+from dp.eval.evaluate import evaluate
+from dp.infer.load import is_exported, load_policy
+from dp.link import protocol as P
 from dp.stats import timing_summary
+from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot
 
 
 
@@ -138,7 +138,7 @@ def main() -> int:
         watcher.close()
         robot.stop()
     if not args.skip_eval:
-        ev = evaluate(load_policy(args.policy, rti=True), args.task, args.episodes, seed=args.seed, progress=False).as_dict()
+        ev = evaluate(load_policy(args.policy, rti=is_exported(args.policy), importable=True), args.task, args.episodes, seed=args.seed, progress=False).as_dict()
         deploy["dp_eval_success_rate"] = ev["success_rate"]
         deploy["dp_eval_mean_length"] = ev["mean_length"]
         deploy["difference_points"] = round(100 * (deploy["success_rate"] - ev["success_rate"]), 1)

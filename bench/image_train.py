@@ -44,7 +44,7 @@ TARGET_RATIO = 3.0
 def make_calvin_store(scratch: Path, windows: int, noise: int = 6, workers: int = 2) -> tuple[Path, dict[str, Any]]:
     """A CALVIN split of ``windows`` language windows, imported with `dp import calvin`; (store, report)."""
     from dp.cli import main
-    from dp.data.formats.synthetic import make_calvin_split
+    from dp.testing.format_fixtures import make_calvin_split
 
     t0 = time.perf_counter()
     make_calvin_split(scratch / "calvin", episode_lens=(WINDOW * windows,), lang_per_episode=windows, lang_len=WINDOW, noise=noise)

@@ -93,8 +93,8 @@ def _phases(card, items, workers: int, scratch: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    from dp.data.formats import calvin, libero
-    from dp.data.formats.synthetic import make_calvin_split, make_libero_file
+    from dp.data.formats import calvin_import, libero_import
+    from dp.testing.format_fixtures import make_calvin_split, make_libero_file
     from dp.data.formats.workers import keep_freed_memory
 
     keep_freed_memory()  # as `dp import` does
@@ -115,11 +115,11 @@ def main() -> None:
         generate_s = time.perf_counter() - start
         npz_bytes = sum(p.stat().st_size for p in (scratch / "calvin" / "training").glob("*.npz"))
 
-        card, items = calvin.plan_import(scratch / "calvin")
+        card, items = calvin_import.plan_import(scratch / "calvin")
         calvin_result = {"image_sizes": {"rgb_static": 200, "rgb_gripper": 84}, "window": WINDOW,
                          "npz_kb_per_frame": round(npz_bytes / (WINDOW * args.windows) / 1024, 1),
                          **_phases(card, items, args.workers, scratch)}
-        card, items = libero.plan_import([scratch / "libero"])
+        card, items = libero_import.plan_import([scratch / "libero"])
         libero_result = {"image_sizes": {"agentview": 128, "eye_in_hand": 128}, **_phases(card, items, args.workers, scratch)}
 
     print(json.dumps({

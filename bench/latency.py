@@ -2,9 +2,11 @@
 
 Latency: the ``small`` preset (random weights time the same as trained ones), state only and with
 two 84x84 cameras; median and p99 over ``--calls`` chunks of each mode, the modes interleaved call
-by call (a busy machine slows them alike):
+by call (a busy machine slows them alike), the ONNX Runtime modes among themselves and the torch
+modes among themselves (an inference node runs ONNX Runtime without torch beside it):
 
-- ``eager_uncached``: the torch Policy, 10-step sampling through the router (``predict_chunk``);
+- ``eager_uncached``: the torch Policy, 10-step sampling through the router (``predict_chunk``),
+  the reference; ``eager_cached``: the torch Policy with its experts cached (its default);
 - ``cached`` / ``cached_rti`` / ``cached_first``: the exported torch graphs (experts cached): full
   sampling, a warm start from a guess (RTI), an episode's first chunk (short sampler);
 - ``onnx_full`` / ``onnx_rti`` / ``onnx_first``: ``dp.infer.OnnxPolicy.predict_chunk`` on the exported
@@ -48,11 +50,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dp.config import Config, build_config  # noqa: E402
 from dp.data.normalize import Normalizer  # noqa: E402
-from dp.infer.onnx_export import build_graphs, example_inputs, export_policy  # noqa: E402
-from dp.infer.runtime_common import FIRST_FILE, FULL_FILE, GRAPH_FILES, WARM_FILE, WEIGHTS_FILE  # noqa: E402
+from dp.eval.warm_starts import evaluate_warm_starts  # noqa: E402
+from dp.infer.export_format import FIRST_FILE, FULL_FILE, GRAPH_FILES, WARM_FILE, WEIGHTS_FILE  # noqa: E402
+from dp.infer.graph_inputs import example_inputs  # noqa: E402
+from dp.infer.onnx_export import build_graphs, export_policy  # noqa: E402
 from dp.infer.onnx_policy import OnnxPolicy  # noqa: E402
 from dp.infer.policy import Policy  # noqa: E402
-from dp.infer.rti import RTISettings, evaluate_warm_starts  # noqa: E402
+from dp.infer.rti import RTISettings  # noqa: E402
 from dp.models.diffusion_policy import DiffusionPolicy  # noqa: E402
 
 LOWDIM = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10]}
@@ -60,8 +64,8 @@ CAMERAS = ["agentview_image", "robot0_eye_in_hand_image"]
 
 
 def preset_policy(preset: str, cameras: bool, overrides: list[str] | None = None, seed: int = 0) -> Policy:
-    """A torch Policy of ``preset`` for the simulator's lift keys, random weights (routers included),
-    a normaliser over [-1, 1] for every key."""
+    """A torch Policy of ``preset`` for the simulator's lift keys, experts routed (uncached: the
+    reference), random weights (routers included), a normaliser over [-1, 1] for every key."""
     torch.manual_seed(seed)
     cfg: Config = build_config(preset, ["model.goal=task", *(overrides or [])])
     cfg.data.lowdim_keys = list(LOWDIM)
@@ -77,7 +81,7 @@ def preset_policy(preset: str, cameras: bool, overrides: list[str] | None = None
             p.add_(torch.randn_like(p) * (1.0 if "router" in name else 0.02))
     stats = {k: {"min": -np.ones(v[0]), "max": np.ones(v[0])} for k, v in LOWDIM.items()}
     stats["action"] = {"min": -np.ones(7), "max": np.ones(7)}
-    return Policy(model, Normalizer(stats, {"action": [6]}))
+    return Policy(model, Normalizer(stats, {"action": [6]}), cache_experts=False)
 
 
 def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:
@@ -128,6 +132,7 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
     policy = preset_policy("small", cameras)
     obs = one_observation(policy)
     graphs = build_graphs(policy, None, rti)
+    cached_policy = Policy(policy.model, policy.normalizer, cache_experts=True)
     full, warm, first = graphs[FULL_FILE], graphs[WARM_FILE], graphs[FIRST_FILE]
     inputs_full = [torch.from_numpy(v) for v in example_inputs(policy, False).values()]
     inputs_warm = [torch.from_numpy(v) for v in example_inputs(policy, True).values()]
@@ -144,15 +149,19 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
         modes[f"onnx_full{suffix}"] = lambda p=onnx_full: p.predict_chunk(obs)
         modes[f"onnx_rti{suffix}"] = lambda p=onnx_rti: p.predict_chunk(obs)
         modes[f"onnx_first{suffix}"] = lambda p=onnx_first: first_chunk(p, obs)
+    # ONNX Runtime modes are interleaved with each other and torch modes with each other, not ORT with
+    # torch: calling ORT between 40 ms eager torch calls doubled the warm chunk's time (2.86 vs 1.26 ms
+    # measured in one run), a cost of sharing a process with torch that an inference node does not pay.
+    timings = timed(modes, calls)
     with torch.no_grad():
-        modes.update({
+        timings.update(timed({
             "eager_uncached": lambda: policy.predict_chunk(obs),
+            "eager_cached": lambda: cached_policy.predict_chunk(obs),
             "cached": lambda: full(*inputs_full),
             "cached_rti": lambda: warm(*inputs_warm),
             "cached_first": lambda: first(*inputs_full),
-        })
-        timings = timed(modes, calls)
-    result = {k: timings[k] for k in ("eager_uncached", "cached", "cached_rti", "cached_first", "onnx_full", "onnx_rti", "onnx_first")}
+        }, calls))
+    result = {k: timings[k] for k in ("eager_uncached", "eager_cached", "cached", "cached_rti", "cached_first", "onnx_full", "onnx_rti", "onnx_first")}
     result["speedup_onnx_rti_vs_eager"] = round(result["eager_uncached"]["median_ms"] / result["onnx_rti"]["median_ms"], 1)
     result["export"] = export_sizes(folders["fp32"], weight_bytes)
     result["weight_bytes_fp32"] = weight_bytes
@@ -181,13 +190,13 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
 
 def rti_check(run: str | None, data: str | None, settings: list[RTISettings], workdir: Path, max_episodes: int) -> dict:
     """Warm starts on held-out episodes of ``data`` for the policy of ``run`` (trained here if None)."""
-    from dp.data.sampler import split_episodes
     from dp.data.store import EpisodeStore
+    from dp.data.windows import split_episodes
 
     trained_here = run is None
     if trained_here:
         from dp.cli import main as dp_main
-        from dp.train.synthetic import make_store
+        from dp.testing.reach_store import make_store
 
         data = str(make_store(workdir / "synthetic.zarr", episodes=40, length=40, tasks=("reach", "retreat"), seed=1))
         run = str(workdir / "run")

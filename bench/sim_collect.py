@@ -26,10 +26,10 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from dp.collect.collector import collect  # noqa: E402
 from dp.data.store import EpisodeStore  # noqa: E402
-from dp.sim.collector import collect  # noqa: E402
-from dp.stats import wilson_interval  # noqa: E402
 from dp.sim.tasks import CAMERAS, TASKS, get_task  # noqa: E402
+from dp.stats import wilson_interval  # noqa: E402
 
 
 def expert_success(task: str, episodes: int, workers: int, root: Path) -> dict:

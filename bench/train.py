@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from dp.config import Config, build_config
+from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
-from dp.models.stats import measure_flops, param_counts
+from dp.testing.reach_store import make_store
 from dp.train.data import resolve
-from dp.train.synthetic import make_store
 from dp.train.train_cmd import set_experts
 from dp.train.trainer import Trainer
 

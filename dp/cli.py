@@ -15,14 +15,14 @@ from dp.errors import DpError
 
 # name -> (module, one-line help). Order is the order of the path, from data to robot.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("dp.sim.collect_cmd", "collect demonstrations (scripted expert, teleop, or a controller recorder)"),
+    "collect": ("dp.collect.collect_cmd", "collect demonstrations (scripted expert, teleop, or a controller recorder)"),
     "import": ("dp.data.import_cmd", "import CALVIN, LIBERO or Diffusion Policy data into an episode store"),
-    "export-data": ("dp.data.export_cmd", "write an episode store out as LIBERO HDF5 or a CALVIN directory"),
+    "export-data": ("dp.data.export_data_cmd", "write an episode store out as LIBERO HDF5 or a CALVIN directory"),
     "info": ("dp.data.info_cmd", "show what an episode store holds"),
     "embed": ("dp.data.embed_cmd", "embed episodes' language instructions (offline sentence encoder) into the store"),
-    "show": ("dp.sim.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
+    "show": ("dp.data.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
     "train": ("dp.train.train_cmd", "train a MoDE policy on one or more episode stores"),
-    "eval": ("dp.sim.eval_cmd", "evaluate a policy in MuJoCo simulation"),
+    "eval": ("dp.eval.eval_cmd", "evaluate a policy in MuJoCo simulation"),
     "export": ("dp.infer.export_cmd", "export a trained policy to ONNX"),
     "robot": ("dp.deploy.robot_cmd", "run a robot controller (simulated or through a driver)"),
     "node": ("dp.deploy.node_cmd", "run the inference node that drives a robot controller"),

@@ -98,7 +98,7 @@ def run_stage(stage: Stage, log_dir: Path) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dp.deploy.harness import free_port
+    from dp.link.transport import free_port
 
     out: Path = args.out.resolve()
     sizes = FAST if args.fast else FULL

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dp.stats import wilson_interval
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -156,7 +158,7 @@ def test_full_page(report, tmp_path, capsys):
     # headline: success, CI, counts; the deploy row's CI is computed (Wilson), missing rows say so
     assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 | 0.80 / 2.4 ms per step |" in page
     assert _row(page, "lift", "ONNX Runtime + RTI", "90.0%", "45/50", "1.40 / 4.2 ms per step")
-    lo, hi = report.wilson_interval(19, 20)
+    lo, hi = wilson_interval(19, 20)
     assert _row(page, "lift", "deploy", "95.0%", f"{100 * lo:.1f}–{100 * hi:.1f}%", "19/20", "1.25 / 4.0 ms obs→command")
     assert _row(page, "multitask_lift", "MoDE", "80.0%", "24/30")
     assert _row(page, "lift", "torch + RTI", "not measured yet")

@@ -14,12 +14,12 @@ import msgpack
 import numpy as np
 import pytest
 
-from dp.deploy import protocol as P
 from dp.deploy.controller import MAX_SENDERS
-from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot, watched_robot
 from dp.deploy.robot_config import load_robot
 from dp.deploy.safety import Limits
-from dp.deploy.transport import ControllerSockets, make_keys
+from dp.link import protocol as P
+from dp.link.transport import ControllerSockets, free_port, make_keys
+from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot, watched_robot
 
 TESTS = Path(__file__).parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}

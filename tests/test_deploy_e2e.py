@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import zmq
 
-from dp.deploy import protocol as P
-from dp.deploy.harness import Commander, StateWatcher, free_port, spawn_dp, start_robot, watched_robot
 from dp.deploy.robot_config import load_robot
 from dp.deploy.safety import Limits
+from dp.link import protocol as P
+from dp.link.transport import free_port
+from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot, watched_robot
 
 TESTS = Path(__file__).parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
@@ -138,6 +139,10 @@ def test_killing_the_controller_stops_the_node_and_they_resynchronise(tmp_path):
         node.wait_for("controller restarted", 60)
         n = len(watcher.states)
         watcher.wait(lambda s: s.mode == P.ROBOT_TRACK, 30, after=n)  # commanding the new controller
+        # the node logs a cycle after sending its command, so the controller may track before the line lands
+        deadline = time.monotonic() + 5
+        while len(timings.read_text().splitlines()) <= sent and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(timings.read_text().splitlines()) > sent
         watcher.close()
     finally:

@@ -6,7 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from dp.deploy import protocol as P
+from dp.link import protocol as P
 
 
 def make_state(images: str | None = None, **kw) -> P.State:

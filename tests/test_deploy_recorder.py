@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from dp.cli import main
+from dp.collect.recorder import Frame, stored_observation, frames_to_episode
 from dp.data.store import EpisodeStore
-from dp.deploy.harness import StateWatcher, spawn_dp, start_robot
-from dp.deploy.recorder import Frame, stored_observation, frames_to_episode
+from dp.testing.robot_harness import StateWatcher, spawn_dp, start_robot
 
 
 def test_frames_pair_each_observation_with_the_action_that_followed():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from dp.deploy import protocol as P
+from dp.link import protocol as P
 from dp.deploy.robot_config import LimitsConfig, load_robot
 from dp.deploy.safety import Limits, rotation_delta
 from dp.deploy.trajectory import CommandBuffer

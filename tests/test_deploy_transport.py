@@ -7,8 +7,8 @@ import time
 import pytest
 import zmq
 
-from dp.deploy import protocol as P
-from dp.deploy.transport import ClientSockets, ControllerSockets, make_keys, split_endpoint
+from dp.link import protocol as P
+from dp.link.transport import ClientSockets, ControllerSockets, make_keys, split_endpoint
 from dp.errors import DpError
 
 

@@ -9,8 +9,8 @@ import torch
 from diffusers import EDMEulerScheduler
 
 from dp.config import DiffusionConfig
+from dp.diffusion.ddim import ddim_sample, exponential_sigmas
 from dp.diffusion.edm import EDM
-from dp.diffusion.sampler import ddim_sample, exponential_sigmas
 
 
 @pytest.fixture(autouse=True, scope="module")

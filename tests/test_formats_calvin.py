@@ -1,4 +1,4 @@
-"""CALVIN import and export on small spec-faithful directories (dp.data.formats.synthetic)."""
+"""CALVIN import and export on small spec-faithful directories (dp.testing.format_fixtures)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 
 from dp.cli import main
-from dp.data.formats import calvin
+from dp.data.formats import calvin_export, calvin_import
 from dp.data.formats.pipeline import run_import
 from dp.data.formats.safe_pickle import load_npy
-from dp.data.formats.synthetic import calvin_frame, make_calvin_split, make_sim_store, write_lang_annotations
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
+from dp.testing.format_fixtures import calvin_frame, make_calvin_split, make_sim_store, write_lang_annotations
 
 
 def _import(src, out, **kw):
     workers = kw.pop("workers", 0)
     skip_bad = kw.get("skip_bad", False)
     skipped: list[str] = []
-    card, items = calvin.plan_import(src, skipped=skipped, **kw)
+    card, items = calvin_import.plan_import(src, skipped=skipped, **kw)
     return run_import(items, out, card, workers=workers, skip_bad=skip_bad, skipped=skipped, progress=False)
 
 
@@ -78,7 +78,7 @@ def test_play_episodes_cameras_resize_abs_actions_and_naming(tmp_path):
         np.testing.assert_array_equal(pieces.array("robot_obs")[:], whole.array("robot_obs")[:])
     (info.root / "lang_annotations" / "auto_lang_ann.npy").unlink()
     with pytest.raises(DpError, match="lang_annotations/auto_lang_ann.npy: missing"):
-        calvin.plan_import(info.root, split="validation")
+        calvin_import.plan_import(info.root, split="validation")
 
 
 def test_missing_frame_and_out_of_range_annotation(tmp_path):
@@ -93,7 +93,7 @@ def test_missing_frame_and_out_of_range_annotation(tmp_path):
     bad = info.annotations + [(gap, gap + 3, "open the drawer", "open_drawer")]
     write_lang_annotations(info.root, bad, np.concatenate([info.emb, info.emb[:1]])[:, None, :])
     with pytest.raises(DpError, match=r"auto_lang_ann.npy: annotation 4 \(frames .*\) is out of range"):
-        calvin.plan_import(tmp_path / "c")
+        calvin_import.plan_import(tmp_path / "c")
     report = _import(tmp_path / "c", tmp_path / "b.zarr", skip_bad=True)
     assert report.added == 3 and len(report.skipped) == 2
     assert any("annotation 4" in s and "out of range" in s for s in report.skipped)
@@ -106,7 +106,7 @@ def test_inconsistent_annotation_file_and_corrupt_frame(tmp_path):
     info = make_calvin_split(tmp_path / "c", static_size=24, gripper_size=12)
     write_lang_annotations(info.root, info.annotations, info.emb[:2])
     with pytest.raises(DpError, match="annotation lists differ in length"):
-        calvin.plan_import(tmp_path / "c")
+        calvin_import.plan_import(tmp_path / "c")
     write_lang_annotations(info.root, info.annotations, info.emb)
     info.frame_path(info.annotations[0][0]).write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DpError, match="unreadable frame file"):
@@ -125,7 +125,7 @@ def test_malicious_annotation_file_is_refused(tmp_path):
         np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": ()})
         pickle.dump(np.array({"info": RunsCode()}, dtype=object), f, protocol=3)
     with pytest.raises(DpError, match="refused to unpickle"):
-        calvin.plan_import(tmp_path / "c")
+        calvin_import.plan_import(tmp_path / "c")
     assert not marker.exists()
 
 
@@ -160,7 +160,7 @@ def test_calvin_store_calvin_round_trip(tmp_path):
 
 def test_sim_store_calvin_round_trip_flips_the_gripper_and_fills(tmp_path):
     make_sim_store(tmp_path / "sim.zarr")
-    summary = calvin.export_store(EpisodeStore.open(tmp_path / "sim.zarr"), tmp_path / "exp", workers=2, progress=False)
+    summary = calvin_export.export_store(EpisodeStore.open(tmp_path / "sim.zarr"), tmp_path / "exp", workers=2, progress=False)
     root = tmp_path / "exp" / "training"
     assert {f.split(":")[0] for f in summary["filled"]} == {"robot_obs", "scene_obs", "actions"}
     sidecar = json.loads((root / "dp_card.json").read_text())

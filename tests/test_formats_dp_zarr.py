@@ -9,9 +9,9 @@ from dp.cli import main
 from dp.data.formats import dp_zarr
 from dp.data.formats.cards import card_from_dict, load_card
 from dp.data.formats.pipeline import run_import
-from dp.data.formats.synthetic import make_dp_zarr
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
+from dp.testing.format_fixtures import make_dp_zarr
 
 LENS = (10, 7, 12)
 

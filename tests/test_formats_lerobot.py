@@ -23,8 +23,8 @@ import pyarrow.compute as pa_compute  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from dp.cli import main as dp_main  # noqa: E402
-from dp.data.formats.synthetic import make_sim_store  # noqa: E402
 from dp.data.store import EpisodeStore  # noqa: E402
+from dp.testing.format_fixtures import make_sim_store  # noqa: E402
 
 LENS = (9, 6, 11)
 FPS = 20

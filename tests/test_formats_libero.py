@@ -1,4 +1,4 @@
-"""LIBERO / robomimic HDF5 import and export on small spec-faithful files (dp.data.formats.synthetic)."""
+"""LIBERO / robomimic HDF5 import and export on small spec-faithful files (dp.testing.format_fixtures)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from dp.cli import main
-from dp.data.formats import libero
+from dp.data.formats import libero_import
 from dp.data.formats.pipeline import run_import
-from dp.data.formats.synthetic import make_libero_file, make_sim_store
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
+from dp.testing.format_fixtures import make_libero_file, make_sim_store
 
 TASK_A = "KITCHEN_SCENE3_turn_on_the_stove"
 TASK_B = "LIVING_ROOM_SCENE1_put_the_bowl_in_the_basket"
@@ -21,7 +21,7 @@ TASK_B = "LIVING_ROOM_SCENE1_put_the_bowl_in_the_basket"
 
 def _import(paths, out, workers=0, skip_bad=False, **kw):
     skipped: list[str] = []
-    card, items = libero.plan_import(paths, skip_bad=skip_bad, skipped=skipped, **kw)
+    card, items = libero_import.plan_import(paths, skip_bad=skip_bad, skipped=skipped, **kw)
     return run_import(items, out, card, workers=workers, skip_bad=skip_bad, skipped=skipped, progress=False)
 
 
@@ -67,7 +67,7 @@ def test_robomimic_file_with_mask_and_image_size(tmp_path):
     with EpisodeStore.open(tmp_path / "small.zarr") as store:
         assert store.array("agentview_image").shape[1:] == (12, 12, 3) and "robot0_eye_in_hand_image" not in store.keys
     with pytest.raises(DpError, match="no mask/test"):
-        libero.plan_import([tmp_path / "lift" / "image.hdf5"], filter_key="test")
+        libero_import.plan_import([tmp_path / "lift" / "image.hdf5"], filter_key="test")
 
 
 def test_opencv_convention_is_not_flipped(tmp_path):
@@ -124,7 +124,7 @@ def test_truncated_file_and_skip_bad(tmp_path):
     assert len(report.skipped) == 2
     assert str(truncated) in report.skipped[0] and "data/demo_0" in report.skipped[1] and "'actions'" in report.skipped[1]
     with pytest.raises(DpError, match="no such file or directory"):
-        libero.plan_import([tmp_path / "missing.hdf5"])
+        libero_import.plan_import([tmp_path / "missing.hdf5"])
 
 
 def test_libero_store_libero_round_trip(tmp_path):

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dp.data.formats import calvin
+from dp.data.formats import calvin_import
 from dp.data.formats.pipeline import run_import
-from dp.data.formats.synthetic import calvin_frame, make_calvin_split
 from dp.data.store import EpisodeStore
+from dp.testing.format_fixtures import calvin_frame, make_calvin_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_sigkilled_import_resumes_without_duplicates(tmp_path):
     done_before = _committed(out)
     assert 2 <= done_before < n, f"the kill should land mid-import ({done_before} of {n} committed)"
 
-    card, items = calvin.plan_import(tmp_path / "calvin")
+    card, items = calvin_import.plan_import(tmp_path / "calvin")
     report = run_import(items, out, card, workers=0, progress=False)
     assert report.already_present == done_before and report.added == n - done_before
     with EpisodeStore.open(out) as store:

@@ -7,8 +7,8 @@ import numpy as np
 
 from dp.cli import main as dp_main
 from dp.data.formats.cards import load_card
-from dp.data.formats.synthetic import make_libero_file
 from dp.data.store import EpisodeStore
+from dp.testing.format_fixtures import make_libero_file
 
 LOW_DIM = ["action", "object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dp.config import build_config
-from dp.diffusion.sampler import exponential_sigmas
+from dp.diffusion.ddim import exponential_sigmas
 from dp.infer.caching import CachedSampler, ExpertBank, step_routing
 from dp.models.diffusion_policy import DiffusionPolicy
 

@@ -21,7 +21,7 @@ from dp.errors import DpError
 from dp.infer import OnnxPolicy, Policy
 from dp.infer.onnx_export import export_policy
 from dp.infer.rti import RTISettings, warm_sample
-from dp.infer.runtime_common import sha256_file
+from dp.files import sha256_file
 from dp.models.diffusion_policy import DiffusionPolicy
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,13 +9,14 @@ import pytest
 import yaml
 
 from dp.cli import main as dp_main
-from dp.data.sampler import split_episodes
 from dp.data.store import EpisodeStore
+from dp.data.windows import split_episodes
 from dp.errors import DpError
+from dp.eval.warm_starts import evaluate_warm_starts
 from dp.infer import OnnxPolicy, Policy
-from dp.infer.rti import RTISettings, evaluate_warm_starts
-from dp.infer.runtime_common import shift_guess
-from dp.train.synthetic import make_store
+from dp.infer.rti import RTISettings
+from dp.infer.rti_guess import shift_guess
+from dp.testing.reach_store import make_store
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +102,18 @@ def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, c
     assert np.isfinite(actions).all()
 
     # `dp eval --rti-steps/--rti-sigma`: chosen per run; an export has them fixed
-    from dp.sim.evaluate import load_policy
+    from dp.infer.load import load_policy
 
     assert load_policy(str(run), rti_steps=3, rti_sigma=2.0).rti == RTISettings(3, 2.0)
     with pytest.raises(DpError, match="fixed at export"):
         load_policy(str(out), rti_steps=3)
+    # `dp eval --replan-every/--first-chunk`: full sampling at RTI's interval; the first chunk's sampler
+    assert load_policy(str(run), replan_every=4).n_action_steps == 4
+    assert load_policy(str(out), rti=True, replan_every=4, first_chunk="full").n_action_steps == 4
+    with pytest.raises(DpError, match="applies to --rti"):
+        load_policy(str(out), first_chunk="full")
+    with pytest.raises(DpError, match="exported folder"):
+        load_policy(str(run), first_chunk="full")
 
     assert dp_main(["export", str(run), "--out", str(out)]) == 0  # a previous export is replaced
     assert yaml.safe_load((out / "policy.yaml").read_text())["sampler"]["steps"] == 10

@@ -21,14 +21,15 @@ import pytest
 import zarr
 
 from dp.cli import main
-from dp.data.formats import dp_zarr, libero
+from dp.data.formats import dp_zarr, libero_import
 from dp.data.formats.cards import card_from_dict, load_card
 from dp.data.formats.pipeline import run_import
 from dp.data.formats.structure import episode_ranges
-from dp.data.formats.synthetic import make_calvin_split, make_dp_zarr, make_libero_file
 from dp.data.store import EpisodeStore
+from dp.files import sha256_file
 from dp.errors import DpError
-from dp.train import checkpoint as ckpt
+from dp.models import checkpoint_files as ckpt
+from dp.testing.format_fixtures import make_calvin_split, make_dp_zarr, make_libero_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LENS = (10, 7, 12, 5, 9)
@@ -142,7 +143,7 @@ def test_nan_actions_name_the_source_file_and_key_not_the_store(tmp_path, capsys
     make_libero_file(tmp_path / "lib" / "task_demo.hdf5", demo_lens=(6, 5, 7), image_size=16)
     with h5py.File(tmp_path / "lib" / "task_demo.hdf5", "r+") as f:
         f["data/demo_1/actions"][2, 0] = np.inf
-    card, items = libero.plan_import([tmp_path / "lib"])
+    card, items = libero_import.plan_import([tmp_path / "lib"])
     with pytest.raises(DpError) as caught:
         run_import(items, tmp_path / "lib.zarr", card, workers=0, progress=False)
     message = str(caught.value)
@@ -235,7 +236,7 @@ def test_collect_hitting_the_file_size_limit_ends_with_one_line(tmp_path):
 # ---------------------------------------------------------------------------- 5. checkpoint checksums
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from dp.train.synthetic import make_store
+    from dp.testing.reach_store import make_store
 
     root = tmp_path_factory.mktemp("ckpt")
     store = make_store(root / "s.zarr", episodes=3, length=12)
@@ -257,15 +258,15 @@ def test_flipped_weights_fail_eval_export_and_the_node(run, tmp_path, capsys):
     damaged = tmp_path / "run"
     shutil.copytree(src, damaged, symlinks=True)
     model = (damaged / "latest").resolve() / "model.safetensors"
-    listed = ckpt.file_sha256(model)
+    listed = sha256_file(model)
     _flip(model)
     want = f"{model}: checksum mismatch"
     code, err = _dp(["eval", str(damaged), "--task", "lift", "--episodes", "1"], capsys)
     assert code == 1 and len(err.strip().splitlines()) == 1 and want in err
     code, err = _dp(["export", str(damaged), "--out", str(tmp_path / "exported")], capsys)
     assert code == 1 and want in err and not (tmp_path / "exported").exists()
-    assert ckpt.file_sha256(model) != listed and (model.parent / ckpt.CHECKSUMS_FILE).read_text().count(listed) == 1  # nothing re-signed
-    from dp.deploy.policies import load_policy
+    assert sha256_file(model) != listed and (model.parent / ckpt.CHECKSUMS_FILE).read_text().count(listed) == 1  # nothing re-signed
+    from dp.infer.load import load_policy
 
     with pytest.raises(DpError, match="checksum mismatch"):
         load_policy(str(damaged))
@@ -288,7 +289,7 @@ def test_checksums_are_written_with_the_checkpoint_and_old_ones_load_with_a_warn
     _, src = run
     for step in sorted((src / "checkpoints").iterdir()):
         listed = (step / ckpt.CHECKSUMS_FILE).read_text()
-        assert all(f'"{name}": "{ckpt.file_sha256(step / name)}"' in listed for name in (ckpt.MODEL_FILE, ckpt.NORMALIZER_FILE, ckpt.STATE_FILE))
+        assert all(f'"{name}": "{sha256_file(step / name)}"' in listed for name in (ckpt.MODEL_FILE, ckpt.NORMALIZER_FILE, ckpt.STATE_FILE))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         Policy.load(src)  # intact: no warning about checksums

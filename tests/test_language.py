@@ -22,7 +22,7 @@ from dp.data.formats.cards import load_card  # noqa: E402
 from dp.data.language import EMBED_DIM, ENCODER_NAME, embed_new_instruction, embed_store, encode_instructions  # noqa: E402
 from dp.data.store import EpisodeStore  # noqa: E402
 from dp.errors import DpError  # noqa: E402
-from dp.train import checkpoint as ckpt  # noqa: E402
+from dp.models import checkpoint_files as ckpt  # noqa: E402
 from dp.train.data import resolve  # noqa: E402
 from conftest import make_episode  # noqa: E402
 

@@ -14,9 +14,11 @@ import psutil
 import pytest
 import yaml
 
-from dp.deploy.harness import free_port, spawn_dp
+from dp.link.transport import free_port
+
 from dp.errors import DpError
 from dp.launch import command_line, load_launch
+from dp.testing.robot_harness import spawn_dp
 
 REPO = Path(__file__).resolve().parents[1]
 

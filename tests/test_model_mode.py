@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from dp.config import Config, build_config
+from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.models.encoders import random_shift
-from dp.models.stats import measure_flops, param_counts
 
 
 @pytest.fixture(autouse=True, scope="module")

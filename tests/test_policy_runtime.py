@@ -9,7 +9,7 @@ from dp.cli import main as dp_main
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
-from dp.train.synthetic import make_store
+from dp.testing.reach_store import make_store
 
 
 @pytest.fixture(scope="module")

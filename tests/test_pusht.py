@@ -12,10 +12,11 @@ pytest.importorskip("gym_pusht", reason='Push-T tests need the optional extra: p
 from dp.cli import main  # noqa: E402
 from dp.data.store import EpisodeStore  # noqa: E402
 from dp.errors import DpError  # noqa: E402
-from dp.sim.evaluate import evaluate, mean_interval  # noqa: E402
+from dp.eval.evaluate import evaluate  # noqa: E402
 from dp.sim.pusht import KEYPOINTS, episode_score, keypoints  # noqa: E402
 from dp.sim.rollout import seed_for  # noqa: E402
 from dp.sim.tasks import get_task  # noqa: E402
+from dp.stats import mean_interval  # noqa: E402
 
 GOAL_POSE = (256.0, 256.0, np.pi / 4)  # gym-pusht's target pose of the block
 

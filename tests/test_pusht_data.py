@@ -10,9 +10,9 @@ import pytest
 
 from dp.cli import main
 from dp.data.formats.cards import load_card
-from dp.data.formats.synthetic import make_dp_zarr
 from dp.data.store import EpisodeStore
 from dp.sim.pusht import keypoints
+from dp.testing.format_fixtures import make_dp_zarr
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 

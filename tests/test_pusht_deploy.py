@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("gym_pusht", reason='the Push-T controller needs the optional extra: pip install -e ".[pusht]"')
 
-from dp.deploy import protocol as P  # noqa: E402
-from dp.deploy.harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 from dp.deploy.node import command_mode  # noqa: E402
 from dp.errors import DpError  # noqa: E402
+from dp.link import protocol as P  # noqa: E402
+from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}

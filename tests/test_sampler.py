@@ -8,7 +8,7 @@ import torch
 
 from dp.data.shards import FrameReader
 from dp.data.normalize import Normalizer
-from dp.data.sampler import WindowDataset, make_loader, split_episodes
+from dp.data.windows import WindowDataset, make_loader, split_episodes
 from dp.errors import DpError
 
 

@@ -16,12 +16,12 @@ import psutil
 import pytest
 
 from dp.cli import main
+from dp.collect.collector import collect
+from dp.collect.teleop import TeleopSource
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
-from dp.sim.collector import collect
 from dp.sim.experts import make_expert
 from dp.sim.rollout import seed_for
-from dp.sim.teleop import TeleopSource
 
 REPO = Path(__file__).resolve().parents[1]
 LOWDIM = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10], "action": [7]}

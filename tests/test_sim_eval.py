@@ -9,10 +9,11 @@ import pytest
 
 from dp.cli import main
 from dp.errors import DpError
-from dp.sim.evaluate import evaluate, load_policy
-from dp.stats import wilson_interval
+from dp.eval.evaluate import evaluate
+from dp.infer.load import load_policy
 from dp.sim.experts import LiftExpert
 from dp.sim.rollout import seed_for
+from dp.stats import wilson_interval
 
 
 def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_path, capsys):

@@ -8,8 +8,8 @@ import pytest
 av = pytest.importorskip("av", reason="H.264 needs PyAV: pip install -e '.[video]'")
 
 from dp.cli import main as dp_main  # noqa: E402
-from dp.data.formats.synthetic import frame_image, make_sim_store  # noqa: E402
-from dp.sim.evaluate import write_mp4  # noqa: E402
+from dp.data.video import write_mp4  # noqa: E402
+from dp.testing.format_fixtures import frame_image, make_sim_store  # noqa: E402
 
 
 def _read(path):

@@ -16,8 +16,8 @@ from dp.config import build_config, load_config
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
-from dp.train import checkpoint as ckpt
-from dp.train.synthetic import make_store
+from dp.models import checkpoint_files as ckpt
+from dp.testing.reach_store import make_store
 from dp.train.trainer import NonFiniteLoss, Trainer
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from dp.cli import main as dp_main
+from dp.models import checkpoint_files as ckpt_files
+from dp.testing.reach_store import make_store
 from dp.train import checkpoint as ckpt
-from dp.train.synthetic import make_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _latest_step(run: Path) -> int:
-    latest = ckpt.latest_checkpoint(run)
+    latest = ckpt_files.latest_checkpoint(run)
     return int(latest.name.split("_")[1]) if latest else 0
 
 
@@ -52,16 +53,16 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     assert 30 <= at_kill < 120
     for folder in (killed / "checkpoints").iterdir():  # every completed checkpoint is whole
         if folder.name.startswith("step_"):
-            ckpt.load_weights(folder / ckpt.MODEL_FILE)
-            ckpt.load_train_state(folder / ckpt.STATE_FILE)
+            ckpt_files.load_weights(folder / ckpt_files.MODEL_FILE)
+            ckpt.load_train_state(folder / ckpt_files.STATE_FILE)
 
     assert dp_main(["train", "--out", str(killed), "--resume", "--no-progress"]) == 0  # stores come from the run
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".tmp")]
-    a, b = ckpt.load_weights(whole / ckpt.MODEL_FILE), ckpt.load_weights(killed / ckpt.MODEL_FILE)
+    a, b = ckpt_files.load_weights(whole / ckpt_files.MODEL_FILE), ckpt_files.load_weights(killed / ckpt_files.MODEL_FILE)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "EMA weights differ after resume"
-    raw_a = ckpt.load_train_state(whole / ckpt.STATE_FILE)["model"]
-    raw_b = ckpt.load_train_state(killed / ckpt.STATE_FILE)["model"]
+    raw_a = ckpt.load_train_state(whole / ckpt_files.STATE_FILE)["model"]
+    raw_b = ckpt.load_train_state(killed / ckpt_files.STATE_FILE)["model"]
     assert all(torch.equal(raw_a[k], raw_b[k]) for k in raw_a)
     # the metrics of the resumed run continue the same curve (rows after the checkpoint were re-logged)
     losses = lambda run: {r["step"]: r["loss"] for r in _metrics(run) if r["event"] == "train"}  # noqa: E731
@@ -71,7 +72,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     assert dp_main(["train", "--out", str(whole), *args]) == 1
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     assert dp_main(["train", "--out", str(whole), *args]) == 0
-    assert ckpt.load_weights(whole / ckpt.MODEL_FILE).keys() == a.keys()
+    assert ckpt_files.load_weights(whole / ckpt_files.MODEL_FILE).keys() == a.keys()
 
 
 def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
@@ -88,7 +89,7 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     end = rows[-1]
     assert start["world_size"] == 2 and end["event"] == "end" and end["step"] == 20
     assert len(end["weights_sha256"]) == 2 and end["weights_sha256"][0] == end["weights_sha256"][1]
-    state = ckpt.load_train_state(run / ckpt.STATE_FILE)
+    state = ckpt.load_train_state(run / ckpt_files.STATE_FILE)
     assert len(state["rng"]) == 2 and state["batch_size_per_rank"] == 32
     assert "trained 20 steps" in proc.stdout  # rank 0 alone reports
     assert proc.stdout.count("trained 20 steps") == 1

@@ -11,7 +11,7 @@ pytest.importorskip("tensorboard", reason="needs the tensorboard extra: pip inst
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from dp.cli import main as dp_main  # noqa: E402
-from dp.train.synthetic import make_store  # noqa: E402
+from dp.testing.reach_store import make_store  # noqa: E402
 
 
 def _rows(run: Path, event: str) -> list[dict]:

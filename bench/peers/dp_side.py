@@ -46,7 +46,7 @@ def batches(t):
 def cmd_throughput(a) -> dict:
     import tempfile
 
-    from dp.models.stats import param_counts
+    from dp.models.cost import param_counts
 
     with tempfile.TemporaryDirectory() as tmp:
         t = trainer(a.store, a.save or Path(tmp) / "run", a.batch, a.steps + a.warmup, a.override)
@@ -125,7 +125,7 @@ def cmd_size(a) -> dict:
     """Parameters and forward FLOPs per sample and denoising step (torch's flop counter)."""
     from dp.config import build_config
     from dp.models.diffusion_policy import DiffusionPolicy
-    from dp.models.stats import measure_flops, param_counts
+    from dp.models.cost import measure_flops, param_counts
     from dp.train.data import resolve
 
     cfg, _ = resolve(build_config(PRESET, a.override), [str(a.store)])

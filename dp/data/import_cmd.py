@@ -23,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dp.data.formats import calvin, dp_zarr, lerobot_import, libero
+from dp.data.formats import calvin_import, dp_zarr, lerobot_import, libero_import
 from dp.data.formats.cards import load_card
 from dp.data.formats.pipeline import run_import
 from dp.data.formats.workers import keep_freed_memory
@@ -46,7 +46,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="format", required=True, metavar="calvin|libero|dp-zarr|lerobot")
-    p = sub.add_parser("calvin", help="a CALVIN dataset directory (or one split directory)", description=calvin.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("calvin", help="a CALVIN dataset directory (or one split directory)", description=calvin_import.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", type=Path, help="CALVIN dataset directory (holding training/ and validation/) or a split directory")
     p.add_argument("--split", default="training", choices=["training", "validation"], help="which split to import (default training)")
     p.add_argument("--segments", default="lang", choices=["lang", "episodes"],
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-episode-len", type=int, metavar="N",
                    help="with --segments episodes: cut play episodes into pieces of at most N frames (bounds memory)")
     _common(p)
-    p = sub.add_parser("libero", help="LIBERO task files or robomimic HDF5 files", description=libero.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("libero", help="LIBERO task files or robomimic HDF5 files", description=libero_import.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="HDF5 files or directories searched for *.hdf5; many tasks make one multitask store")
     p.add_argument("--filter-key", help="import only the demos listed in mask/<KEY> (robomimic files)")
     p.add_argument("--cameras", type=_comma_list, help="cameras to keep, comma-separated (agentview,wrist); default: all")
@@ -79,13 +79,13 @@ def run(args: argparse.Namespace) -> int:
     card = load_card(args.card) if args.card else None
     skipped: list[str] = []
     if args.format == "calvin":
-        card, items = calvin.plan_import(
+        card, items = calvin_import.plan_import(
             args.dir, split=args.split, segments=args.segments, card=card, cameras=args.cameras,
             actions=args.actions, image_size=args.image_size, max_episode_len=args.max_episode_len,
             skip_bad=args.skip_bad, skipped=skipped,
         )
     elif args.format == "libero":
-        card, items = libero.plan_import(
+        card, items = libero_import.plan_import(
             args.paths, card=card, cameras=args.cameras, image_size=args.image_size,
             filter_key=args.filter_key, skip_bad=args.skip_bad, skipped=skipped,
         )

@@ -2,6 +2,9 @@
 
 Statistics are computed in one chunked pass over a store, cached in the store's root attributes
 (keyed by the frame count they were computed on) and saved inside every checkpoint as safetensors.
+Each key's map is affine (:meth:`Normalizer.affine`); :func:`apply_affine` and :func:`invert_affine`
+are its one implementation, called by the training windows here and by the model's
+:class:`dp.models.normalization.Normalization` (torch runtime and ONNX export).
 """
 
 from __future__ import annotations
@@ -59,6 +62,16 @@ def pad_stats(stats: dict[str, np.ndarray], width: int) -> dict[str, np.ndarray]
     """The statistics of a vector key zero-padded to ``width`` (the padding is a constant 0)."""
     extra = width - len(stats["min"])
     return {k: v if k == "count" else np.pad(v, (0, max(0, extra))) for k, v in stats.items()}
+
+
+def apply_affine(x: Any, scale: Any, offset: Any) -> Any:
+    """Raw values -> normalised: ``x * scale + offset`` (numpy arrays or torch tensors alike)."""
+    return x * scale + offset
+
+
+def invert_affine(x: Any, scale: Any, offset: Any) -> Any:
+    """Normalised values -> raw: ``(x - offset) / scale``."""
+    return (x - offset) / scale
 
 
 def merge_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -121,10 +134,14 @@ class Normalizer:
             scale[d], offset[d] = 1.0, 0.0
         return scale.astype(np.float32), offset.astype(np.float32)
 
-    def _params(self, key: str, like: Any) -> tuple[Any, Any]:
+    def affine(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(scale, offset)`` float32 of ``key``'s map: normalised = raw * scale + offset."""
         if key not in self._affine:
             raise DpError(f"normalizer: no statistics for key {key!r} (has: {', '.join(self.keys)})")
-        scale, offset = self._affine[key]
+        return self._affine[key]
+
+    def _params(self, key: str, like: Any) -> tuple[Any, Any]:
+        scale, offset = self.affine(key)
         if isinstance(like, np.ndarray):
             return scale, offset
         cache_key = (key, like.device, like.dtype)
@@ -136,13 +153,11 @@ class Normalizer:
 
     def normalize(self, key: str, x: Any) -> Any:
         """Raw values -> [-1, 1] (numpy array or torch tensor; last axis = dimensions)."""
-        scale, offset = self._params(key, x)
-        return x * scale + offset
+        return apply_affine(x, *self._params(key, x))
 
     def unnormalize(self, key: str, x: Any) -> Any:
         """[-1, 1] -> raw values."""
-        scale, offset = self._params(key, x)
-        return (x - offset) / scale
+        return invert_affine(x, *self._params(key, x))
 
     # ------------------------------------------------------------------ persistence
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from dp.deploy import protocol as P
+from dp.link import protocol as P
 from dp.deploy.drivers import ArmTarget, Driver, DriverInfo, Reading
 from dp.deploy.robot_config import RobotConfig
 from dp.deploy.safety import Limits
 from dp.deploy.trajectory import CommandBuffer
-from dp.deploy.transport import ControllerSockets
+from dp.link.transport import ControllerSockets
 from dp.errors import DpError
 
 log = logging.getLogger("dp.robot")

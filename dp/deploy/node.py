@@ -4,7 +4,7 @@ One cycle per control tick (a State with a new ``tick`` carries a new observatio
 observation goes to ``policy.select_action`` (the policy keeps the observation history and its
 action queue, exactly as in `dp eval`), and the action — followed by the rest of the policy's
 current chunk when it offers ``pending_actions()`` — becomes ``ee_delta`` waypoints at
-``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.deploy.protocol`); a policy whose actions have one
+``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.link.protocol`); a policy whose actions have one
 value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis robot in
 pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
 observation's time, so inference latency is absorbed: if a command arrives late, the controller
@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from dp.deploy import protocol as P
-from dp.deploy.transport import ClientSockets
+from dp.link import protocol as P
+from dp.link.transport import ClientSockets
 from dp.errors import DpError
 from dp.sim.rollout import seed_for
 from dp.stats import timing_summary

@@ -19,9 +19,9 @@ import logging
 import signal
 from pathlib import Path
 
-from dp.deploy.policies import load_policy
-from dp.deploy.transport import ClientSockets, split_endpoint
 from dp.errors import DpError
+from dp.infer.load import is_exported, load_policy
+from dp.link.transport import ClientSockets, split_endpoint
 
 DEFAULT_CONNECT_TIMEOUT = 120.0  # seconds without State before `dp node --episodes N` gives up (a sim controller may take a minute to start on a busy machine)
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
     if args.connect_timeout is not None and not args.connect_timeout > 0:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
-    policy = load_policy(args.policy, rti=not args.no_rti)
+    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), importable=True)
 
     from dp.deploy.node import InferenceNode
 

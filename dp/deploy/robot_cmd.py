@@ -16,7 +16,7 @@ import signal
 from pathlib import Path
 
 from dp.deploy.robot_config import load_robot
-from dp.deploy.transport import make_keys
+from dp.link.transport import make_keys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dp.deploy.controller import Controller  # robot file checked first: errors before heavy imports
     from dp.deploy.drivers import make_driver
-    from dp.deploy.transport import ControllerSockets
+    from dp.link.transport import ControllerSockets
 
     driver = make_driver(config)
     sockets = ControllerSockets(config.network.bind, config.network.command_port, args.keys, args.insecure)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from dp.deploy.protocol import MODE_EE_DELTA, MODE_EE_POSE, Command
+from dp.link.protocol import MODE_EE_DELTA, MODE_EE_POSE, Command
 
 
 @dataclass

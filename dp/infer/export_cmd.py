@@ -21,18 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dp.errors import DpError
-from dp.infer.runtime_common import (
-    DEFAULT_FIRST_SIGMA,
-    DEFAULT_FIRST_STEPS,
-    DEFAULT_RTI_EVERY,
-    DEFAULT_RTI_SIGMA,
-    DEFAULT_RTI_STEPS,
-    EXPORT_FILES,
-    GRAPH_FILES,
-    PRECISIONS,
-    SPEC_FILE,
-    WEIGHTS_FILE,
-)
+from dp.infer.export_format import EXPORT_FILES, GRAPH_FILES, PRECISIONS, SPEC_FILE, WEIGHTS_FILE
+from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 
 STAGES = 5  # caching, the exports, the shared weights file, the check against torch, policy.yaml
 

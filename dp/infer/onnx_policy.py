@@ -11,27 +11,14 @@ the first chunk with the short sampler (``policy_first.onnx``) unless ``first_ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import yaml
 
 from dp.errors import DpError
-from dp.infer.runtime_common import (
-    FIRST_FILE,
-    FULL_FILE,
-    GRAPH_FILES,
-    SPEC_FILE,
-    SPEC_FORMAT,
-    SPEC_VERSION,
-    WARM_FILE,
-    WEIGHTS_FILE,
-    ChunkedRuntime,
-    resolve_goal,
-    sha256_file,
-    shift_guess,
-)
+from dp.infer.chunked_runtime import ChunkedRuntime
+from dp.infer.export_format import FIRST_FILE, FULL_FILE, SPEC_FILE, WARM_FILE, read_spec
+from dp.infer.rti_guess import shift_guess
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -46,37 +33,6 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return options
-
-
-def read_spec(folder: Path) -> dict[str, Any]:
-    """``policy.yaml`` of an exported folder, checked for format, keys, and the sha256 of its graphs."""
-    if not folder.is_dir():
-        raise DpError(f"{folder}: no such exported policy folder")
-    path = folder / SPEC_FILE
-    if not path.is_file():
-        raise DpError(f"{folder}: no {SPEC_FILE} (not an exported policy folder; create one with `dp export RUN --out {folder}`)")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DpError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
-        raise DpError(f"{path}: not an exported policy description (format {SPEC_FORMAT!r} expected)")
-    if spec.get("version") != SPEC_VERSION:
-        raise DpError(f"{path}: export format version {spec.get('version')!r}, this runtime reads version {SPEC_VERSION} "
-                      f"(one weights file shared by three graphs); re-export the policy with `dp export`")
-    for section in ("observation", "action", "goal", "files", "graphs", "rti", "first", "sampler"):
-        if not isinstance(spec.get(section), dict):
-            raise DpError(f"{path}: section {section!r} is missing")
-    for name in (*GRAPH_FILES, WEIGHTS_FILE):
-        entry = spec["files"].get(name)
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            raise DpError(f"{path}: no sha256 recorded for {name}")
-        file = folder / name
-        if not file.is_file():
-            raise DpError(f"{file}: missing (the folder is incomplete; re-export with `dp export`)")
-        if sha256_file(file) != entry["sha256"]:
-            raise DpError(f"{file}: sha256 differs from {SPEC_FILE} (a file from another export or a damaged copy); re-export the folder")
-    return spec
 
 
 class OnnxPolicy(ChunkedRuntime):
@@ -134,44 +90,21 @@ class OnnxPolicy(ChunkedRuntime):
             raise DpError(f"{path}: graph inputs {actual} do not match {SPEC_FILE} {declared}; re-export the folder")
         return session
 
-    # ------------------------------------------------------------------ episode state
-    def reset(self, instruction: str | None = None) -> None:
-        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal.
+    @property
+    def lang_dim(self) -> int:
+        return int(self.spec["graphs"][FULL_FILE]["inputs"]["lang_emb"]["shape"][-1])
 
-        A language instruction the export carries no embedding for is embedded with the offline
-        sentence encoder (once; needs the `lang` extra, and a policy trained on that encoder's
-        embeddings); known instructions need no text model.
-        """
-        self._goal = self._resolve_goal(instruction)
-        self.instruction = instruction
-        self._history.clear()
-        self._queue.clear()
-        self._previous = None
-
-    def _resolve_goal(self, instruction: str | None) -> dict[str, np.ndarray]:
-        try:
-            return resolve_goal(self.goal_kind, instruction, self.tasks, self.instructions, {**self.goals, **self._encoded})
-        except DpError:
-            if self.goal_kind != "lang" or instruction is None or instruction in self.tasks:
-                raise
-        from dp.data.language import embed_new_instruction  # imported only now: it loads a text model (and torch)
-
-        known = ", ".join(f"{t!r} ({self.instructions[t]!r})" if t in self.instructions else repr(t) for t in self.tasks) or "none"
-        dim = int(self.spec["graphs"][FULL_FILE]["inputs"]["lang_emb"]["shape"][-1])
-        self._encoded[instruction] = embed_new_instruction(instruction, self.lang_encoder, dim, known)
-        return {"lang_emb": self._encoded[instruction][None].astype(np.float32)}
+    def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return goal
 
     # ------------------------------------------------------------------ acting
     def _feeds(self, noise: np.ndarray | None) -> dict[str, np.ndarray]:
-        feeds = {k: np.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
-        feeds.update(self._goal)
+        feeds = {**self._window(), **self._goal}
         feeds["noise"] = self._noise(noise)
         return feeds
 
     def _sample(self, noise: np.ndarray | None) -> np.ndarray:
-        if self._goal is None:
-            known = ", ".join(repr(t) for t in self.tasks) or "none"
-            raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {known}")
+        self._check_goal()
         feeds = self._feeds(noise)
         if self._warm is not None and self._previous is not None:
             feeds["guess"] = shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]

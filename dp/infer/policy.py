@@ -9,7 +9,10 @@ raw observation (key -> array without time axis; images uint8 HxWxC), keeps the 
 (the first observation repeated to fill it, as in training) and an action queue refilled every
 ``n_action_steps`` from a freshly sampled chunk; ``predict_chunk(obs)`` returns the whole (H, A) chunk.
 ``rti=True`` (or an :class:`~dp.infer.rti.RTISettings`) warm-starts every chunk after the first from
-the previous one (:mod:`dp.infer.rti`); ``reset()`` clears that guess.
+the previous one (:mod:`dp.infer.rti`); ``reset()`` clears that guess. The model's own normaliser
+(:class:`dp.models.normalization.Normalization`) maps observations in and actions out. Experts are
+cached (:mod:`dp.infer.caching`, as in the ONNX export) unless ``cache_experts=False``: the same chunks
+as the routed model to within 1e-5, with only the chosen experts' weights run.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import torch  # noqa: E402
 from dp.config import Config
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
+from dp.infer.caching import CachedSampler, ExpertBank
+from dp.infer.chunked_runtime import ChunkedRuntime
 from dp.infer.rti import RTISettings, warm_sample
-from dp.infer.runtime_common import ChunkedRuntime, shift_guess, snap_discrete
+from dp.infer.rti_guess import shift_guess, snap_discrete
+from dp.models import checkpoint_files as ckpt
 from dp.models.diffusion_policy import DiffusionPolicy
-from dp.train import checkpoint as ckpt
 
 
 class Policy(ChunkedRuntime):
@@ -44,11 +49,14 @@ class Policy(ChunkedRuntime):
         device: str | torch.device = "cpu",
         seed: int = 0,
         rti: bool | RTISettings = False,
+        cache_experts: bool = True,
     ):
+        model.set_normalizer(normalizer)
         self.model = model.to(device).eval()
         self.cfg: Config = model.cfg
-        self.normalizer = normalizer
+        self.normalizer = normalizer  # its statistics (the export describes them); the model applies them
         self.goals = dict(goals or {})  # the embeddings it was trained with (exported with it)
+        self.goal_kind, self.lang_encoder = self.cfg.model.goal, self.cfg.vocab.lang_encoder
         self.device = torch.device(device)
         data = self.cfg.data
         self.lowdim_keys, self.image_keys = list(data.lowdim_keys), list(data.image_keys)
@@ -63,10 +71,13 @@ class Policy(ChunkedRuntime):
         self.discrete_dims = list(normalizer.discrete_dims.get(self.action_key, []))
         self.rti = RTISettings() if rti is True else (rti or None)
         self._rti_sigmas = self.rti.for_model(self.model, self.steps) if self.rti else None
+        self.cache_experts = cache_experts
+        self._samplers: dict[str, CachedSampler] = {}  # built on first use: "full", "warm"
         self._start(n_action_steps or (self.rti.every if self.rti else data.n_action_steps), seed)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False) -> Policy:
+    def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False,
+             cache_experts: bool = True) -> Policy:
         """Load a run folder (its latest checkpoint) or a checkpoint folder."""
         folder = ckpt.resolve_checkpoint(path)
         ckpt.verify_checkpoint(folder)  # damaged weights never reach eval, export or a robot
@@ -80,78 +91,41 @@ class Policy(ChunkedRuntime):
         goals = ckpt.load_goals(folder / ckpt.GOALS_FILE) if (folder / ckpt.GOALS_FILE).is_file() else None
         if cfg.model.goal == "lang" and not goals:
             raise DpError(f"{folder}: a language-conditioned policy without {ckpt.GOALS_FILE}")
-        return cls(model, normalizer, goals, n_action_steps=n_action_steps, steps=steps, device=device, seed=seed, rti=rti)
+        return cls(model, normalizer, goals, n_action_steps=n_action_steps, steps=steps, device=device, seed=seed, rti=rti, cache_experts=cache_experts)
 
-    # ------------------------------------------------------------------ episode state
-    def reset(self, instruction: str | None = None) -> None:
-        """Start a new episode: clear the history and the action queue, set the goal."""
-        self._history.clear()
-        self._queue.clear()
-        self._previous = None
-        self._goal = self._resolve_goal(instruction)
-        self.instruction = instruction
+    @property
+    def lang_dim(self) -> int:
+        return int(self.cfg.model.lang_dim)
 
-    def _resolve_goal(self, instruction: str | None) -> dict[str, torch.Tensor]:
-        kind = self.cfg.model.goal
-        if kind == "none":
-            return {}
-        by_instruction = {v: k for k, v in self.instructions.items()}
-        if kind == "task":
-            if instruction is None:
-                if len(self.tasks) == 1:
-                    return {"task_id": torch.zeros(1, dtype=torch.long, device=self.device)}
-                raise DpError(f"this policy was trained on several tasks; reset(instruction) must name one of: {self._known()}")
-            task = instruction if instruction in self.tasks else by_instruction.get(instruction)
-            if task is None:
-                raise DpError(f"unknown instruction {instruction!r}; this policy knows: {self._known()}")
-            return {"task_id": torch.tensor([self.tasks.index(task)], device=self.device)}
-        # language goals: the stored embedding of the instruction (or of the task's instruction)
-        key = instruction
-        if key is None and len(self.goals) == 1:
-            key = next(iter(self.goals))
-        elif key is not None and key not in self.goals:
-            key = self.instructions.get(key, key)  # a task name -> its instruction
-        if key not in self.goals:
-            if instruction is None:
-                raise DpError(f"this policy was trained on several instructions; reset(instruction) must give one; it knows: {self._known()}")
-            if instruction in self.tasks:
-                raise DpError(f"no language embedding for task {instruction!r}; this policy knows: {self._known()}")
-            # a new instruction: embedded as the training data was (offline sentence encoder), once
-            from dp.data.language import embed_new_instruction
-
-            if instruction not in self._encoded:
-                self._encoded[instruction] = embed_new_instruction(instruction, self.cfg.vocab.lang_encoder, self.cfg.model.lang_dim, self._known())
-            return {"lang_emb": torch.as_tensor(self._encoded[instruction], dtype=torch.float32, device=self.device)[None]}
-        return {"lang_emb": torch.as_tensor(self.goals[key], dtype=torch.float32, device=self.device)[None]}
-
-    def _known(self) -> str:
-        names = [f"{t!r} ({self.instructions[t]!r})" if t in self.instructions else repr(t) for t in self.tasks]
-        return ", ".join(names) or "none"
+    def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(self.device) for k, v in goal.items()}
 
     def _batch(self) -> dict[str, torch.Tensor]:
-        obs = {}
-        for key in self.obs_keys:
-            stacked = np.stack([h[key] for h in self._history])[None]  # (1, To, ...)
-            if key in self.image_keys:
-                obs[key] = torch.from_numpy(stacked).to(self.device)
-            else:
-                obs[key] = torch.from_numpy(self.normalizer.normalize(key, stacked).astype(np.float32)).to(self.device)
-        return obs
+        """The observation history as model inputs (1, To, ...), low-dim keys normalised."""
+        return self.model.observation_batch(self._window())
+
+    def _sampler(self, name: str) -> CachedSampler | None:
+        """The cached sampler of the full or the warm schedule (None without expert caching)."""
+        if not self.cache_experts:
+            return None
+        if name not in self._samplers:
+            bank = next(iter(self._samplers.values())).bank if self._samplers else ExpertBank(self.model)
+            sigmas = self.model.schedule(self.steps) if name == "full" else self._rti_sigmas
+            self._samplers[name] = CachedSampler(self.model, sigmas, bank).eval()
+        return self._samplers[name]
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def _sample(self, noise: np.ndarray | torch.Tensor | None) -> np.ndarray:
-        if self._goal is None:
-            raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {self._known()}")
+        self._check_goal()
         noise_t = torch.from_numpy(self._noise(noise)).to(self.device)
         if self.rti is not None and self._previous is not None:  # RTI: warm start from the previous chunk
-            guess = self.normalizer.normalize(self.action_key, shift_guess(self._previous, self.n_action_steps, self.discrete_dims))
+            guess = torch.from_numpy(shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]).to(self.device)
             cond = self.model.encode(self._batch(), **self._goal)
-            chunk = warm_sample(self.model, cond, torch.from_numpy(guess[None]).to(self.device), noise_t, self._rti_sigmas)
+            chunk = warm_sample(self.model, cond, self.model.normalize_action(guess), noise_t, self._rti_sigmas, self._sampler("warm"))
         else:
-            chunk = self.model.sample(self._batch(), noise=noise_t, steps=self.steps, **self._goal)
-        chunk = self.normalizer.unnormalize(self.action_key, chunk[0].float().cpu().numpy()).astype(np.float32)
+            chunk = self.model.sample(self._batch(), noise=noise_t, steps=self.steps, sampler=self._sampler("full"), **self._goal)
+        chunk = self.model.unnormalize_action(chunk[0].float()).cpu().numpy().astype(np.float32)
         snap_discrete(chunk, self.discrete_dims)
         self._previous = chunk.copy()
         return chunk
-

@@ -1,7 +1,7 @@
 """Real-time-iteration (RTI) warm starts: start the sampler from the previous chunk, not from noise.
 
 After the first chunk, the previous chunk shifted by the executed steps (last action repeated,
-discrete dimensions snapped to +-1: :func:`dp.infer.runtime_common.shift_guess`) is a good guess of
+discrete dimensions snapped to +-1: :func:`dp.infer.rti_guess.shift_guess`) is a good guess of
 the next one. It is noised to an intermediate ``sigma_start`` and only ``steps`` DDIM steps run,
 spaced as the full schedule (the same ratio between consecutive sigmas), the last one down to 0.
 With ``sigma_start`` at the full schedule's ``sigmas[N - steps]`` the tail is exactly the last
@@ -11,33 +11,21 @@ the identity to within 0.1%.)
 
 As in RTI for model-predictive control, the warm start is useful when the map guess -> chunk is
 contractive: an error in the guess must shrink through the tail steps. :func:`contraction_profile`
-measures that on real observations.
+measures that on real observations (and :func:`dp.eval.warm_starts.evaluate_warm_starts` over
+held-out episodes).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from dp.diffusion.sampler import ddim_sample
+from dp.diffusion.ddim import ddim_sample
 from dp.errors import DpError
-from dp.infer.runtime_common import (
-    DEFAULT_FIRST_SIGMA,
-    DEFAULT_FIRST_STEPS,
-    DEFAULT_RTI_EVERY,
-    DEFAULT_RTI_SIGMA,
-    DEFAULT_RTI_STEPS,
-    resolve_goal,
-    shift_guess,
-    snap_discrete,
-)
+from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 from dp.models.diffusion_policy import DiffusionPolicy
-
-if TYPE_CHECKING:  # the Policy imports this module
-    from dp.infer.policy import Policy
 
 # Chosen by measurement. One warm step: one step of the small preset takes 1.4 ms in ONNX Runtime on
 # one core here, against a 2 ms budget. Start sigma and re-planning interval: closed-loop success on
@@ -101,10 +89,14 @@ def warm_sample(
     guess: torch.Tensor,
     noise: torch.Tensor,
     sigmas: torch.Tensor,
+    sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Normalised chunks (B, Ta, A) from normalised ``guess`` chunks noised to ``sigmas[0]`` with
-    standard-normal ``noise``, integrated over the tail ``sigmas`` (uncached model)."""
+    standard-normal ``noise``, integrated over the tail ``sigmas``: by ``sampler`` (a cached sampler
+    over ``sigmas``, :class:`dp.infer.caching.CachedSampler`) or else the routed model."""
     x = guess.float() + sigmas[0] * noise.float()
+    if sampler is not None:
+        return sampler(cond, x)
     return ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], x, sigmas)
 
 
@@ -131,82 +123,3 @@ def contraction_profile(
         ratios.append(float(((x_b - x_a).flatten(1).norm(dim=1) / base).mean()))
     return ratios
 
-
-def _window(episode: dict[str, np.ndarray], keys: list[str], t: int, obs_horizon: int) -> dict[str, np.ndarray]:
-    frames = np.clip(np.arange(t - obs_horizon + 1, t + 1), 0, None)  # the first frame repeats, as in training
-    return {k: episode[k][frames] for k in keys}
-
-
-@torch.no_grad()
-def evaluate_warm_starts(
-    policy: Policy,
-    episodes: list[tuple[dict[str, np.ndarray], str | None]],
-    settings: list[RTISettings],
-    seed: int = 0,
-    perturbation: float = 0.1,
-) -> dict[str, Any]:
-    """Replay held-out episodes open loop, a chunk every ``n_action_steps`` frames, and compare RTI
-    chains (each chunk warm-started from the previous one of the same chain) with full sampling.
-
-    ``episodes``: (arrays by key, instruction or None). Per setting: the mean absolute error of warm
-    chunks against the demonstrated actions (``warm_error``, continuous dims, raw units), against the
-    full-sampling chunk from the same noise (``warm_vs_full``), of the guess itself (``guess_error``),
-    the gripper agreement with the demonstration, and the contraction profile of a ``perturbation``
-    (normalised units) added to the guess (:func:`contraction_profile`). ``full_error``: full sampling.
-    """
-    model, norm, key = policy.model, policy.normalizer, policy.action_key
-    H, n, To = policy.action_horizon, policy.n_action_steps, policy.obs_horizon
-    continuous = [d for d in range(policy.action_dim) if d not in policy.discrete_dims]
-    generator = torch.Generator().manual_seed(seed)
-    sigmas = {s: s.for_model(model, policy.steps) for s in settings}
-    schedule = model.schedule(policy.steps)
-    full_err: list[float] = []
-    stats: dict[RTISettings, dict[str, list]] = {s: {"warm": [], "vs_full": [], "guess": [], "grip": [], "contraction": []} for s in settings}
-
-    def raw(chunk_n: torch.Tensor) -> np.ndarray:
-        chunk = norm.unnormalize(key, chunk_n[0].cpu().numpy()).astype(np.float32)
-        return snap_discrete(chunk, policy.discrete_dims)
-
-    for episode, instruction in episodes:
-        goal = {k: torch.from_numpy(v).to(policy.device) for k, v in resolve_goal(policy.cfg.model.goal, instruction, policy.tasks, policy.instructions, policy.goals).items()}
-        length = len(episode[key])
-        previous = {s: None for s in settings}
-        for t in range(0, length, n):
-            window = _window(episode, policy.obs_keys, t, To)
-            obs = {k: torch.from_numpy(norm.normalize(k, window[k].astype(np.float32))[None] if k in policy.lowdim_keys else window[k][None]).to(policy.device) for k in policy.obs_keys}
-            truth = episode[key][np.minimum(np.arange(t, t + H), length - 1)]
-            noise = torch.randn(1, H, policy.action_dim, generator=generator).to(policy.device)
-            cond = model.encode(obs, **goal)
-            full = raw(ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], noise * schedule[0], schedule))
-            full_err.append(float(np.abs(full - truth)[:, continuous].mean()))
-            for s in settings:
-                if previous[s] is None:
-                    previous[s] = full
-                    continue
-                guess = shift_guess(previous[s], n, policy.discrete_dims)
-                guess_n = torch.from_numpy(norm.normalize(key, guess)[None].astype(np.float32)).to(policy.device)
-                chunk = raw(warm_sample(model, cond, guess_n, noise, sigmas[s]))
-                delta = torch.randn(guess_n.shape, generator=generator).to(policy.device) * perturbation
-                st = stats[s]
-                st["warm"].append(float(np.abs(chunk - truth)[:, continuous].mean()))
-                st["vs_full"].append(float(np.abs(chunk - full)[:, continuous].mean()))
-                st["guess"].append(float(np.abs(guess - truth)[:, continuous].mean()))
-                st["grip"].append(float((chunk[:, policy.discrete_dims] == truth[:, policy.discrete_dims]).mean()) if policy.discrete_dims else 1.0)
-                st["contraction"].append(contraction_profile(model, cond, guess_n, noise, sigmas[s], delta))
-                previous[s] = chunk
-    return {
-        "chunks": len(full_err),
-        "full_error": float(np.mean(full_err)),
-        "settings": [
-            {
-                "steps": s.steps,
-                "sigma_start": s.sigma_start,
-                "warm_error": float(np.mean(st["warm"])),
-                "warm_vs_full": float(np.mean(st["vs_full"])),
-                "guess_error": float(np.mean(st["guess"])),
-                "gripper_agreement": float(np.mean(st["grip"])),
-                "contraction": [round(float(v), 4) for v in np.mean(st["contraction"], axis=0)],
-            }
-            for s, st in stats.items()
-        ],
-    }

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dp.config import Config
+from dp.data.normalize import Normalizer
+from dp.diffusion.ddim import ddim_sample, exponential_sigmas
 from dp.diffusion.edm import EDM
-from dp.diffusion.sampler import ddim_sample, exponential_sigmas
 from dp.models.mode import MoDE
+from dp.models.normalization import Normalization
 
 
 class DiffusionPolicy(nn.Module):
     """``compute_loss(batch)`` for training, ``sample(obs, ...)`` for normalised action chunks.
 
-    A batch is what :class:`dp.data.sampler.WindowDataset` yields: ``{"obs": {key: (B, To, ...)},
+    A batch is what :class:`dp.data.windows.WindowDataset` yields: ``{"obs": {key: (B, To, ...)},
     "action": (B, Ta, A), "task_id": (B,), ["lang_emb": (B, E)]}``, low-dim values normalised.
+    With a normaliser (:meth:`set_normalizer`), :meth:`observation_batch` and
+    :meth:`normalize_action` / :meth:`unnormalize_action` map raw values (the runtime and the export).
     """
 
     def __init__(self, cfg: Config):
@@ -29,6 +35,37 @@ class DiffusionPolicy(nn.Module):
         self.edm = EDM.from_config(cfg.diffusion)
         sigmas = exponential_sigmas(cfg.diffusion.steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
         self.register_buffer("sigmas", sigmas, persistent=False)  # the fixed sampler schedule
+        self.action_key = cfg.data.action_key
+        self.normalization: Normalization | None = None  # set by the runtime from the checkpoint's normaliser
+
+    def set_normalizer(self, normalizer: Normalizer) -> None:
+        """Take the low-dim keys' and the action's maps from ``normalizer`` (on the model's device)."""
+        module = Normalization(normalizer, [*self.lowdim_keys, self.action_key])
+        self.normalization = module.to(self.sigmas.device)
+
+    def _normalization(self) -> Normalization:
+        if self.normalization is None:
+            raise RuntimeError("this model has no normaliser: call set_normalizer first")
+        return self.normalization
+
+    def observation_batch(self, frames: dict[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw observation windows (key -> (B, To, ...); images uint8) -> model inputs, low-dim keys
+        normalised (float32). Numpy arrays are moved to the model's device; tensors must be there."""
+        obs = {}
+        for key in [*self.lowdim_keys, *self.image_keys]:
+            value = frames[key]
+            if not isinstance(value, torch.Tensor):  # tensors (the export's traced inputs) pass untouched: no casts in the graph
+                value = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32 if key in self.lowdim_keys else None)).to(self.sigmas.device)
+            obs[key] = self._normalization().normalize(key, value) if key in self.lowdim_keys else value
+        return obs
+
+    def normalize_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """Raw action chunks -> normalised."""
+        return self._normalization().normalize(self.action_key, actions)
+
+    def unnormalize_action(self, actions: torch.Tensor) -> torch.Tensor:
+        """Normalised action chunks -> raw."""
+        return self._normalization().unnormalize(self.action_key, actions)
 
     def encode(self, obs: dict[str, torch.Tensor], task_id: torch.Tensor | None = None, lang_emb: torch.Tensor | None = None) -> torch.Tensor:
         """Goal + observation tokens (run once per chunk)."""
@@ -67,8 +104,12 @@ class DiffusionPolicy(nn.Module):
         lang_emb: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         steps: int | None = None,
+        sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Normalised action chunks (B, Ta, A) by DDIM from ``noise`` (standard normal; drawn if None)."""
+        """Normalised action chunks (B, Ta, A) by DDIM from ``noise`` (standard normal; drawn if None).
+
+        ``sampler``: a cached sampler over this schedule (``sampler(cond, x) -> x0``,
+        :class:`dp.infer.caching.CachedSampler`); by default the routed network runs every step."""
         cond = self.encode(obs, task_id, lang_emb)
         B = cond.shape[0]
         shape = (B, self.net.action_horizon, self.net.action_dim)
@@ -77,4 +118,6 @@ class DiffusionPolicy(nn.Module):
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
         sigmas = self.schedule(steps)
+        if sampler is not None:
+            return sampler(cond, noise.to(cond.device).float() * sigmas[0])
         return ddim_sample(lambda x, s: self.edm.denoise(self.net, cond, x, s)[0], noise.to(cond.device).float() * sigmas[0], sigmas)

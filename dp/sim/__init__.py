@@ -1,6 +1,7 @@
-"""MuJoCo simulation through robosuite: the task registry (``dp.sim.tasks``), scripted experts
-(``dp.sim.experts``), the demonstration collector (``dp.sim.collector``, `dp collect`), teleoperation
-(``dp.sim.teleop``) and policy evaluation (``dp.sim.evaluate``, `dp eval`).
+"""Simulation: the task registry (``dp.sim.tasks``, robosuite tasks in MuJoCo and Push-T,
+``dp.sim.pusht``) behind one task interface (``dp.sim.task_api``), scripted experts
+(``dp.sim.experts``) and the seeded episode loop (``dp.sim.rollout``). Collection (`dp collect`)
+lives in ``dp.collect`` and evaluation (`dp eval`) in ``dp.eval``.
 
 Nothing here imports robosuite until an environment is made, so importing the package is cheap.
 """

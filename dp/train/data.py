@@ -22,14 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 from dp.config import Config
 from dp.data import language
 from dp.data.formats.cards import DatasetCard, card_from_dict
 from dp.data.normalize import Normalizer
-from dp.data.sampler import DEFAULT_TASK, WindowDataset, split_episodes
 from dp.data.store import EpisodeStore
+from dp.data.windows import DEFAULT_TASK, WindowDataset, split_episodes
 from dp.errors import DpError
 
 
@@ -275,20 +274,3 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     val_map = torch.tensor([vocab[t] for t in val.tasks], dtype=torch.long) if val is not None else None
     return TrainData(train, val, normalizer, goals, train_map, val_map)
 
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler (seeded shuffle per epoch, one shard per rank) that can start mid-epoch."""
-
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
-        self.skip = 0
-
-    def set_position(self, epoch: int, skip_samples: int) -> None:
-        self.set_epoch(epoch)
-        self.skip = skip_samples
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.skip :])
-
-    def __len__(self) -> int:
-        return max(0, self.num_samples - self.skip)

@@ -65,7 +65,7 @@ def _spawn_torchrun(args: argparse.Namespace) -> int:
 
 def make_config(args: argparse.Namespace) -> tuple[Config, list[str]]:
     """The run's configuration and its stores from the command line (and, on --resume, the run)."""
-    from dp.train import checkpoint as ckpt
+    from dp.models import checkpoint_files as ckpt
 
     overrides = list(args.overrides)
     if args.resume:
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not _in_torchrun():
         return _spawn_torchrun(args)
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and not args.resume:
-        from dp.train import checkpoint as ckpt
+        from dp.models import checkpoint_files as ckpt
 
         # torchrun --max-restarts reruns the same command line: carry on from the last checkpoint
         args.resume = ckpt.latest_checkpoint(args.out) is not None

@@ -25,13 +25,15 @@ from tqdm import tqdm
 
 from dp.config import Config, dump_config
 from dp.data.normalize import Normalizer
-from dp.data.sampler import passthrough_collate
+from dp.data.windows import passthrough_collate
 from dp.errors import DpError
+from dp.models import checkpoint_files as ckpt_files
+from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
-from dp.models.stats import measure_flops, param_counts
 from dp.train import checkpoint as ckpt
-from dp.train.data import ResumableSampler, TrainData, build_data, resolve
+from dp.train.data import TrainData, build_data, resolve
 from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
+from dp.train.resumable_sampler import ResumableSampler
 
 
 @dataclass
@@ -87,13 +89,13 @@ class Trainer:
         if threads:
             torch.set_num_threads(threads)
 
-        resume_from = ckpt.latest_checkpoint(self.run_dir) if resume else None
-        if not resume and ckpt.latest_checkpoint(self.run_dir) is not None:
+        resume_from = ckpt_files.latest_checkpoint(self.run_dir) if resume else None
+        if not resume and ckpt_files.latest_checkpoint(self.run_dir) is not None:
             raise DpError(f"{self.run_dir}: already holds a training run; pass --resume to continue it, or choose another --out")
         if resume_from:
-            ckpt.verify_checkpoint(resume_from, (ckpt.STATE_FILE, ckpt.NORMALIZER_FILE))
-        state = ckpt.load_train_state(resume_from / ckpt.STATE_FILE) if resume_from else None
-        normalizer = Normalizer.load(resume_from / ckpt.NORMALIZER_FILE) if resume_from else None
+            ckpt_files.verify_checkpoint(resume_from, (ckpt_files.STATE_FILE, ckpt_files.NORMALIZER_FILE))
+        state = ckpt.load_train_state(resume_from / ckpt_files.STATE_FILE) if resume_from else None
+        normalizer = Normalizer.load(resume_from / ckpt_files.NORMALIZER_FILE) if resume_from else None
 
         self.cfg, stores = resolve(cfg, data_paths)
         self.data: TrainData = build_data(self.cfg, stores, normalizer)
@@ -131,7 +133,7 @@ class Trainer:
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.clean_partial(self.run_dir)
-            ckpt.write_text_atomic(self.run_dir / ckpt.CONFIG_FILE, dump_config(self.cfg))
+            ckpt.write_text_atomic(self.run_dir / ckpt_files.CONFIG_FILE, dump_config(self.cfg))
             self.metrics_path = self.run_dir / "metrics.jsonl"
             if resume:
                 truncate_after(self.metrics_path, self.step)  # rows the killed run logged after its checkpoint
@@ -148,7 +150,7 @@ class Trainer:
         return [{"params": decay, "weight_decay": self.cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     def _load_state(self, state: dict[str, Any], source: Path) -> None:
-        ckpt.load_checked_state(self.policy, state["model"], str(source / ckpt.STATE_FILE), self.cfg)
+        ckpt_files.load_checked_state(self.policy, state["model"], str(source / ckpt_files.STATE_FILE), self.cfg)
         self.ema.load_state_dict(state["ema"])
         self.ema.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -202,7 +204,7 @@ class Trainer:
                 f"training stopped at step {self.step + 1}: non-finite loss ({loss.item():.4g}) or gradient norm "
                 f"({grad_norm.item():.4g}) on batch {self.batch_in_epoch} of epoch {self.epoch} (rank {self.dist.rank}); "
                 f"{_describe_nonfinite(batch)}. Weights were not updated; the last good checkpoint is kept"
-                + (f" ({ckpt.latest_checkpoint(self.run_dir)})" if ckpt.latest_checkpoint(self.run_dir) else " (none written yet)")
+                + (f" ({ckpt_files.latest_checkpoint(self.run_dir)})" if ckpt_files.latest_checkpoint(self.run_dir) else " (none written yet)")
             )
         self.optimizer.step()
         self.scheduler.step()

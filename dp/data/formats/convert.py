@@ -8,6 +8,8 @@ from dp.data.formats.cards import KeySpec
 from dp.data.formats.workers import cv2_module
 from dp.errors import DpError
 
+Episode = dict[str, np.ndarray]  # arrays by our key, (T, ...) each: what every decode job returns
+
 
 def to_image(arr: np.ndarray, where: str, *, size: int | None = None, flip: bool = False) -> np.ndarray:
     """(T, H, W, C) uint8, rows flipped if ``flip``, resized to ``size`` x ``size`` if given.

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from dp.data.formats import decode
 from dp.data.formats.cards import DatasetCard, card_from_dict
 from dp.data.formats.convert import to_image
+from dp.data.formats.dp_zarr_decode import zarr_episode
 from dp.data.formats.pipeline import ImportItem
 from dp.data.formats.structure import episode_ranges, nonfinite_frames, refuse
 from dp.data.store import EpisodeStore
@@ -115,7 +115,7 @@ def plan_import(
             meta = {"source": "dp-zarr", "task": card.name, **meta}
             items.append(ImportItem(
                 source_file=src.resolve().name, source_index=i, label=f"{src}: episode {i} (frames {start}..{stop - 1})",
-                n_frames=stop - start, job=decode.zarr_episode, args=(str(src), start, stop, card.keys, image_size), meta=meta,
+                n_frames=stop - start, job=zarr_episode, args=(str(src), start, stop, card.keys, image_size), meta=meta,
                 shapes={key: (stop - start, *shape) for key, shape in frame_shapes.items()},
             ))
         if not skip_bad:

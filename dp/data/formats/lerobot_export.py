@@ -217,18 +217,25 @@ def _write(root: Path, store: EpisodeStore, plan: _Plan, fps: float, crf: int, p
         raise DpError(f"{store.path}: {len(rows)} episodes are more than this exporter writes into one episodes file")
     _write_parquet(pq, root / EPISODES_PATH.format(chunk_index=0, file_index=0), pa.Table.from_pylist(rows))
     _write_tasks(pa, pq, root / TASKS_PATH, tasks)
+    _write_summary(root, store, plan, fps, features, episode_stats, metas, len(tasks), first)
+    return {"episodes": len(rows), "frames": first, "tasks": len(tasks), "features": sorted(features),
+            "videos": sorted(plan.image_features)}
+
+
+def _write_summary(root: Path, store: EpisodeStore, plan: _Plan, fps: float, features: dict[str, Any],
+                   episode_stats: list[dict[str, Any]], metas: list[dict[str, Any]], n_tasks: int, n_frames: int) -> None:
+    """meta/stats.json, meta/info.json and our record of the card and each episode's metadata."""
+    n_episodes = len(episode_stats)
     total = _aggregate(episode_stats)
     _write_json(root / STATS_PATH, {f: {s: v.tolist() for s, v in st.items()} for f, st in total.items()})
-    info = {"codebase_version": CODEBASE_VERSION, "robot_type": store.robot, "total_episodes": len(rows), "total_frames": first,
-            "total_tasks": len(tasks), "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILE_MB,
-            "video_files_size_in_mb": VIDEO_FILE_MB, "fps": fps, "splits": {"train": f"0:{len(rows)}"}, "data_path": DATA_PATH,
+    info = {"codebase_version": CODEBASE_VERSION, "robot_type": store.robot, "total_episodes": n_episodes, "total_frames": n_frames,
+            "total_tasks": n_tasks, "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": DATA_FILE_MB,
+            "video_files_size_in_mb": VIDEO_FILE_MB, "fps": fps, "splits": {"train": f"0:{n_episodes}"}, "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if plan.image_features else None, "features": features}
     _write_json(root / INFO_PATH, info)
     record = {"card": plan.export_card(float(fps)).to_dict(),
               "episodes": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()} for m in metas]}
     _write_json(root / DP_RECORD, record)
-    return {"episodes": len(rows), "frames": first, "tasks": len(tasks), "features": sorted(features),
-            "videos": sorted(plan.image_features)}
 
 
 def _features(plan: _Plan, fps: float, image_shape: dict[str, tuple[int, ...]]) -> dict[str, Any]:

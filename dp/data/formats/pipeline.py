@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dp.data.formats.cards import DatasetCard
-from dp.data.formats.decode import Episode
+from dp.data.formats.convert import Episode
 from dp.data.formats.structure import check_decoded, check_planned, refuse
 from dp.data.formats.workers import call, ordered_map
 from dp.data.store import EpisodeStore, StoreWriteError
@@ -108,22 +108,7 @@ def run_import(
     """
     out = Path(out)
     report = ImportReport(store=out, skipped=list(skipped or []))
-    store: EpisodeStore | None = None
-    done: set[tuple[str, int]] = set()
-    if out.exists() and not overwrite:
-        store = EpisodeStore.open(out, mode="a")
-        previous = store.attrs.get("source_format")
-        if len(store) and previous != card.format:
-            store.close()
-            raise DpError(f"{out}: already holds {previous or 'non-imported'} episodes, not {card.format}; choose another --out or pass --overwrite")
-        if len(store) and store.attrs.get("dataset_card") != card.to_dict():
-            store.close()
-            raise DpError(f"{out}: was imported with another dataset card or other key options (--card, --cameras, --actions); "
-                          "re-run with the same ones to continue, or choose another --out, or pass --overwrite")
-        done = existing_sources(store)
-        if not len(store):  # an empty store (a run killed before its first episode): start it afresh
-            store.close()
-            store, overwrite = None, True
+    store, done, overwrite = _resume(out, card, overwrite)
     todo = [it for it in items if (it.source_file, it.source_index) not in done]
     report.already_present = len(items) - len(todo)
     stored = {k: (tuple(store.array(k).shape[1:]), store.array(k).dtype) for k in store.keys} if store is not None else {}
@@ -183,6 +168,27 @@ def run_import(
             store.close()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _resume(out: Path, card: DatasetCard, overwrite: bool) -> tuple[EpisodeStore | None, set[tuple[str, int]], bool]:
+    """(the store to append to or None, the sources it already holds, overwrite): an existing
+    store is continued only if it was imported from the same format with the same card."""
+    if not out.exists() or overwrite:
+        return None, set(), overwrite
+    store = EpisodeStore.open(out, mode="a")
+    previous = store.attrs.get("source_format")
+    if len(store) and previous != card.format:
+        store.close()
+        raise DpError(f"{out}: already holds {previous or 'non-imported'} episodes, not {card.format}; choose another --out or pass --overwrite")
+    if len(store) and store.attrs.get("dataset_card") != card.to_dict():
+        store.close()
+        raise DpError(f"{out}: was imported with another dataset card or other key options (--card, --cameras, --actions); "
+                      "re-run with the same ones to continue, or choose another --out, or pass --overwrite")
+    done = existing_sources(store)
+    if not len(store):  # an empty store (a run killed before its first episode): start it afresh
+        store.close()
+        return None, done, True
+    return store, done, overwrite
 
 
 def _stopped(exc: BaseException, store: EpisodeStore | None, report: ImportReport) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
-from dp.deploy.protocol import MODE_EE_DELTA, MODE_EE_POSE, MODE_JOINT
+from dp.link.protocol import MODE_EE_DELTA, MODE_EE_POSE, MODE_JOINT
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
 

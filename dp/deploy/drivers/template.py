@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
-from dp.deploy.protocol import MODE_EE_DELTA, MODE_EE_POSE
+from dp.link.protocol import MODE_EE_DELTA, MODE_EE_POSE
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
 

@@ -1,0 +1,1 @@
+"""The results page and the README's Results section, built by `python bench/report.py`."""

@@ -1,0 +1,201 @@
+"""Page sections on policies: headline success, multitask, runtime and latency targets, training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.reporting.load import Results, order, split_name
+from bench.reporting.plots import plot_curves, plot_latency, plot_success
+from bench.reporting.spec import (
+    EXPECTED,
+    LATENCY_CASES,
+    LATENCY_MODES,
+    METHODS,
+    MISSING,
+    MULTITASK,
+    MULTITASK_TARGET,
+    RUNTIME_POINTS,
+    RUNTIME_TASKS,
+    missing,
+)
+from bench.reporting.targets import Targets
+from bench.reporting.text import big, ci, finite, get, num, pct, shown, table
+
+
+def headline_table(results: Results) -> str:
+    rows = []
+    have = {(r.task, r.method) for r in results.success}
+    for r in results.success:
+        successes = f"{r.successes}/{r.episodes}" if r.successes is not None else "—"
+        rows.append((order(r.task, r.method), [r.task, METHODS.get(r.method, r.method), pct(r.rate), ci(r.ci95), successes, r.seeds, r.latency()]))
+    broken = {split_name(Path(p).stem, {}) for p in results.errors if Path(p).parent.name == "success"}
+    for task, method in [*EXPECTED, *sorted(broken)]:
+        if (task, method) not in have:
+            status = "unreadable (see Inputs)" if (task, method) in broken else MISSING
+            rows.append((order(task, method), [task, METHODS.get(method, method), status, "", "", "", ""]))
+            have.add((task, method))
+    rows.sort(key=lambda x: x[0])
+    return table(["Task", "Method", "Success", "95% CI", "Successes / episodes", "Seeds (episodes)", "Latency (median / p99)"], [r for _, r in rows])
+
+
+def section_success(results: Results, img: Path, rel: str) -> list[str]:
+    out = ["## Success in simulation", "",
+           "Seeded episodes of `dp eval` (torch, ONNX) and of `dp node` driving the simulated controller (deploy); "
+           "95% Wilson intervals. Latency: the policy's time per control step (`dp eval`), or the age of the "
+           "observation when its command reaches the controller (deploy). Seeds: `test` rows ran on `dp eval --split test` "
+           "seeds, never used for a choice of settings; rows from *before the split* ran on seeds 5000+ that also chose "
+           "the RTI defaults of their time, so their RTI rows are optimistic.", "",
+           headline_table(results), ""]
+    if (plot := plot_success(results.success, img / "results_success.png")) is not None:
+        out += [f"![success per task and method]({rel}/{plot.name})", ""]
+    if results.success:
+        out += ["### How each row was produced", ""]
+        for r in results.success:
+            line = f"- **{r.task} · {METHODS.get(r.method, r.method)}** — `{r.path.name}`"
+            if r.data.get("policy"):
+                line += f", policy `{shown(r.data['policy'])}`"
+            if r.data.get("mean_length") is not None or r.data.get("mean_episode_length") is not None:
+                line += f", mean episode length {num(r.data.get('mean_length', r.data.get('mean_episode_length')), 1)}"
+            out.append(line)
+            if r.command:
+                out += ["", "  ```bash", *("  " + shown(c) for c in r.command.splitlines()), "  ```"]
+        out.append("")
+    return out
+
+
+def runtime_targets(results: Results, targets: Targets) -> None:
+    """Success with RTI and with ONNX Runtime against full torch sampling, same task and seeds."""
+    rate = {(r.task, r.method): r.rate for r in results.success}
+    for task in RUNTIME_TASKS:
+        base = rate.get((task, "torch"))
+        for method in ("torch_rti", "onnx", "onnx_rti"):
+            value = rate.get((task, method))
+            gap = None if base is None or value is None else 100 * (base - value)
+            targets.check("Success", f"{task}: {METHODS[method]} below torch (points)", gap, "<=", RUNTIME_POINTS, fmt=lambda v: f"{v:.0f}")
+
+
+def multitask_table(results: Results) -> tuple[str, dict[str, float | None]]:
+    """The per-task MoDE / dense-twin table of the multitask policy, and each method's average."""
+    rows = {(r.task.removeprefix("multitask_"), r.method): r for r in results.success if r.task.startswith("multitask_")}
+    body, means = [], {}
+    for method in ("mode", "dense"):
+        found = [rows[(t, method)].rate for t in MULTITASK if (t, method) in rows and rows[(t, method)].rate is not None]
+        means[method] = sum(found) / len(found) if len(found) == len(MULTITASK) else None
+    for task in MULTITASK:
+        cells = [rows.get((task, m)) for m in ("mode", "dense")]
+        body.append([task, *(f"{pct(r.rate)} ({r.successes}/{r.episodes})" if r else MISSING for r in cells)])
+    body.append(["**average**", *(f"**{pct(means[m])}**" if means[m] is not None else MISSING for m in ("mode", "dense"))])
+    return table(["Task", "MoDE", "dense twin"], body), means
+
+
+def section_multitask(results: Results, targets: Targets) -> list[str]:
+    text, means = multitask_table(results)
+    out = ["## Multitask, language-conditioned", "",
+           f"One `small` policy trained on {', '.join(MULTITASK)} together, conditioned on each task's instruction "
+           "(all-MiniLM-L6-v2 embeddings), evaluated per task with `dp eval` on 50 seeded episodes; the dense twin "
+           "(`--experts 1`) has the same active FLOPs and was trained and evaluated the same way.", "", text, ""]
+    targets.check("Multitask", "MoDE average success over the four tasks", means["mode"], ">=", MULTITASK_TARGET, fmt=pct)
+    return out
+
+
+def section_latency(results: Results, targets: Targets, img: Path, rel: str) -> list[str]:
+    out = ["## Inference latency", "",
+           "Per action chunk at batch 1, `small` preset (random weights time as trained ones do), from "
+           "`bench/latency.py`. Speed-up is against torch eager uncached sampling of the same case.", ""]
+    lat = results.bench("latency")
+    section = "Inference latency"
+    state = get(lat, "small_state") if lat else None
+    eager, rti = get(state, "eager_uncached", "median_ms"), get(state, "onnx_rti", "median_ms")
+    speedup = get(state, "speedup_onnx_rti_vs_eager")
+    if speedup is None and finite(eager) and finite(rti) and rti > 0:
+        speedup = eager / rti
+    checks = [
+        targets.check(section, "ONNX Runtime + RTI median, state (ms)", rti, "<=", 2.0, " ms", available=lat is not None),
+        targets.check(section, "ONNX Runtime + RTI vs eager uncached, state", speedup, ">=", 10.0, "x", fmt=lambda v: f"{v:.1f}",
+                      available=lat is not None),
+    ]
+    if lat is None:
+        return out + [missing("latency"), "", table(["Metric", "Measured", "Target", "Verdict"], checks), ""]
+    machine = lat.get("machine") or {}
+    if machine:
+        out += [f"Machine: {machine.get('cpus', '?')} CPUs ({machine.get('cpu', '?')}), {machine.get('threads', '?')} thread(s), "
+                f"torch {machine.get('torch', '?')}, onnxruntime {machine.get('onnxruntime', '?')}; "
+                f"RTI {get(lat, 'rti', 'steps')} step(s) from sigma {get(lat, 'rti', 'sigma_start')}.", ""]
+    cases = [(k, label) for k, label in LATENCY_CASES if isinstance(lat.get(k), dict)]
+    headers = ["Mode"]
+    for _, label in cases:
+        headers += [f"{label}: median ms", "p99 ms", "speed-up"]
+    rows = []
+    for mode, label in LATENCY_MODES:
+        row = [label]
+        for key, _ in cases:
+            m, base = get(lat, key, mode, "median_ms"), get(lat, key, "eager_uncached", "median_ms")
+            row += [num(m, 3), num(get(lat, key, mode, "p99_ms"), 3),
+                    f"{base / m:.1f}x" if finite(m) and finite(base) and m > 0 else "—"]
+        rows.append(row)
+    if cases:
+        out += [table(headers, rows), ""]
+    if (plot := plot_latency(lat, img / "results_latency.png")) is not None:
+        out += [f"![latency per inference mode]({rel}/{plot.name})", ""]
+    out += [table(["Metric", "Measured", "Target", "Verdict"], checks), ""]
+    flop_rows = []
+    for key, label in cases:
+        f, p = get(lat, key, "flops_per_chunk") or {}, get(lat, key, "params") or {}
+        flop_rows.append([label, big(f.get("uncached")), big(f.get("cached")), big(f.get("cached_rti")),
+                          big(f.get("dense_twin_uncached")), big(p.get("mode_total")), big(p.get("dense_twin_total"))])
+    if flop_rows:
+        out += ["FLOPs per chunk and parameters (MoDE against its dense twin, one expert as wide as all four):", "",
+                table(["Case", "uncached", "cached", "cached + RTI", "dense twin", "MoDE params", "dense twin params"], flop_rows), ""]
+    check = lat.get("rti_check")
+    if isinstance(check, dict) and check.get("settings"):
+        out += [f"RTI check ({shown(check.get('policy', '?'))}; {check.get('held_out_episodes', '?')} held-out episodes, "
+                f"{check.get('chunks', '?')} chunks; full sampling's error against the demonstrations "
+                f"{num(check.get('full_error'), 4)}):", ""]
+        out += [table(["RTI steps", "start sigma", "warm error", "warm vs full", "guess error", "gripper agreement", "error contraction per step"],
+                      [[s.get("steps"), s.get("sigma_start"), num(s.get("warm_error"), 4), num(s.get("warm_vs_full"), 4),
+                        num(s.get("guess_error"), 4), pct(s.get("gripper_agreement")),
+                        ", ".join(num(c, 3) for c in s.get("contraction") or [])] for s in check["settings"]]), ""]
+    return out
+
+
+def section_training(results: Results, img: Path, rel: str) -> list[str]:
+    out = ["## Training", ""]
+    tr = results.bench("train")
+    if tr is None:
+        out += ["Throughput: " + missing("train"), ""]
+    else:
+        out += [f"Samples/s of the `{tr.get('preset', '?')}` preset on {tr.get('device', '?')} through the real data path "
+                "(`bench/train.py`), and the size of MoDE against its dense twin (equal active FLOPs).", ""]
+        rows = []
+        for key, label in (("state", "state only"), ("two_cameras_84", "two 84×84 cameras")):
+            c = tr.get(key)
+            if not isinstance(c, dict):
+                continue
+            m, d = c.get("mode") or {}, c.get("dense_twin") or {}
+            rows.append([label, num(c.get("samples_per_s"), 1), num(c.get("batch_size"), 0), num(c.get("s_per_step"), 4),
+                         f"{big(m.get('total_params'))} / {big(m.get('active_params'))}", big(m.get("flops_per_step")),
+                         f"{big(d.get('total_params'))} / {big(d.get('active_params'))}", big(d.get("flops_per_step"))])
+        out += [table(["Case", "samples/s", "batch", "s/step", "MoDE params total / active", "MoDE FLOPs/step",
+                       "dense twin params total / active", "dense twin FLOPs/step"], rows), ""]
+    out += ["### Training curves", ""]
+    if not results.curves:
+        return out + [f"*{MISSING}* — copy a run's `metrics.jsonl` to `bench/results/curves/<name>.jsonl`.", ""]
+    if (plot := plot_curves(results.curves, img / "results_training.png")) is not None:
+        out += [f"![training curves]({rel}/{plot.name})", ""]
+    rows = []
+    for name, recs in results.curves.items():
+        start = next((r for r in recs if r.get("event") == "start"), {})
+        train = [r for r in recs if r.get("event") == "train"]
+        val = [r for r in recs if r.get("event") == "val" and finite(r.get("val_loss"))]
+        end = next((r for r in reversed(recs) if r.get("event") == "end"), {})
+        best = min(val, key=lambda r: r["val_loss"]) if val else None
+        steps = max((r.get("step", 0) for r in recs if finite(r.get("step"))), default=0)
+        rows.append([name, num(steps, 0), num(get(train[-1], "loss") if train else None, 4), num(val[-1]["val_loss"] if val else None, 4),
+                     f"{num(best['val_loss'], 4)} @ {best['step']}" if best else "—",
+                     num(val[-1].get("val_action_mse") if val else None, 4),
+                     num(end.get("wall_s"), 0) + (" s" if finite(end.get("wall_s")) else ""),
+                     num(get(train[-1], "samples_per_s") if train else None, 0),
+                     f"{big(start.get('total_params'))} / {big(start.get('active_params'))}"])
+    out += [table(["Run", "steps", "train loss", "val loss", "best val loss", "val action MSE", "wall time", "samples/s",
+                   "params total / active"], rows), ""]
+    return out

@@ -1,0 +1,67 @@
+"""What the page expects: the benches, tasks, methods, targets and the command behind each input."""
+
+from __future__ import annotations
+
+from dp.sim.tasks import TASKS as SIM_TASKS
+from dp.sim.tasks import TaskSpec
+
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers")
+MISSING = "not measured yet"
+MET, NOT_MET = "met", "**not met**"
+
+# the robosuite tasks of dp.sim.tasks (Push-T has its own section) and the experts' targets; the
+# registry imports no simulator
+TASKS = tuple(name for name, task in SIM_TASKS.items() if isinstance(task, TaskSpec))
+EXPERT_TARGET = {"square": 0.70}
+EXPERT_TARGET_DEFAULT = 0.90
+
+METHODS = {
+    "torch": "torch",
+    "torch_every4": "torch, a new chunk every 4 steps (RTI's interval)",
+    "torch_rti": "torch + RTI",
+    "onnx": "ONNX Runtime",
+    "onnx_rti": "ONNX Runtime + RTI",
+    "onnx_rti_fullfirst": "ONNX Runtime + RTI, full first chunk",
+    "deploy": "deploy (`dp node`)",
+    "mode": "MoDE",
+    "dense": "dense twin",
+    "expert": "scripted expert",
+    "original": "trained on the original store",
+    "imported": "trained on the exported + re-imported store",
+}
+# the headline rows the page expects; absent ones are listed as not measured yet
+EXPECTED = (
+    ("lift", "torch"), ("lift", "torch_rti"), ("lift", "onnx"), ("lift", "onnx_rti"), ("lift", "deploy"),
+    ("lift_image", "torch"),
+)
+# issue 9: one language-conditioned policy on these tasks, files success/multitask_<task>__{mode,dense}.json
+MULTITASK = ("lift", "can", "stack", "door")
+MULTITASK_TARGET = 0.85
+# issue 6: RTI and ONNX Runtime success within this many points of full torch sampling on these tasks
+RUNTIME_TASKS, RUNTIME_POINTS = ("lift", "can"), 3.0
+LATENCY_MODES = (
+    ("eager_uncached", "torch eager, uncached"),
+    ("cached", "torch, experts cached"),
+    ("cached_rti", "torch cached + RTI"),
+    ("onnx_full", "ONNX Runtime, full sampling"),
+    ("onnx_rti", "ONNX Runtime + RTI"),
+    ("onnx_first", "ONNX Runtime, first chunk (short sampler)"),
+)
+LATENCY_CASES = (("small_state", "state"), ("small_two_cameras_84", "two 84x84 cameras"))
+HOW = {
+    "data_throughput": "python bench/data_throughput.py > bench/results/data_throughput.json",
+    "import_throughput": "python bench/import_throughput.py > bench/results/import_throughput.json",
+    "train": "python bench/train.py --json-out bench/results/train.json",
+    "latency": "python bench/latency.py > bench/results/latency.json",
+    "deploy": "python bench/deploy.py --out bench/results/deploy.json",
+    "sim_collect": "python bench/sim_collect.py > bench/results/sim_collect.json",
+    "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
+    "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",
+    "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
+    "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
+}
+
+
+def missing(name: str) -> str:
+    """The note for an input not measured yet: what it is waiting for and the command that makes it."""
+    return f"*{MISSING}* — `{HOW[name]}`"

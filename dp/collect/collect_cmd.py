@@ -1,0 +1,78 @@
+"""Collect demonstrations in MuJoCo simulation into an episode store.
+
+By default the task's scripted expert acts; `--teleop keyboard|spacemouse` hands control to an
+operator through robosuite's input devices (needs a display). Every finished episode is appended
+to the store as it ends, tagged with task, instruction, seed, success and source; re-running the
+same command resumes until the store holds --episodes episodes of the task. Failed attempts are
+counted but not stored unless --keep-failures. `--from tcp://HOST:PORT` records from a running
+robot controller (`dp robot`) instead: its States and executed commands become the episodes.
+
+  dp collect --task lift --episodes 50 --out data/lift.zarr
+  dp collect --task can --episodes 200 --out data/can_img.zarr --cameras agentview,robot0_eye_in_hand --workers 2
+  dp collect --from tcp://127.0.0.1:5555 --episodes 10 --out data/recorded.zarr
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from dp.collect.recorder import add_recorder_arguments, run_recorder
+from dp.errors import DpError
+from dp.sim.tasks import CAMERAS, TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help=f"task to collect ({', '.join(TASKS)}); not needed with --from")
+    parser.add_argument("--episodes", type=int, required=True, help="number of episodes of the task the store should hold")
+    parser.add_argument("--out", type=Path, required=True, help="episode store to create or append to (a .zarr directory)")
+    parser.add_argument("--cameras", default="", help=f"comma-separated cameras to record ({','.join(CAMERAS)}); none by default")
+    parser.add_argument("--image-size", type=int, default=84, help="camera image height and width in pixels (default 84)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes running episodes in parallel (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; episode k gets a seed derived from it and k (default 0)")
+    parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
+    parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
+    parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
+    parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
+    add_recorder_arguments(parser)
+
+
+def parse_cameras(text: str) -> list[str]:
+    cameras = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in cameras if c not in CAMERAS]
+    if unknown:
+        raise DpError(f"--cameras: unknown camera(s) {unknown} (known: {', '.join(CAMERAS)})")
+    return cameras
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.from_endpoint:
+        return run_recorder(args)
+    if not args.task:
+        raise DpError(f"--task is required unless recording --from a controller (tasks: {', '.join(TASKS)})")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from dp.collect.collector import collect
+
+    cameras = parse_cameras(args.cameras)
+    options = dict(cameras=cameras, image_size=args.image_size, seed=args.seed, keep_failures=args.keep_failures,
+                   max_attempts=args.max_attempts)
+    if args.teleop:
+        from dp.collect.teleop import SUCCESS_HOLD, teleop_source
+
+        if args.workers != 1:
+            raise DpError("--teleop runs in this process: leave --workers at 1")
+        summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
+                          success_hold=SUCCESS_HOLD, viewer=True, **options)
+    else:
+        summary = collect(args.task, args.episodes, args.out, workers=args.workers, **options)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    else:
+        print(
+            f"{summary.store}: {summary.stored} episodes of {summary.task} "
+            f"(+{summary.added} this run; {summary.successes}/{summary.attempts} attempts succeeded, "
+            f"{summary.frames_per_second:.0f} frames/s)"
+        )
+    return 0

@@ -1,0 +1,91 @@
+"""Evaluate a policy in simulation (robosuite tasks in MuJoCo, Push-T in pymunk): success rate (95%
+Wilson interval), mean score (95% t-interval), mean episode length and policy latency over seeded
+episodes, with optional MP4s of the first episodes.
+
+POLICY is `expert:<task>` (the scripted expert), an exported folder (policy.onnx) or a training
+run / checkpoint folder (model.safetensors). Cameras the policy observes are rendered for it.
+
+Seeds: `--split val` for every choice of settings (checkpoint, RTI, sampler steps), `--split test`
+(the default) for reported figures only; the two streams are disjoint from each other and from
+the seeds of collected demonstrations. Push-T follows Diffusion Policy's protocol: at most 300
+steps, score = max over steps of min(coverage / 0.95, 1), success = coverage reached 0.95.
+
+  dp eval runs/lift --task lift --episodes 50
+  dp eval runs/pusht --task pusht --split val --episodes 50
+  dp eval expert:can --task can --episodes 20 --video videos/
+  dp eval --onnx exported/lift --task lift --episodes 50 --rti --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from dp.errors import DpError
+from dp.sim.tasks import TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("policy", nargs="?", default=None, help="expert:TASK, an exported folder (policy.onnx) or a run/checkpoint folder")
+    parser.add_argument("--task", required=True, help=f"task to evaluate on ({', '.join(TASKS)})")
+    parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
+    parser.add_argument("--split", choices=("val", "test"), default="test",
+                        help="seed split: val (choosing settings) or test (reported figures; default)")
+    parser.add_argument("--onnx", type=Path, default=None, help="run the exported ONNX policy in this folder (POLICY may be left out)")
+    parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")
+    parser.add_argument("--rti-steps", type=int, default=None, help="with a run folder: RTI denoising steps per warm chunk (implies --rti)")
+    parser.add_argument("--rti-sigma", type=float, default=None, help="with a run folder: noise level RTI restarts from (implies --rti)")
+    parser.add_argument("--rti-every", type=int, default=None, help="with a run folder: a new RTI chunk every N control steps (implies --rti)")
+    parser.add_argument("--replan-every", type=int, default=None,
+                        help="sample a new chunk every N control steps (default: the policy's executed steps, or its RTI "
+                             "interval); full sampling at RTI's interval compares the samplers, not the intervals")
+    parser.add_argument("--first-chunk", choices=("short", "full"), default=None,
+                        help="with --onnx --rti: an episode's first chunk from the short first-chunk graph (the default) or by full sampling")
+    parser.add_argument("--image-size", type=int, default=None, help="camera image size rendered for image policies (default: the task's, 84; Push-T 96)")
+    parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
+                        help="write MP4s of the first episodes into this folder (default ./videos)")
+    parser.add_argument("--video-episodes", type=int, default=3, help="how many episodes --video records (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the figures as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from dp.eval.evaluate import evaluate
+    from dp.infer.load import load_policy
+    from dp.stats import wilson_interval
+
+    if args.onnx is not None:
+        if not (args.onnx / "policy.onnx").is_file():
+            raise DpError(f"--onnx {args.onnx}: no policy.onnx in that folder (make one with `dp export`)")
+        spec = str(args.onnx)
+    elif args.policy:
+        spec = args.policy
+    else:
+        raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
+    policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
+                         replan_every=args.replan_every, first_chunk=args.first_chunk)
+    result = evaluate(policy, args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
+                      video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
+    figures = {"policy": spec, **result.as_dict()}
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(figures, indent=2))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    low, high = wilson_interval(result.successes, result.episodes)
+    lat = figures["latency_ms"]
+    s_low, s_high = figures["score_ci95"]
+    print(
+        f"{result.task} ({args.split} seeds): success {result.successes}/{result.episodes} = {result.success_rate:.1%} "
+        f"(95% CI {low:.1%}-{high:.1%}), mean score {figures['mean_score']:.3f} (95% CI {s_low:.3f}-{s_high:.3f}), "
+        f"mean episode length {figures['mean_length']:.1f} steps, "
+        f"policy latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms"
+    )
+    for path in result.videos:
+        print(f"video: {path}")
+    return 0

@@ -1,0 +1,149 @@
+"""Policy evaluation in simulation: seeded rollouts, success rate with a 95% Wilson interval, mean
+score with a 95% t-interval, mean episode length, policy latency, and MP4s of the first episodes.
+
+Seeds come in two splits, streams apart from each other and from the one collection uses (so a
+policy is never judged on the initial states of its training demonstrations): ``val``
+(``seed_for(S, i, "val")``) for every choice of settings (checkpoint, RTI, sampler steps) and
+``test`` (``seed_for(S, i, "test")``, the stream older figures call "eval") for reported figures only.
+The score is the maximum over an episode's steps of the task's score (Push-T: min(coverage / 0.95, 1),
+Diffusion Policy's protocol; robosuite tasks: 1 once solved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from dp.data.video import write_mp4
+from dp.errors import DpError
+from dp.sim.rollout import ActionSource, run_episode, seed_for
+from dp.sim.tasks import Task, get_task
+from dp.stats import mean_interval, wilson_interval
+
+SPLITS = ("val", "test")
+
+
+@dataclass
+class EvalResult:
+    """The figures `dp eval` prints."""
+
+    task: str
+    episodes: int
+    successes: int
+    lengths: list[int]
+    seeds: list[int]
+    latency_ms: np.ndarray = field(repr=False)  # per select_action call, all episodes
+    videos: list[str] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    split: str = "test"
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        low, high = wilson_interval(self.successes, self.episodes)
+        lat = self.latency_ms
+        return {
+            "task": self.task,
+            "split": self.split,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "success_ci95": [low, high],
+            "mean_score": float(np.mean(self.scores)) if self.scores else 0.0,
+            "score_ci95": list(mean_interval(self.scores)),
+            "scores": [round(s, 6) for s in self.scores],
+            "mean_length": float(np.mean(self.lengths)) if self.lengths else 0.0,
+            "lengths": self.lengths,
+            "latency_ms": {
+                "median": float(np.median(lat)) if lat.size else None,
+                "p99": float(np.percentile(lat, 99)) if lat.size else None,
+                "calls": int(lat.size),
+            },
+            "seeds": self.seeds,
+            "videos": self.videos,
+        }
+
+
+def policy_cameras(policy: ActionSource, spec: Task) -> list[str]:
+    """The cameras of task ``spec`` that render the image keys the policy declares (``image_keys``);
+    a DpError when the task cannot give one of them."""
+    keys = list(getattr(policy, "image_keys", None) or [])
+    by_key = {spec.image_keys([cam])[0]: cam for cam in spec.cameras}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise DpError(f"the policy observes image key(s) {missing}; task {spec.name!r} renders only {sorted(by_key)}")
+    return [by_key[k] for k in keys]
+
+
+def check_fit(policy: ActionSource, spec: Task) -> None:
+    """A DpError when the policy cannot act in the task: other action width, or a low-dim key the
+    task does not observe (checked before any episode runs)."""
+    width = getattr(policy, "action_dim", None)
+    if width is not None and int(width) != spec.action_dim:
+        raise DpError(f"the policy's actions have {width} values but task {spec.name!r} takes {spec.action_dim} "
+                      f"(a policy trained on another task?)")
+    missing = [k for k in getattr(policy, "lowdim_keys", None) or [] if k not in spec.lowdim_keys]
+    if missing:
+        raise DpError(f"the policy observes {missing}, which task {spec.name!r} does not give "
+                      f"(it gives {spec.lowdim_keys} and images {spec.image_keys()})")
+
+
+def evaluate(
+    policy: ActionSource,
+    task: str,
+    episodes: int,
+    *,
+    seed: int = 0,
+    split: str = "test",
+    cameras: list[str] | None = None,
+    image_size: int | None = None,
+    video_dir: Path | None = None,
+    video_episodes: int = 3,
+    video_size: int = 256,
+    progress: bool = True,
+) -> EvalResult:
+    """Roll ``policy`` out for ``episodes`` episodes of ``task`` seeded from ``split`` ("val" or
+    "test"). ``cameras`` are rendered into the observations (default: those the policy declares, at
+    ``image_size``, default the task's); with ``video_dir`` the first ``video_episodes`` episodes are
+    written as MP4s with every camera side by side."""
+    spec = get_task(task)
+    if episodes < 1:
+        raise DpError(f"--episodes must be at least 1, got {episodes}")
+    if split not in SPLITS:
+        raise DpError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    check_fit(policy, spec)
+    cameras = policy_cameras(policy, spec) if cameras is None else list(cameras)
+    env = spec.make_env(cameras, image_size, offscreen=video_dir is not None)
+    if video_dir is not None:
+        video_dir.mkdir(parents=True, exist_ok=True)
+    result = EvalResult(spec.name, 0, 0, [], [], np.zeros(0), split=split)
+    latencies: list[np.ndarray] = []
+    bar = tqdm(total=episodes, desc=f"eval {spec.name}", unit="ep", disable=not progress)
+    try:
+        for i in range(episodes):
+            video = video_dir is not None and i < video_episodes
+            ep = run_episode(env, policy, seed_for(seed, i, split), record=False,
+                             video_cameras=list(spec.cameras) if video else None, video_size=video_size)
+            result.episodes += 1
+            result.successes += ep.success
+            result.scores.append(ep.score)
+            result.lengths.append(ep.length)
+            result.seeds.append(ep.seed)
+            latencies.append(ep.latencies * 1000.0)
+            if video:
+                path = video_dir / f"{spec.name}_ep{i:03d}_{'success' if ep.success else 'failure'}.mp4"
+                write_mp4(path, ep.frames, spec.control_freq)
+                result.videos.append(str(path))
+            bar.update(1)
+            bar.set_postfix(success=f"{result.success_rate:.0%}", score=f"{np.mean(result.scores):.3f}")
+    finally:
+        bar.close()
+        env.close()
+    result.latency_ms = np.concatenate(latencies) if latencies else np.zeros(0)
+    return result

@@ -1,0 +1,155 @@
+"""The policy runtime API shared by the torch and ONNX Runtime policies, with its contract in code.
+
+Numpy only (no torch here: robots import this).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from dp.errors import DpError
+from dp.infer.goals import known_goals, resolve_goal
+from dp.infer.observations import check_noise, check_observation
+
+
+class ChunkedRuntime(abc.ABC):
+    """``reset`` / ``select_action`` / ``predict_chunk`` / ``prime`` over a runtime that samples chunks.
+
+    Sampler noise comes from a numpy generator (``seed``), the same stream in both runtimes, so a torch
+    policy and its export act alike from the same seed (to float precision). A runtime sets the
+    attributes declared below, then calls :meth:`_start`, and implements the abstract methods.
+    """
+
+    lowdim_keys: list[str]
+    image_keys: list[str]
+    obs_keys: list[str]
+    shapes: dict[str, list[int]]
+    pad_lowdim: bool
+    obs_horizon: int
+    action_horizon: int
+    action_dim: int
+    action_key: str
+    discrete_dims: list[int]
+    goal_kind: str  # "none", "task" or "lang"
+    tasks: list[str]
+    instructions: dict[str, str]  # task -> instruction
+    goals: dict[str, np.ndarray]  # the stored language embeddings, by instruction
+    lang_encoder: str | None  # the sentence encoder that made them (None: known instructions only)
+
+    @abc.abstractmethod
+    def _sample(self, noise: np.ndarray | None) -> np.ndarray:
+        """One (H, A) float32 chunk of raw actions from the history, the goal and ``noise`` (drawn by
+        :meth:`_noise` when None), discrete dimensions snapped; sets ``_previous`` for RTI."""
+
+    @abc.abstractmethod
+    def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The goal (:func:`dp.infer.goals.resolve_goal`'s arrays) in the form :meth:`_sample` takes."""
+
+    @property
+    @abc.abstractmethod
+    def lang_dim(self) -> int:
+        """The size of a language embedding this policy takes."""
+
+    def _start(self, n_action_steps: int, seed: int) -> None:
+        """Check ``n_action_steps``, seed the noise and set up the episode state; a single-goal policy
+        is ready at once, a multi-goal one waits for ``reset(instruction)``."""
+        self.n_action_steps = int(n_action_steps)
+        if not 1 <= self.n_action_steps <= self.action_horizon:
+            raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
+        self.seed(seed)
+        self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
+        self._queue: deque[np.ndarray] = deque()
+        self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
+        self._goal: dict[str, Any] | None = None
+        self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
+        self.instruction: str | None = None
+        try:
+            self.reset()
+        except DpError:
+            pass
+
+    def seed(self, seed: int) -> None:
+        """Reseed the sampler noise (reproducible episodes)."""
+        self._rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ goal
+    def reset(self, instruction: str | None = None) -> None:
+        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal.
+
+        A language instruction the policy has no embedding for is embedded with the offline sentence
+        encoder (once; needs the `lang` extra, and a policy trained on that encoder's embeddings,
+        see :func:`dp.data.language.embed_new_instruction`); known instructions need no text model.
+        """
+        self._history.clear()
+        self._queue.clear()
+        self._previous = None
+        self._goal = self.lookup_goal(instruction)
+        self.instruction = instruction
+
+    def lookup_goal(self, instruction: str | None) -> dict[str, Any]:
+        """The goal input for ``instruction`` (a task name or its instruction), in this runtime's form."""
+        return self._goal_input(resolve_goal(self.goal_kind, instruction, self.tasks, self.instructions, self.goals, self._embed_new))
+
+    def _embed_new(self, instruction: str, known: str) -> np.ndarray:
+        if instruction not in self._encoded:
+            from dp.data.language import embed_new_instruction  # only now: it loads a text model (and torch)
+
+            self._encoded[instruction] = embed_new_instruction(instruction, self.lang_encoder, self.lang_dim, known)
+        return self._encoded[instruction]
+
+    def _check_goal(self) -> None:
+        if self._goal is None:
+            raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {known_goals(self.tasks, self.instructions)}")
+
+    # ------------------------------------------------------------------ acting
+    def _noise(self, noise: Any) -> np.ndarray:
+        """The (1, H, A) float32 start of the sampler: ``noise`` checked, or drawn from the seeded stream."""
+        shape = (1, self.action_horizon, self.action_dim)
+        return self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
+
+    def _push(self, obs: dict[str, Any]) -> None:
+        """Check one observation and add it to the history (the first one fills it, as in training)."""
+        frame = check_observation(obs, self.lowdim_keys, self.image_keys, self.shapes, self.pad_lowdim)
+        if not self._history:
+            for _ in range(self.obs_horizon - 1):
+                self._history.append(frame)
+        self._history.append(frame)
+
+    def _window(self) -> dict[str, np.ndarray]:
+        """The observation history as arrays (1, To, ...) by key."""
+        return {k: np.stack([h[k] for h in self._history])[None] for k in self.obs_keys}
+
+    def predict_chunk(self, obs: dict[str, Any], noise: np.ndarray | None = None) -> np.ndarray:
+        """Add one observation to the history and return a fresh (H, A) chunk of raw actions.
+
+        ``noise``: optional (H, A) standard-normal start of the sampler, for reproducible chunks. With
+        RTI, every chunk after the first starts from the previous one advanced by ``n_action_steps``.
+        """
+        self._push(obs)
+        return self._sample(noise)
+
+    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
+        self._push(obs)
+        if not self._queue:
+            self._refill()
+        return self._queue.popleft()
+
+    def prime(self, obs: dict[str, Any]) -> None:
+        """Add one observation and sample the next chunk into the queue now, so that the next
+        ``select_action`` returns at once (a robot computes its first chunk while it still holds)."""
+        self._push(obs)
+        self._queue.clear()
+        self._refill()
+
+    def _refill(self) -> None:
+        """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
+        self._queue.extend(self._sample(None)[: self.n_action_steps])
+
+    def pending_actions(self) -> np.ndarray:
+        """The queued actions still to come after the last one returned, (n, A)."""
+        return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)

@@ -1,0 +1,63 @@
+"""The export's self-check: each graph in ONNX Runtime against the uncached, routed torch model.
+
+Continuous action dimensions must agree within ``CHECK_TOLERANCE[precision]`` of the action scale,
+discrete ones in sign.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dp.diffusion.ddim import ddim_sample
+from dp.errors import DpError
+from dp.infer.graph_inputs import example_inputs
+from dp.infer.policy import Policy
+from dp.infer.rti import warm_sample
+
+CHECK_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.2}  # of the action scale (max |action|, at least 1)
+
+
+def reference_chunks(policy: Policy, feeds: dict[str, np.ndarray], sigmas: torch.Tensor, warm: bool) -> np.ndarray:
+    """The uncached, routed torch model on graph inputs ``feeds``: (1, H, A) raw actions, not snapped."""
+    model = policy.model
+    obs = model.observation_batch({k: feeds[k] for k in policy.obs_keys})
+    goal = {k: torch.from_numpy(feeds[k]).to(policy.device) for k in ("task_id", "lang_emb") if k in feeds}
+    noise = torch.from_numpy(feeds["noise"]).to(policy.device)
+    sigmas = sigmas.to(policy.device)
+    with torch.no_grad():
+        cond = model.encode(obs, **goal)
+        if warm:
+            guess = model.normalize_action(torch.from_numpy(feeds["guess"]).to(policy.device))
+            x = warm_sample(model, cond, guess, noise, sigmas)
+        else:
+            x = ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], noise * sigmas[0], sigmas)
+        return model.unnormalize_action(x).cpu().numpy().astype(np.float32)
+
+
+def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: bool, tolerance: float = 1e-4, trials: int = 3) -> float:
+    """Run the exported file in ONNX Runtime and the uncached, routed torch model on ``trials`` random
+    inputs; a DpError if a continuous action dimension differs by more than ``tolerance`` (relative to
+    the action scale) or a discrete one has another sign (where torch is not within the tolerance of
+    0). Returns the largest difference in the continuous dimensions."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    continuous = [d for d in range(policy.action_dim) if d not in policy.discrete_dims]
+    worst = 0.0
+    for trial in range(trials):
+        feeds = example_inputs(policy, warm, seed=1 + trial)
+        got = session.run(None, feeds)[0]
+        want = reference_chunks(policy, feeds, sigmas, warm)
+        scale = max(1.0, float(np.abs(want).max()))
+        diff = float(np.abs(got - want)[..., continuous].max()) if continuous else 0.0
+        if not diff <= tolerance * scale:
+            raise DpError(f"{path.name}: ONNX Runtime and the torch model disagree by {diff:.3g} (tolerance {tolerance * scale:.3g}); the export is wrong")
+        grip = want[..., policy.discrete_dims]
+        clear = np.abs(grip) > tolerance * scale
+        if np.any((np.sign(grip) != got[..., policy.discrete_dims]) & clear):
+            raise DpError(f"{path.name}: ONNX Runtime and the torch model choose another sign for a discrete action dimension; the export is wrong")
+        worst = max(worst, diff)
+    return worst

@@ -1,0 +1,96 @@
+"""The one policy loader of `dp eval`, `dp node` and the benches: the policy a spec names.
+
+Specs, tried in order: ``expert:TASK`` (a scripted expert); a folder with ``policy.onnx`` (an
+export, run by ``dp.infer.OnnxPolicy``); a folder with ``model.safetensors``, a run or a checkpoint
+(``dp.infer.Policy``); and, where the caller allows it (`dp node`), ``package.module:Name``: any
+importable class or factory called with no arguments that has the Policy runtime API (``reset``,
+``select_action``): your own policy, a teleoperation device, a test double.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from dp.errors import DpError
+from dp.infer.export_format import FULL_FILE
+
+
+def is_exported(spec: str) -> bool:
+    """Whether ``spec`` names an exported folder (one holding ``policy.onnx``)."""
+    return (Path(spec) / FULL_FILE).is_file()
+
+
+def load_policy(
+    spec: str,
+    *,
+    rti: bool = False,
+    rti_steps: int | None = None,
+    rti_sigma: float | None = None,
+    rti_every: int | None = None,
+    replan_every: int | None = None,
+    first_chunk: str | None = None,
+    importable: bool = False,
+) -> Any:
+    """The policy ``spec`` names (see the module docstring); a DpError naming what was expected otherwise.
+
+    ``rti`` turns real-time-iteration warm starts on; ``rti_steps``, ``rti_sigma`` and ``rti_every``
+    (trained runs only: an export fixes them) choose its steps, start sigma and re-planning interval.
+    ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval;
+    ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
+    is sampled. ``importable`` also accepts ``package.module:Name``."""
+    if spec.startswith("expert:"):
+        from dp.sim.experts import make_expert
+
+        if rti:
+            raise DpError("--rti applies to trained policies, not to a scripted expert")
+        return make_expert(spec.split(":", 1)[1])
+    path = Path(spec)
+    if not path.exists():
+        if importable and ":" in spec:
+            return _import_policy(spec)
+        raise DpError(f"policy {spec!r}: no such file or folder (expected expert:TASK, an exported folder or a run folder)")
+    tuned = (rti_steps, rti_sigma, rti_every) != (None, None, None)
+    if is_exported(spec):
+        if tuned:
+            raise DpError(f"{spec}: an exported policy's warm start is fixed at export; "
+                          "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
+        if first_chunk is not None and not rti:
+            raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
+        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "short")
+    if first_chunk is not None:
+        raise DpError("--first-chunk applies to an exported folder (--onnx) with --rti")
+    if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
+        if tuned:
+            from dp.infer.rti import RTISettings
+
+            default = RTISettings()
+            settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma,
+                                   rti_every or default.every)
+            return _runtime("Policy").load(path, rti=settings, n_action_steps=replan_every)
+        return _runtime("Policy").load(path, rti=rti, n_action_steps=replan_every)
+    raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
+
+
+def _runtime(name: str) -> Any:
+    """``dp.infer.<name>``, imported only when needed (torch, onnxruntime)."""
+    try:
+        import dp.infer
+
+        return getattr(dp.infer, name)
+    except (ImportError, AttributeError) as exc:
+        raise DpError(f"the policy runtime dp.infer.{name} is not available here ({exc})") from None
+
+
+def _import_policy(spec: str) -> Any:
+    """``package.module:Name`` called with no arguments; a DpError unless it has the Policy runtime API."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DpError(f"policy {spec!r}: cannot import {attr} from {module_name} ({exc})") from None
+    policy = factory()
+    if not callable(getattr(policy, "select_action", None)) or not callable(getattr(policy, "reset", None)):
+        raise DpError(f"policy {spec!r}: {attr}() has no reset/select_action (the Policy runtime API)")
+    return policy

@@ -1,0 +1,44 @@
+"""Per-sender sequence numbers: out-of-order and replayed messages are refused."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+from dp.link.protocol.schema import ProtocolError
+
+
+class SeqGuard:
+    """Rejects out-of-order or repeated sequence numbers, per sender, in a table of at most
+    ``max_senders`` entries. A sender heard within the last ``keep`` seconds is never evicted: when
+    the table is full of such senders a new sender is refused instead, so a flood of new sender ids
+    cannot flush a live sender's state and re-admit a replay of its messages. (A receiver must also
+    refuse anything computed more than ``keep`` seconds ago, as the controller's command horizon
+    does: that is what makes forgetting a quiet sender safe.) ``keep=None``: the least recently
+    heard sender makes room (for clients, whose only sender is the controller run)."""
+
+    def __init__(self, max_senders: int = 64, keep: float | None = None):
+        self._last: OrderedDict[int, tuple[int, float]] = OrderedDict()  # sender -> (seq, last heard), oldest first
+        self._max = max_senders
+        self._keep = keep
+
+    def check(self, sender: int, seq: int, field: str = "seq", now: float = 0.0) -> None:
+        entry = self._last.get(sender)
+        if entry is not None and seq <= entry[0]:
+            raise ProtocolError(field, f"out of order: {seq} after {entry[0]} from sender {sender:x}")
+        if entry is None and len(self._last) >= self._max:
+            oldest, (_, heard) = next(iter(self._last.items()))
+            if self._keep is not None and now - heard <= self._keep:
+                raise ProtocolError(field.split(".")[0] + ".sender",
+                                    f"new sender {sender:x} refused: {self._max} senders were heard within {self._keep:g} s")
+            del self._last[oldest]
+        self._last[sender] = (seq, now)
+        self._last.move_to_end(sender)
+
+    def last_heard(self, sender: int) -> float:
+        """When ``sender`` last passed :meth:`check` (-inf if unknown)."""
+        entry = self._last.get(sender)
+        return -math.inf if entry is None else entry[1]
+
+    def forget(self, sender: int) -> None:
+        self._last.pop(sender, None)
