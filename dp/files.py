@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
+import os
 from pathlib import Path
+
+from dp.errors import DpError
 
 
 def sha256_file(path: str | Path) -> str:
@@ -13,3 +18,26 @@ def sha256_file(path: str | Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def hold_lock(path: Path, busy: str) -> int:
+    """Take the exclusive advisory lock ``path`` (created if needed, recording our pid) and return its
+    descriptor; a DpError with ``busy`` when another process holds it. The lock ends with the process."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DpError(busy) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid()}).encode())
+    return fd
+
+
+def release_lock(fd: int | None) -> None:
+    """Release a lock from :func:`hold_lock` (closing the descriptor releases the flock)."""
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from dp.errors import DpError
 from dp.infer import Policy
 from dp.models import checkpoint_files as ckpt
 from dp.testing.reach_store import make_store
-from dp.train.trainer import NonFiniteLoss, Trainer
+from dp.train.trainer import RUN_LOCK_FILE, NonFiniteLoss, Trainer
 
 
 def rows(run: Path, event: str) -> list[dict]:
@@ -171,6 +173,27 @@ def test_store_without_the_configured_keys(tmp_path, capsys):
     assert rc == 1 and "no image keys" in capsys.readouterr().err
     rc = dp_main(["train", "--data", str(tmp_path / "missing.zarr"), "--preset", "tiny", "--out", str(tmp_path / "run")])
     assert rc == 1 and "missing.zarr" in capsys.readouterr().err
+
+
+def test_a_run_folder_has_one_trainer_and_sane_intervals(tmp_path, capsys):
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(store), "--preset", "tiny", "--out", str(run), "--no-progress", "train.steps=2"]
+    assert dp_main([*args, "train.val_every=0"]) == 1
+    assert "train.val_every must be at least 1" in capsys.readouterr().err
+    # another process (a second `dp train` on the same folder) holds the run's lock: refused, nothing written
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from dp.files import hold_lock; "
+                               f"hold_lock(Path({str(run / RUN_LOCK_FILE)!r}), 'busy'); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert dp_main(args) == 1
+        assert "another `dp train` is using this run folder" in capsys.readouterr().err
+        assert not (run / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert dp_main(args) == 0  # the lock died with its process
 
 
 def test_checkpoint_from_another_preset(overfit_run, tmp_path, capsys):

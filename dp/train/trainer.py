@@ -27,6 +27,7 @@ from dp.config import Config, dump_config
 from dp.data.normalize import Normalizer
 from dp.data.windows import passthrough_collate
 from dp.errors import DpError
+from dp.files import hold_lock, release_lock
 from dp.models import checkpoint_files as ckpt_files
 from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
@@ -34,6 +35,8 @@ from dp.train import checkpoint as ckpt
 from dp.train.data import TrainData, build_data, resolve
 from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
 from dp.train.resumable_sampler import ResumableSampler
+
+RUN_LOCK_FILE = ".dp-train.lock"  # held by the main training process for the whole run
 
 
 @dataclass
@@ -83,6 +86,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         tcfg = cfg.train
+        for name in ("steps", "log_every", "val_every", "ckpt_every"):
+            if getattr(tcfg, name) < 1:
+                raise DpError(f"train.{name} must be at least 1, got {getattr(tcfg, name)} (a value above train.steps means only at the end)")
         if tcfg.batch_size % self.dist.world:
             raise DpError(f"train.batch_size={tcfg.batch_size} does not split over {self.dist.world} processes")
         threads = tcfg.threads or (max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))) if self.device.type == "cpu" else 0)
@@ -353,9 +359,20 @@ class Trainer:
 
 
 def train(cfg: Config, data_paths: list[str], run_dir: Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a run; returns the final summary row."""
-    trainer = Trainer(cfg, data_paths, run_dir, resume, progress)
+    """Train (or resume) a run; returns the final summary row. One trainer per run folder: the main
+    process holds RUN_LOCK_FILE in it, so a second trainer (two resumes of one run) is refused instead
+    of interleaving checkpoints."""
+    run_dir = Path(run_dir)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun's rank; dist is not initialised yet
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = hold_lock(run_dir / RUN_LOCK_FILE, f"{run_dir}: another `dp train` is using this run folder "
+                         f"({RUN_LOCK_FILE} is held); wait for it to finish or choose another --out")
     try:
-        return trainer.fit()
+        trainer = Trainer(cfg, data_paths, run_dir, resume, progress)
+        try:
+            return trainer.fit()
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        release_lock(lock)

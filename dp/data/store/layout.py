@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import errno
-import fcntl
-import json
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ import numpy as np
 from zarr.codecs import BloscCodec
 
 from dp.errors import DpError
+from dp.files import hold_lock
 
 SCHEMA_VERSION = 1
 LOCK_FILE = ".dp-writer.lock"
@@ -94,23 +92,7 @@ def decode_meta(kind: str, attrs: Any, raw: Any) -> Any:
 
 
 def take_lock(path: Path) -> int:
-    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise DpError(f"{path}: another process is writing to this store (writer lock held); readers may still open it with mode='r'") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid()}).encode())
-    return fd
-
-
-def release_lock(fd: int | None) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)  # closing the descriptor releases the flock
-        except OSError:
-            pass
+    return hold_lock(path / LOCK_FILE, f"{path}: another process is writing to this store (writer lock held); readers may still open it with mode='r'")
 
 
 def remove_store_contents(path: Path) -> None:

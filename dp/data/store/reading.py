@@ -10,8 +10,9 @@ from typing import Any, Self
 import numpy as np
 import zarr
 
-from dp.data.store.layout import decode_meta, infer_roles, release_lock, take_lock
+from dp.data.store.layout import decode_meta, infer_roles, take_lock
 from dp.errors import DpError
+from dp.files import release_lock
 
 
 class StoreReader:

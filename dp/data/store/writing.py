@@ -25,12 +25,12 @@ from dp.data.store.layout import (
     is_image,
     meta_kind,
     os_reason,
-    release_lock,
     remove_store_contents,
     take_lock,
 )
 from dp.data.store.reading import StoreReader
 from dp.errors import DpError
+from dp.files import release_lock
 
 
 class EpisodeStore(StoreReader):
