@@ -103,7 +103,7 @@ def write_results(root: Path) -> None:
     dump(root / "success" / "lift__torch.json", _eval("lift", 50, 47, [0.8378, 0.9793]))
     (root / "success" / "lift__torch.cmd").write_text("dp train --data data/lift.zarr --out runs/lift\n"
                                                       "dp eval runs/lift --task lift --episodes 50 --json-out bench/results/success/lift__torch.json\n")
-    dump(root / "success" / "lift__onnx_rti.json", _eval("lift", 50, 45, [0.7864, 0.9565], policy="exported/lift", latency=1.4))
+    dump(root / "success" / "lift__onnx_rti.json", {**_eval("lift", 50, 45, [0.7864, 0.9565], policy="exported/lift", latency=1.4), "split": "test"})
     # `dp node --json-out`: no success_ci95, no latency_ms; the report computes the Wilson interval
     dump(root / "success" / "lift__deploy.json", {
         "episodes": 20, "successes": 19, "success_rate": 0.95, "mean_episode_length": 85.0, "obs_to_command_ms": _stats(1.25, 4.0, 6.0),
@@ -121,6 +121,9 @@ def write_results(root: Path) -> None:
     rows.append({"event": "end", "step": 100, "run": "runs/lift", "wall_s": 12.0, "loss": 0.01})
     (root / "curves" / "lift_small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"event": "tra')
 
+    dump(root / "ablation_can.json", {"about": "can, validation seeds.", "findings": ["more steps help"], "rows": [
+        {"question": "training steps", "setting": "5000 steps", "train_min": 42.4, "split": "val", "episodes": 50, "successes": 45,
+         "success_rate": 0.9, "success_ci95": [0.786, 0.957], "command": "dp eval runs/can --task can --split val --episodes 50"}]})
     dump(root / "quickstart.json", {
         "out": "/tmp/qs", "task": "lift", "fast": False, "seconds": 700.0,
         "sizes": {"episodes": 100, "preset": "small", "train_steps": 2000, "batch_size": 64, "eval_episodes": 20, "deploy_episodes": 5},
@@ -156,8 +159,10 @@ def test_full_page(report, tmp_path, capsys):
     page = out.read_text()
 
     # headline: success, CI, counts; the deploy row's CI is computed (Wilson), missing rows say so
-    assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 | 0.80 / 2.4 ms per step |" in page
-    assert _row(page, "lift", "ONNX Runtime + RTI", "90.0%", "45/50", "1.40 / 4.2 ms per step")
+    assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 | before the split (50) | 0.80 / 2.4 ms per step |" in page
+    assert _row(page, "lift", "ONNX Runtime + RTI", "90.0%", "45/50", "test (50)", "1.40 / 4.2 ms per step")
+    assert _row(page, "training steps", "5000 steps", "42", "val (50)", "90.0%", "78.6–95.7%", "45/50")
+    assert "- more steps help" in page and "dp eval runs/can --task can --split val --episodes 50" in page
     lo, hi = wilson_interval(19, 20)
     assert _row(page, "lift", "deploy", "95.0%", f"{100 * lo:.1f}–{100 * hi:.1f}%", "19/20", "1.25 / 4.0 ms obs→command")
     assert _row(page, "multitask_lift", "MoDE", "80.0%", "24/30")

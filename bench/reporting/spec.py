@@ -5,7 +5,7 @@ from __future__ import annotations
 from dp.sim.tasks import TASKS as SIM_TASKS
 from dp.sim.tasks import TaskSpec
 
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers")
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers", "ablation_can")
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -59,6 +59,7 @@ HOW = {
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",
     "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
+    "ablation_can": "the dp train / dp eval --split val commands each row lists",
 }
 
 
