@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from dp.deploy.robot_config import load_robot
 from dp.errors import DpError
 from dp.sim.experts import make_expert, wrist_turn
 from dp.sim.rollout import run_episode, seed_for
@@ -12,6 +15,7 @@ from dp.sim.tasks import TASKS, get_task
 
 ROBOT_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
 OBJECT_DIMS = {"lift": 10, "stack": 23, "can": 14, "door": 14, "square": 14}
+BOX = load_robot(Path(__file__).resolve().parents[1] / "robots" / "panda_sim.yaml").limits
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,9 @@ def test_expert_succeeds_on_fixed_seeds(envs, task, seeds):
         actions = ep.data["action"]
         assert actions.shape == (ep.length, 7) and np.abs(actions).max() <= 1.0
         assert set(np.unique(actions[:, 6])) <= {-1.0, 1.0}  # the gripper stays discrete
+        # the simulated robot's safety box admits the whole demonstration (else the deploy path cannot do the task)
+        eef = ep.data["robot0_eef_pos"]
+        assert (eef >= BOX.workspace_min).all() and (eef <= BOX.workspace_max).all(), (task, eef.min(0), eef.max(0))
 
 
 @pytest.mark.parametrize("task", sorted(OBJECT_DIMS))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 # RTI defaults (steps of policy_warm, start sigma, actions executed per warm chunk), chosen by
-# closed-loop success on `can` (see dp/infer/rti.py).
+# closed-loop success on `can`'s validation seeds (see dp/infer/rti.py).
 DEFAULT_RTI_STEPS = 1
 DEFAULT_RTI_SIGMA = 1.0
 DEFAULT_RTI_EVERY = 4
