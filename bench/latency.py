@@ -143,7 +143,7 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
         export_policy(policy, out, rti=rti, control_freq=20.0, source="bench: random small preset", precision=precision)
         onnx_full = OnnxPolicy.load(out, rti=False, threads=threads)
         onnx_rti = OnnxPolicy.load(out, rti=True, threads=threads)
-        onnx_first = OnnxPolicy.load(out, rti=True, threads=threads)
+        onnx_first = OnnxPolicy.load(out, rti=True, threads=threads, first_chunk="short")
         onnx_rti.predict_chunk(obs)  # the first chunk is short; every later one is warm
         suffix = "" if precision == "fp32" else f"_{precision}"
         modes[f"onnx_full{suffix}"] = lambda p=onnx_full: p.predict_chunk(obs)

@@ -154,17 +154,17 @@ def test_same_seed_gives_the_same_actions_in_both_runtimes(exported):
 
 def test_rti_reset_and_action_queue(exported):
     images, goal, folder, _ = exported
-    policy = OnnxPolicy.load(folder, rti=True)
+    policy = OnnxPolicy.load(folder, rti=True, first_chunk="short")
     plain = OnnxPolicy.load(folder, rti=False)
-    full_first = OnnxPolicy.load(folder, rti=True, first_chunk="full")
+    full_first = OnnxPolicy.load(folder, rti=True)
     rng = np.random.default_rng(5)
     obs, noise = observation(policy, rng), rng.standard_normal((8, 4)).astype(np.float32)
     for p in (policy, plain, full_first):
         p.reset("lift")
     first = policy.predict_chunk(obs, noise=noise)
     full = plain.predict_chunk(obs, noise=noise)
-    assert np.array_equal(full_first.predict_chunk(obs, noise=noise), full)  # first_chunk="full": full sampling
-    assert np.abs(first - full).max() > 1e-3  # the default: the short sampler
+    assert np.array_equal(full_first.predict_chunk(obs, noise=noise), full)  # the default: the first chunk fully sampled
+    assert np.abs(first - full).max() > 1e-3  # first_chunk="short": the short sampler
     warm = policy.predict_chunk(obs, noise=noise)
     assert not np.array_equal(warm, first)  # the second starts from the first
     policy.reset("lift")
@@ -183,7 +183,7 @@ def test_short_first_chunk_is_the_uncached_model_from_a_zero_guess(exported):
     images, goal, folder, rti = exported
     torch_policy = random_policy(images, goal)
     model, norm = torch_policy.model, torch_policy.normalizer
-    onnx_policy = OnnxPolicy.load(folder, rti=True)
+    onnx_policy = OnnxPolicy.load(folder, rti=True, first_chunk="short")
     rng = np.random.default_rng(4)
     for instruction in ("can", "lift the cube"):
         obs, noise = observation(torch_policy, rng), rng.standard_normal((8, 4)).astype(np.float32)

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample a new chunk every N control steps (default: the policy's executed steps, or its RTI "
                              "interval); full sampling at RTI's interval compares the samplers, not the intervals")
     parser.add_argument("--first-chunk", choices=("short", "full"), default=None,
-                        help="with --onnx --rti: an episode's first chunk from the short first-chunk graph (the default) or by full sampling")
+                        help="with --onnx --rti: an episode's first chunk by full sampling (the default) or from the short first-chunk graph")
     parser.add_argument("--image-size", type=int, default=None, help="camera image size rendered for image policies (default: the task's, 84; Push-T 96)")
     parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
                         help="write MP4s of the first episodes into this folder (default ./videos)")

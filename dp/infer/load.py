@@ -58,7 +58,7 @@ def load_policy(
                           "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
-        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "short")
+        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full")
     if first_chunk is not None:
         raise DpError("--first-chunk applies to an exported folder (--onnx) with --rti")
     if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
