@@ -14,9 +14,10 @@ from bench.reporting.text import get, num, pct, shown, table
 README_INTRO = (
     "Measured on this project's reference machine (2 CPU cores, no GPU); every figure, its command and\n"
     "the plots are on the [results page](docs/results.md). Policies use the `small` preset and state\n"
-    "observations unless the task says `image`; 50 seeded episodes each. Latency is per `select_action`\n"
-    "call (median: a queued action; p99: a new chunk) while other jobs shared the machine; the clean\n"
-    "per-chunk figures are in the latency table below."
+    "observations unless the task says `image`. Seeds: `test` rows ran on `dp eval --split test` seeds that\n"
+    "chose nothing; rows from before the split ran on seeds that also chose their RTI settings. Latency is\n"
+    "per `select_action` call (median: a queued action; p99: a new chunk) while other jobs shared the\n"
+    "machine; the clean per-chunk figures are in the latency table below."
 )
 
 

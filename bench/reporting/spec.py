@@ -45,6 +45,7 @@ LATENCY_MODES = (
     ("cached_rti", "torch cached + RTI"),
     ("onnx_full", "ONNX Runtime, full sampling"),
     ("onnx_rti", "ONNX Runtime + RTI"),
+    ("onnx_rti_back_to_back", "ONNX Runtime + RTI, back to back (hot caches)"),
     ("onnx_first", "ONNX Runtime, first chunk (short sampler)"),
 )
 LATENCY_CASES = (("small_state", "state"), ("small_two_cameras_84", "two 84x84 cameras"))

@@ -1,4 +1,5 @@
 dp collect --task can --episodes 200 --out data/can.zarr --workers 2 --seed 0
-dp train --data data/can.zarr --preset small --out runs/can train.steps=3000   # 1655 s on 2 busy cores
-dp export runs/can --out exported/can
-dp eval runs/can --task can --episodes 50 --seed 5000 --json-out can__torch.json
+dp train --data data/can.zarr --preset small --out runs/can train.steps=5000 train.ckpt_every=500 train.val_every=500 train.keep_checkpoints=10 train.threads=1   # 42.4 min, 1 thread
+dp eval runs/can/checkpoints/step_0003000 --task can --split val --episodes 50   # 41/50
+dp eval runs/can/checkpoints/step_0005000 --task can --split val --episodes 50   # 46/50: chosen
+dp eval runs/can/checkpoints/step_0005000 --task can --split test --episodes 100 --json-out can__torch.json
