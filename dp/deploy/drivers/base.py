@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from dp.errors import DpError
+
+if TYPE_CHECKING:
+    from dp.deploy.robot_config import RobotConfig
 
 
 @dataclass
@@ -88,3 +94,34 @@ class Driver(ABC):
     def forward_kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """End-effector (position, quaternion x,y,z,w) at joint positions ``q``; needed for joint mode."""
         raise NotImplementedError(f"{type(self).__name__} has no forward kinematics")
+
+
+class SimulatedDriver(Driver):
+    """A driver over a ``dp.sim`` environment (``reset(seed)``, ``close()``): the seed bookkeeping,
+    reset and disconnect that every simulated robot shares. Subclasses set ``self.env`` in
+    :meth:`connect` and may take the reset's first observation in :meth:`_on_reset`."""
+
+    def __init__(self, config: RobotConfig, known_options: set[str], name: str):
+        self.options = dict(config.driver.options)
+        unknown = sorted(set(self.options) - known_options)
+        if unknown:
+            raise DpError(f"driver.options: unknown key(s) {unknown} for the {name} driver (known: {sorted(known_options)})")
+        self.seed = int(self.options.get("seed", 0))
+        self.control_hz = config.rates.control_hz
+        self.env: Any = None
+
+    def stop(self) -> None:
+        """Nothing to cut in simulation: the controller holds from now on."""
+
+    def reset(self, seed: int | None) -> int:
+        self.seed = self.seed + 1 if seed is None else int(seed)
+        self._on_reset(self.env.reset(self.seed))
+        return self.seed
+
+    def _on_reset(self, obs: Any) -> None:
+        """The first observation of a new episode (ignored unless a subclass keeps it)."""
+
+    def disconnect(self) -> None:
+        if self.env is not None:
+            self.env.close()
+            self.env = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
+from dp.deploy.drivers.base import ArmTarget, DriverInfo, Reading, SimulatedDriver
 from dp.link.protocol import MODE_JOINT
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
@@ -25,17 +25,11 @@ OPTIONS = {"seed"}
 EXTRA = {"agent_pos": 2, "keypoint": 18, "state": 5, "score": 1}
 
 
-class PushTDriver(Driver):
+class PushTDriver(SimulatedDriver):
     def __init__(self, config: RobotConfig):
-        options = dict(config.driver.options)
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise DpError(f"driver.options: unknown key(s) {unknown} for the pusht driver (known: {sorted(OPTIONS)})")
+        super().__init__(config, OPTIONS, "pusht")
         if len(config.limits.joint_min) != 2:
             raise DpError("limits.joint_min/max: the pusht robot has 2 joints (agent x, y in pixels)")
-        self.seed = int(options.get("seed", 0))
-        self.control_hz = config.rates.control_hz
-        self.env = None
 
     def connect(self) -> DriverInfo:
         from dp.sim.tasks import get_task  # gym-pusht loads only when the controller starts
@@ -65,19 +59,6 @@ class PushTDriver(Driver):
 
     def hold(self) -> None:
         self.env.step(self.env.observation()["agent_pos"].astype(np.float64))  # target = where the agent is
-
-    def stop(self) -> None:
-        """Nothing to cut in simulation: the controller holds from now on."""
-
-    def reset(self, seed: int | None) -> int:
-        self.seed = self.seed + 1 if seed is None else int(seed)
-        self.env.reset(self.seed)
-        return self.seed
-
-    def disconnect(self) -> None:
-        if self.env is not None:
-            self.env.close()
-            self.env = None
 
     def forward_kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.array([q[0], q[1], 0.0]), np.array([0.0, 0.0, 0.0, 1.0])

@@ -13,7 +13,7 @@ import mujoco
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
+from dp.deploy.drivers.base import ArmTarget, DriverInfo, Reading, SimulatedDriver
 from dp.link.protocol import MODE_EE_DELTA, MODE_EE_POSE, MODE_JOINT
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
@@ -21,19 +21,13 @@ from dp.errors import DpError
 OPTIONS = {"task", "cameras", "image_size", "seed"}
 
 
-class SimDriver(Driver):
+class SimDriver(SimulatedDriver):
     def __init__(self, config: RobotConfig):
-        options = dict(config.driver.options)
-        unknown = sorted(set(options) - OPTIONS)
-        if unknown:
-            raise DpError(f"driver.options: unknown key(s) {unknown} for the sim driver (known: {sorted(OPTIONS)})")
-        self.task = str(options.get("task", "lift"))
-        self.cameras = list(options.get("cameras") or [])
-        self.image_size = int(options.get("image_size", 84))
-        self.seed = int(options.get("seed", 0))
-        self.control_hz = config.rates.control_hz
+        super().__init__(config, OPTIONS, "sim")
+        self.task = str(self.options.get("task", "lift"))
+        self.cameras = list(self.options.get("cameras") or [])
+        self.image_size = int(self.options.get("image_size", 84))
         self.scale = np.array([config.action_scale.translation] * 3 + [config.action_scale.rotation] * 3)
-        self.env = None
         self._obs: dict[str, np.ndarray] = {}
         self._gripper = -1.0
 
@@ -80,19 +74,9 @@ class SimDriver(Driver):
     def hold(self) -> None:
         self._step(np.zeros(6))  # OSC goal = the current pose
 
-    def stop(self) -> None:
-        """Nothing to cut in simulation: the controller holds from now on."""
-
-    def reset(self, seed: int | None) -> int:
-        self.seed = self.seed + 1 if seed is None else int(seed)
-        self._obs = self.env.reset(self.seed)
+    def _on_reset(self, obs: dict[str, np.ndarray]) -> None:
+        self._obs = obs
         self._gripper = -1.0
-        return self.seed
-
-    def disconnect(self) -> None:
-        if self.env is not None:
-            self.env.close()
-            self.env = None
 
     def forward_kinematics(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rs, data = self.env.env, self._fk_data
