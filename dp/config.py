@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from dp.errors import DpError
+from dp.files import read_yaml
 
 PRESET_DIR = Path(__file__).parent / "train" / "presets"
 
@@ -276,10 +277,7 @@ def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise DpError(f"{path}: config file not found")
-    try:
-        values = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DpError(f"{path}: not valid YAML ({exc})") from exc
+    values = read_yaml(path)
     try:
         return from_dict(Config, values, "config")
     except DpError as exc:

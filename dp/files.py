@@ -1,4 +1,4 @@
-"""File helpers shared by every stage (no third-party imports: the robot side uses them too)."""
+"""File helpers shared by every stage (numpy- and torch-free: the robot side uses them too)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from dp.errors import DpError
 
@@ -41,3 +44,19 @@ def release_lock(fd: int | None) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a DpError naming the file when it does not parse."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise DpError(f"{path}: not valid YAML ({exc})") from exc
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``; a DpError naming the file when it does not parse."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DpError(f"{path}: not valid JSON ({exc})") from exc

@@ -39,11 +39,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from dp.config import from_dict
 from dp.deploy.robot_config import resolve_file
 from dp.errors import DpError
+from dp.files import read_yaml
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -73,10 +73,7 @@ class LaunchFile:
 def load_launch(path: str | Path, overrides: dict[str, str]) -> tuple[Path, LaunchFile]:
     """Read a launch file, apply ``--set`` values and substitute every ``${var}``."""
     file = resolve_file(path, "launch")
-    try:
-        raw = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise DpError(f"{file}: not valid YAML ({exc})") from None
+    raw = read_yaml(file) or {}
     try:
         spec = from_dict(LaunchFile, raw)
     except DpError as exc:

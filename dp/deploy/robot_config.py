@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dp.config import apply_overrides, from_dict
 from dp.errors import DpError
+from dp.files import read_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,10 +134,7 @@ def resolve_file(path: str | Path, folder: str) -> Path:
 def load_robot(path: str | Path, overrides: list[str] | None = None) -> RobotConfig:
     """Read and check a robot file; ``overrides`` are ``key=value`` strings."""
     file = resolve_file(path, "robots")
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise DpError(f"{file}: not valid YAML ({exc})") from None
+    raw = read_yaml(file)
     try:
         config = from_dict(RobotConfig, raw or {})
         if overrides:

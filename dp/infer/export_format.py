@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dp.errors import DpError
+from dp.files import read_yaml
 from dp.files import sha256_file
 
 FULL_FILE, WARM_FILE, FIRST_FILE, SPEC_FILE = "policy.onnx", "policy_warm.onnx", "policy_first.onnx", "policy.yaml"
@@ -33,10 +33,7 @@ def read_spec(folder: Path) -> dict[str, Any]:
     path = folder / SPEC_FILE
     if not path.is_file():
         raise DpError(f"{folder}: no {SPEC_FILE} (not an exported policy folder; create one with `dp export RUN --out {folder}`)")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DpError(f"{path}: not valid YAML ({exc})") from exc
+    spec = read_yaml(path)
     if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
         raise DpError(f"{path}: not an exported policy description (format {SPEC_FORMAT!r} expected)")
     if spec.get("version") != SPEC_VERSION:

@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from dp.errors import DpError
+from dp.files import read_yaml
 
 CARDS_DIR = Path(__file__).resolve().parents[3] / "datasets"
 FORMATS = ("calvin", "libero", "dp-zarr", "lerobot")
@@ -270,11 +270,7 @@ def load_card(name_or_path: str | Path) -> DatasetCard:
     if not path.is_file():
         known = sorted(p.stem for p in CARDS_DIR.glob("*.yaml"))
         raise DpError(f"{name_or_path}: no such dataset card (cards in {CARDS_DIR}: {', '.join(known) or 'none'})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DpError(f"{path}: not valid YAML ({exc})") from exc
-    return card_from_dict(raw, str(path))
+    return card_from_dict(read_yaml(path), str(path))
 
 
 def _optional(raw: dict, name: str, kind: type, origin: str) -> Any:

@@ -19,7 +19,6 @@ video_utils.py). This module needs the ``lerobot`` extra (pyarrow, av); LeRobot 
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 from dp.data.formats.cards import KeySpec
 from dp.data.formats.convert import finish
 from dp.errors import DpError
+from dp.files import read_json
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -64,10 +64,7 @@ def read_info(root: Path) -> dict[str, Any]:
     path = root / INFO_PATH
     if not path.is_file():
         raise DpError(f"{root}: no {INFO_PATH} (not a LeRobotDataset folder)")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DpError(f"{path}: not valid JSON ({exc})") from exc
+    info = read_json(path)
     version = str(info.get("codebase_version", "?"))
     if version not in (CODEBASE_VERSION, *LEGACY_VERSIONS):
         raise DpError(f"{path}: codebase_version {version!r}; dp reads LeRobotDataset {CODEBASE_VERSION} and {', '.join(LEGACY_VERSIONS)} "

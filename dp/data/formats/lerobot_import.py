@@ -27,6 +27,7 @@ from dp.data.formats.lerobot import (
 )
 from dp.data.formats.pipeline import ImportItem
 from dp.errors import DpError
+from dp.files import read_json
 
 
 def plan_import(root: str | Path, *, card: DatasetCard | None = None, cameras: list[str] | None = None,
@@ -136,10 +137,7 @@ def _read_record(root: Path) -> dict[str, Any] | None:
     path = root / DP_RECORD
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DpError(f"{path}: not valid JSON ({exc})") from exc
+    record = read_json(path)
     if not isinstance(record, dict) or not isinstance(record.get("card"), dict) or not isinstance(record.get("episodes"), list):
         raise DpError(f"{path}: expected {{card: {{...}}, episodes: [...]}}")
     return record
