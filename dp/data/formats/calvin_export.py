@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from dp.data.formats.calvin_decode import write_calvin_frames
 from dp.data.formats.calvin_import import LANG_FILE, SIDECAR
-from dp.data.formats.cards import DatasetCard, KeySpec, SourceRef, card_from_dict, load_card
+from dp.data.formats.cards import DatasetCard, KeySpec, SourceRef, card_for_export
 from dp.data.formats.pipeline import role_ordered_keys
 from dp.data.formats.poses import quat_to_euler_xyz, wrap_angle
 from dp.data.formats.workers import ordered_map
@@ -69,7 +69,7 @@ def export_store(
         if not overwrite:
             raise DpError(f"{root}: exists and is not empty (pass --overwrite to replace it)")
         shutil.rmtree(root)
-    base = _base_card(store, card).select(variant=actions)
+    base = card_for_export(store.attrs.get("dataset_card"), f"{store.path}: dataset_card attribute", card, "calvin").select(variant=actions)
     plan = _ExportPlan(store, base, mapping or {})
     (root / "lang_annotations").mkdir(parents=True, exist_ok=True)
     stats = _Stats()
@@ -137,15 +137,6 @@ def _write_language(root: Path, split: str, lang: dict[str, list], store: Episod
         np.save(root / "lang_annotations" / "embeddings.npy", np.array(by_task, dtype=object), allow_pickle=True)
     else:
         np.save(root / "scene_info.npy", np.array({f"dp_{store.path.stem}": [0, n_frames - 1]}, dtype=object), allow_pickle=True)
-
-
-def _base_card(store: EpisodeStore, card: DatasetCard | None) -> DatasetCard:
-    if card is not None:
-        return card
-    recorded = store.attrs.get("dataset_card")
-    if isinstance(recorded, dict) and recorded.get("format") == "calvin":
-        return card_from_dict(recorded, f"{store.path}: dataset_card attribute")
-    return load_card("calvin")
 
 
 class _ExportPlan:

@@ -273,6 +273,16 @@ def load_card(name_or_path: str | Path) -> DatasetCard:
     return card_from_dict(read_yaml(path), str(path))
 
 
+def card_for_export(recorded: Any, origin: str, card: DatasetCard | None, fmt: str) -> DatasetCard:
+    """The card an export to ``fmt`` maps keys with: ``card`` when given, else the store's ``recorded``
+    card when it is one of ``fmt`` (the store came from that format), else the format's default card."""
+    if card is not None:
+        return card
+    if isinstance(recorded, dict) and recorded.get("format") == fmt:
+        return card_from_dict(recorded, origin)
+    return load_card(fmt)
+
+
 def _optional(raw: dict, name: str, kind: type, origin: str) -> Any:
     value = raw.get(name)
     if value is None:

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from dp.data.formats.cards import DatasetCard, KeySpec, SourceRef, card_from_dict, load_card
+from dp.data.formats.cards import DatasetCard, KeySpec, SourceRef, card_for_export
 from dp.data.formats.pipeline import role_ordered_keys
 from dp.data.formats.poses import quat_to_axis_angle
 from dp.data.store import EpisodeStore
@@ -59,7 +59,7 @@ def export_store(
             raise DpError(f"{out}: exists and is not empty (pass --overwrite to replace it)")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = _ExportPlan(store, _base_card(store, card), mapping or {})
+    plan = _ExportPlan(store, card_for_export(store.attrs.get("dataset_card"), f"{store.path}: dataset_card attribute", card, "libero"), mapping or {})
     groups: dict[str, list[int]] = {}
     metas = [store.episode_meta(i) for i in range(len(store))]
     for i, meta in enumerate(metas):
@@ -86,15 +86,6 @@ def _file_name(task: str, used: set[str]) -> str:
         name = f"{stem}_{k}_demo.hdf5"
     used.add(name)
     return name
-
-
-def _base_card(store: EpisodeStore, card: DatasetCard | None) -> DatasetCard:
-    if card is not None:
-        return card
-    recorded = store.attrs.get("dataset_card")
-    if isinstance(recorded, dict) and recorded.get("format") == "libero":
-        return card_from_dict(recorded, f"{store.path}: dataset_card attribute")
-    return load_card("libero")
 
 
 class _ExportPlan:
