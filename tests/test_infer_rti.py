@@ -114,6 +114,12 @@ def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, c
         load_policy(str(out), first_chunk="full")
     with pytest.raises(DpError, match="exported folder"):
         load_policy(str(run), first_chunk="full")
+    # `dp eval --sampler-steps`: a run's full-sampling steps; an export's are fixed
+    assert load_policy(str(run), sampler_steps=3).steps == 3
+    with pytest.raises(DpError, match="fixed at export"):
+        load_policy(str(out), sampler_steps=3)
+    with pytest.raises(DpError, match="must be >= 1"):
+        load_policy(str(run), sampler_steps=0)
 
     assert dp_main(["export", str(run), "--out", str(out)]) == 0  # a previous export is replaced
     assert yaml.safe_load((out / "policy.yaml").read_text())["sampler"]["steps"] == 10

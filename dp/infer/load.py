@@ -31,6 +31,7 @@ def load_policy(
     rti_every: int | None = None,
     replan_every: int | None = None,
     first_chunk: str | None = None,
+    sampler_steps: int | None = None,
     importable: bool = False,
 ) -> Any:
     """The policy ``spec`` names (see the module docstring); a DpError naming what was expected otherwise.
@@ -39,12 +40,15 @@ def load_policy(
     (trained runs only: an export fixes them) choose its steps, start sigma and re-planning interval.
     ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval;
     ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
-    is sampled. ``importable`` also accepts ``package.module:Name``."""
+    is sampled. ``sampler_steps`` (trained runs only) overrides the run's full-sampling steps.
+    ``importable`` also accepts ``package.module:Name``."""
+    if sampler_steps is not None and sampler_steps < 1:
+        raise DpError(f"sampler steps must be >= 1 (got {sampler_steps})")
     if spec.startswith("expert:"):
         from dp.sim.experts import make_expert
 
-        if rti:
-            raise DpError("--rti applies to trained policies, not to a scripted expert")
+        if rti or sampler_steps is not None:
+            raise DpError("--rti and --sampler-steps apply to trained policies, not to a scripted expert")
         return make_expert(spec.split(":", 1)[1])
     path = Path(spec)
     if not path.exists():
@@ -56,6 +60,8 @@ def load_policy(
         if tuned:
             raise DpError(f"{spec}: an exported policy's warm start is fixed at export; "
                           "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
+        if sampler_steps is not None:
+            raise DpError(f"{spec}: an exported policy's sampler steps are fixed at export; re-export with `dp export --steps N`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
         return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full")
@@ -68,8 +74,8 @@ def load_policy(
             default = RTISettings()
             settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma,
                                    rti_every or default.every)
-            return _runtime("Policy").load(path, rti=settings, n_action_steps=replan_every)
-        return _runtime("Policy").load(path, rti=rti, n_action_steps=replan_every)
+            return _runtime("Policy").load(path, rti=settings, n_action_steps=replan_every, steps=sampler_steps)
+        return _runtime("Policy").load(path, rti=rti, n_action_steps=replan_every, steps=sampler_steps)
     raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
 
 
