@@ -80,7 +80,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # maximum EMA decay
     ema_power: float = 0.75  # EMA warm-up: decay = 1 - (1 + step) ** -power, capped at ema_decay
-    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    amp: bool = True  # bf16 autocast on a GPU, and on a CPU with AMX bf16 tiles (elsewhere fp32)
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1"...
     seed: int = 0
     num_workers: int = -1  # DataLoader workers; -1 = 0 for low-dim data, 2 with images

@@ -234,3 +234,25 @@ def test_nan_loss_stops_with_step_and_keeps_the_last_checkpoint(tmp_path, capsys
     with pytest.raises(NonFiniteLoss, match="'obs/object'"):
         trainer.train_step(trainer._to_device(batch, trainer.train_map))
     trainer.close()
+
+
+def test_bf16_autocast_on_cpus_with_amx_tracks_fp32(tmp_path, monkeypatch):
+    """train.amp trains under bf16 autocast where the CPU has AMX (and records it); the loss stays within
+    bf16 rounding of the fp32 step's, and train.amp=false (or a CPU without AMX) is plain fp32."""
+    from dp.train import trainer as trainer_mod
+
+    store = make_store(tmp_path / "s.zarr", episodes=3, length=20)
+    losses = {}
+    for name, amx, amp in (("bf16", True, True), ("fp32", True, False), ("no_amx", False, True)):
+        monkeypatch.setattr(trainer_mod, "cpu_has_amx", lambda amx=amx: amx)
+        t = Trainer(build_config("tiny", ["train.steps=5", f"train.amp={str(amp).lower()}"]), [str(store)], tmp_path / name,
+                    resume=False, progress=False)
+        assert t.bf16 is (amx and amp)
+        batch = t._to_device(t.data.train.__getitems__(list(range(8))), t.train_map)
+        with t._autocast():
+            assert torch.is_autocast_enabled("cpu") is t.bf16
+        torch.manual_seed(0)
+        losses[name] = [t.train_step(batch)["loss"] for _ in range(3)][-1]  # the first step's output is zero (zero-init head)
+        t.close()
+    assert losses["fp32"] == losses["no_amx"]
+    assert losses["bf16"] != losses["fp32"] and abs(losses["bf16"] - losses["fp32"]) < 0.05 * abs(losses["fp32"]), losses

@@ -47,6 +47,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
 from dp.stats import wilson_interval  # noqa: E402
+from dp.train.trainer import cpu_has_amx  # noqa: E402
 
 MATCHED_DIMS = "80,160,320"
 # the RTI settings chosen for Push-T on validation seeds (bench/results/success/pusht__onnx_rti.cmd)
@@ -127,6 +128,7 @@ def speed(s: Sides, a, keep) -> dict:
         ("sizes", "lerobot_matched", [*s.lr, "size", *lr_root, "--down-dims", MATCHED_DIMS]),
         ("sizes", "lerobot_default", [*s.lr, "size", *lr_root]),
         ("throughput", "dp_pusht", [*s.dp, "throughput", "--store", str(s.store), *steps, "--save", str(run)]),
+        ("throughput", "dp_pusht_fp32", [*s.dp, "throughput", "--store", str(s.store), *steps, "--override", "train.amp=false"]),
         ("throughput", "lerobot_matched", [*s.lr, "throughput", *lr_root, *steps, "--down-dims", MATCHED_DIMS]),
         ("export", "dp", [sys.executable, "-m", "dp", "export", str(run), "--out", str(onnx), "--json"]),
         ("latency", "dp_torch", [*s.dp, "latency", "--run", str(run), "--calls", str(a.calls)]),
@@ -152,6 +154,7 @@ def speed(s: Sides, a, keep) -> dict:
     res["ratios"] = {
         "train_samples_per_s_dp_vs_lerobot_matched": ratio(tp["dp_pusht"]["samples_per_s"], tp["lerobot_matched"]["samples_per_s"]),
         "train_samples_per_cpu_s_dp_vs_lerobot_matched": ratio(tp["dp_pusht"]["samples_per_cpu_s"], tp["lerobot_matched"]["samples_per_cpu_s"]),
+        "train_samples_per_s_dp_fp32_vs_lerobot_matched": ratio(tp["dp_pusht_fp32"]["samples_per_s"], tp["lerobot_matched"]["samples_per_s"]),
         "train_samples_per_s_dp_vs_lerobot_default": ratio(tp["dp_pusht"]["samples_per_s"], tp["lerobot_default"]["samples_per_s"]),
         "train_samples_per_cpu_s_dp_vs_lerobot_default": ratio(tp["dp_pusht"]["samples_per_cpu_s"], tp["lerobot_default"]["samples_per_cpu_s"]),
         "chunk_median_lerobot_default_vs_dp_onnx_rti": ratio(lat["lerobot_default"]["median_ms"], lat["dp_onnx_rti"]["median_ms"]),
@@ -256,7 +259,8 @@ def main() -> None:
     out["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads_per_side": 1,
                       "dp_torch": torch.__version__, "lerobot": "0.4.4 (bench/peers/lerobot-constraints.txt)"}
     out["configs"] = {
-        "dp_pusht": "MoDE transformer 4 x 256, 4 SwiGLU experts of 512, top-2; EDM, 10 sampler steps; AdamW 3e-4, EMA; training batch 128",
+        "dp_pusht": "MoDE transformer 4 x 256, 4 SwiGLU experts of 512, top-2; EDM, 10 sampler steps; AdamW 3e-4, EMA; training batch 128; "
+                    f"bf16 autocast: {'on (this CPU has AMX)' if cpu_has_amx() else 'off (no AMX on this CPU)'}",
         "lerobot_default": "`DiffusionConfig()`: conv UNet 512/1024/2048, DDPM, 100 sampler steps; Adam 1e-4, cosine, 500 warm-up steps; training batch 64",
         "lerobot_matched": f"`DiffusionConfig(down_dims=({MATCHED_DIMS}))`, otherwise the defaults: about dp's parameter count",
     }
@@ -264,7 +268,8 @@ def main() -> None:
     t0 = time.time()
     for part in parts:
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        head = {"started_utc": started, "command": "python bench/peers/compare_lerobot.py " + " ".join(sys.argv[1:])}
+        head = {"started_utc": started, "command": "python bench/peers/compare_lerobot.py " + " ".join(sys.argv[1:]),
+                "load_average_1min_at_start": round(os.getloadavg()[0], 2)}
 
         def keep(partial: dict) -> None:
             out[part] = {**head, **partial, "complete": False}

@@ -12,6 +12,8 @@ from bench.reporting.text import big, ci, finite, get, num, pct, table
 
 # issue 17: dp against LeRobot's DiffusionPolicy on Push-T (bench/peers/compare_lerobot.py -> peers.json)
 PEER_CONFIGS = (("dp_pusht", "dp, `pusht` preset"), ("lerobot_matched", "LeRobot, matched size"), ("lerobot_default", "LeRobot, default"))
+PEER_TRAINING = (("dp_pusht", "dp, `pusht` preset", "dp_pusht"), ("dp_pusht_fp32", "dp, `pusht` preset, fp32 (`train.amp=false`)", "dp_pusht"),
+                 ("lerobot_matched", "LeRobot, matched size", "lerobot_matched"), ("lerobot_default", "LeRobot, default", "lerobot_default"))
 PEER_RUNTIMES = (("lerobot_default", "LeRobot `select_action`, default"), ("lerobot_matched", "LeRobot `select_action`, matched size"),
                  ("dp_torch", "dp torch"), ("dp_onnx", "dp ONNX Runtime"), ("dp_onnx_rti", "dp ONNX Runtime + RTI (export defaults)"),
                  ("dp_onnx_rti3", "dp ONNX Runtime + RTI (Push-T's validated setting)"))
@@ -59,15 +61,16 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
             "(`bench/peers/setup_lerobot.sh`) and dp side by side on Diffusion Policy's 206 Push-T demonstrations, converted "
             "for LeRobot with its own dataset API (`bench/peers/convert_pusht.py`): both observe the agent position and the "
             "block's 9 keypoints, 2 observations, 16 actions predicted, 8 executed. One thread each, on this machine "
-            f"({machine.get('cpu_count', '?')} cores), in one run (started {speed.get('started_utc', '?')}). Wall-clock "
-            "figures were taken while other jobs shared the cores; the CPU seconds (each process's own CPU time) are "
-            f"what that sharing inflates least. torch {machine.get('dp_torch', '?')} for dp, "
+            f"({machine.get('cpu_count', '?')} cores), in one run (started {speed.get('started_utc', '?')}). {_load_text(speed)} "
+            f"torch {machine.get('dp_torch', '?')} for dp, "
             f"{get(speed, 'throughput', 'lerobot_matched', 'torch') or '?'} (LeRobot's pin) for LeRobot.", "",
             *(f"- {label}: {get(peers, 'configs', key)}" for key, label in PEER_CONFIGS if get(peers, "configs", key)), ""]
     sizes, tp = speed.get("sizes") or {}, speed.get("throughput") or {}
     rows = []
-    for key, label in PEER_CONFIGS:
-        t, z = tp.get(key) or {}, sizes.get(key) or {}
+    for key, label, size_key in PEER_TRAINING:
+        if key not in tp:
+            continue
+        t, z = tp[key], sizes.get(size_key) or {}
         rows.append([label, big(z.get("total_params", z.get("params"))), big(z.get("flops_per_sample_step")), num(t.get("batch_size"), 0),
                      f"{num(t.get('steps'), 0)} (+{num(t.get('warmup'), 0)})", num(t.get("samples_per_s"), 1), num(t.get("s_per_step"), 3),
                      num(t.get("samples_per_cpu_s"), 1), num(t.get("data_s_per_step"), 3), num(t.get("peak_rss_mb"), 0)])
@@ -100,8 +103,11 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
             out += ["On the seeds both finished the two scores' 95% intervals overlap: this run does not separate the tools.", ""]
         plan = [f"{name} {num(get(tr, key, 'steps'), 0)} of {num(get(tr, key, 'steps_planned'), 0)} planned steps "
                 f"(peak RSS {num(get(tr, key, 'peak_rss_mb'), 0)} MB)" for key, name in (("dp", "dp"), ("lerobot", "LeRobot"))]
-        out += ["Training reached " + "; ".join(plan) + ". Each schedule was planned for the budget on an idle core (the CPU "
-                "seconds per step above); the shared machine gave each process far less, so neither finished its schedule.", ""]
+        short = any(finite(get(tr, k, "steps")) and finite(get(tr, k, "steps_planned")) and get(tr, k, "steps") < 0.9 * get(tr, k, "steps_planned")
+                    for k in ("dp", "lerobot"))
+        out += ["Training reached " + "; ".join(plan) + ". Each schedule (warm-up, then cosine decay) was planned for the budget "
+                "from the CPU seconds per step above" + ("; a process that got less CPU than an idle core did not finish its schedule." if short else ".")
+                + f" The machine's load average was {num(get(tr, 'load_average_1min_at_start'), 2)} at the start of training.", ""]
         stopped = [f"{name} after {num(get(ev, key, 'episodes'), 0)} episodes ({num(get(ev, key, 'sampler_steps'), 0)} sampler steps a chunk)"
                    for key, name in (("dp", "dp"), ("lerobot", "LeRobot")) if get(ev, key, "stopped_by_budget")]
         if stopped:
@@ -112,12 +118,26 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
     sd, sl = get(tp, "dp_pusht", "samples_per_cpu_s"), get(tp, "lerobot_matched", "samples_per_cpu_s")
     if finite(tp_ratio) and tp_ratio < 3.0 and all(finite(v) for v in (fd, fl, sd, sl)):
         cpu_ratio = ratios.get("train_samples_per_cpu_s_dp_vs_lerobot_matched")
+        fp32 = get(tp, "dp_pusht_fp32", "samples_per_s")
+        bf16 = (f" dp's default trains under bf16 autocast on a CPU with AMX tiles, as this one has: {get(tp, 'dp_pusht', 'samples_per_s') / fp32:.2f}x "
+                f"its fp32 speed ({num(ratios.get('train_samples_per_s_dp_fp32_vs_lerobot_matched'))}x LeRobot in fp32)."
+                if finite(fp32) and fp32 > 0 and "on (" in str(get(peers, "configs", "dp_pusht")) else "")
         out += [f"Why dp trains only {tp_ratio:.2f}x as many samples/s as LeRobot at matched size ({num(cpu_ratio)}x per CPU second): at about the same parameter "
                 f"count its transformer does {fd / fl:.1f}x the FLOPs per sample ({big(fd)} against {big(fl)}; every layer sees "
                 "all the observation and action tokens, where the UNet halves the 16-step sequence at each stage), while it "
-                f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast. Matching LeRobot's speed per sample takes a model "
+                f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast.{bf16} Matching LeRobot's speed per sample takes a model "
                 "with fewer FLOPs per sample (narrower, or fewer tokens per layer), not a faster training loop.", ""]
     return out
+
+
+def _load_text(part: dict) -> str:
+    """How busy the machine was when a part started (its 1-minute load average, where recorded)."""
+    load = part.get("load_average_1min_at_start")
+    if not finite(load):
+        return ("Wall-clock figures were taken while other jobs shared the cores; the CPU seconds (each process's own CPU time) "
+                "are what that sharing inflates least.")
+    quiet = "the machine otherwise idle" if load < 1.0 else "other jobs sharing the cores: the CPU seconds (each process's own CPU time) are what that inflates least"
+    return f"Load average {load:.2f} at the start ({quiet}); each measurement runs alone, one after another."
 
 
 def _less(theirs: Any, ours: Any) -> str:
