@@ -80,6 +80,13 @@ def test_checkpoint_layout_and_safe_loading(overfit_run):
     assert end["step"] == 400 and len(end["weights_sha256"]) == 1
     start = rows(run, "start")[0]
     assert start["active_params"] < start["total_params"]
+    # the EMA ablation's checkpoint of the raw weights (bench/raw_weights.py) loads and runs like any other
+    raw = run.parent / "raw"
+    bench = Path(__file__).resolve().parents[1] / "bench" / "raw_weights.py"
+    subprocess.run([sys.executable, str(bench), str(latest), "--out", str(raw)], check=True, capture_output=True)
+    assert all(torch.equal(ckpt.load_weights(raw / "model.safetensors")[k], v) for k, v in state["model"].items())
+    assert Policy.load(raw).predict_chunk({k: np.zeros(cfg.data.shapes[k], np.float32) for k in cfg.data.lowdim_keys}).shape == (10, 7)
+    assert subprocess.run([sys.executable, str(bench), str(latest), "--out", str(raw)], capture_output=True).returncode != 0  # never overwrites
 
 
 def test_multitask_language_goals(tmp_path):

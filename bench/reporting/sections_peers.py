@@ -125,7 +125,7 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
         out += [f"Why dp trains only {tp_ratio:.2f}x as many samples/s as LeRobot at matched size ({num(cpu_ratio)}x per CPU second): at about the same parameter "
                 f"count its transformer does {fd / fl:.1f}x the FLOPs per sample ({big(fd)} against {big(fl)}; every layer sees "
                 "all the observation and action tokens, where the UNet halves the 16-step sequence at each stage), while it "
-                f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast.{bf16} Matching LeRobot's speed per sample takes a model "
+                f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast.{bf16} Reaching 3x at matched size would take a model "
                 "with fewer FLOPs per sample (narrower, or fewer tokens per layer), not a faster training loop.", ""]
     return out
 
