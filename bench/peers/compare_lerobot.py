@@ -191,7 +191,8 @@ def train(s: Sides, a, speed: dict | None) -> dict:
                           "--steps-planned", str(lerobot_steps), "--down-dims", MATCHED_DIMS, "--out", str(runs["lerobot"])],
                          "LeRobot (matched size) training"),
     }
-    return {name: {**finish(p, f"{name} training"), "run": runs[name].name} for name, p in procs.items()}  # inside --work
+    return {"budget_s": a.budget_s,
+            **{name: {**finish(p, f"{name} training"), "run": runs[name].name} for name, p in procs.items()}}  # runs: inside --work
 
 
 def summary(scores: list[float], successes: int) -> dict:

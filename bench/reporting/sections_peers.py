@@ -28,7 +28,9 @@ def peers_score_gap(peers: dict | None) -> float | None:
 def peers_success_rows(peers: dict | None) -> list[list[str]]:
     """Rows of the equal-training-time comparison: each tool on all its episodes, then on the seeds both finished."""
     rows = []
-    for common in (False, True):
+    episodes = [get(peers, "eval", side, "episodes") for side in ("dp", "lerobot")]
+    both_all = get(peers, "eval", "common_episodes") == episodes[0] == episodes[1]  # the common-seed rows would repeat these
+    for common in ((False,) if both_all else (False, True)):
         for side, label in (("dp", "dp, `pusht` preset"), ("lerobot", "LeRobot, matched size")):
             tr, ev = get(peers, "train", side) or {}, get(peers, "eval", side) or {}
             ev = ev.get("on_common_seeds") if common else ev
@@ -93,8 +95,8 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
     rows = peers_success_rows(peers)
     if rows:
         ev, tr = peers.get("eval") or {}, peers.get("train") or {}
-        out += [f"Success at equal training time: both trained at once, one thread each, for {num(get(tr, 'dp', 'wall_s'), 0)} s "
-                f"(dp) and {num(get(tr, 'lerobot', 'wall_s'), 0)} s (LeRobot) of wall clock, then evaluated on the same Push-T test "
+        out += [f"Success at equal training time: both trained at once, one thread each, with a budget of {num(tr.get('budget_s'), 0)} s "
+                f"of wall clock (used: dp {num(get(tr, 'dp', 'wall_s'), 0)} s, LeRobot {num(get(tr, 'lerobot', 'wall_s'), 0)} s), then evaluated on the same Push-T test "
                 f"seeds ({ev.get('seeds', '?')}) with Diffusion Policy's protocol (at most 300 steps, score = max min(coverage / 0.95, 1), "
                 "success at coverage 0.95); success with its 95% Wilson interval, mean score with its 95% t-interval.", "",
                 table(["Tool", "steps × batch", "Success", "95% CI", "Successes / episodes", "mean score (95% CI)"], rows), ""]
@@ -166,7 +168,7 @@ def peers_readme_table(results: Results) -> list[str]:
     if ev.get("dp") and ev.get("lerobot"):
         cell = lambda e: f"{num(e.get('mean_score'), 3)} / {pct(e.get('success_rate'))} ({num(e.get('successes'), 0)}/{num(e.get('episodes'), 0)})"
         gap = peers_score_gap(peers)
-        rows.append([f"Push-T at equal training time ({num(get(peers, 'train', 'dp', 'wall_s'), 0)} s, LeRobot at matched size): score / success",
-                     cell(ev["dp"]), cell(ev["lerobot"]), f"{gap:+.3f} score on the seeds both finished" if gap is not None else "—"])
+        rows.append([f"Push-T at equal training time ({num(get(peers, 'train', 'budget_s'), 0)} s budget, LeRobot at matched size): score / success",
+                     cell(ev["dp"]), cell(ev["lerobot"]), f"{gap:+.3f} score" + ("" if ev["dp"].get("episodes") == ev["lerobot"].get("episodes") == get(peers, "eval", "common_episodes") else " on the seeds both finished") if gap is not None else "—"])
     return ["Compared with LeRobot 0.4.4 on Push-T (state; same data, same machine, one thread each, in one run; "
             "[details](docs/results.md#compared-with-lerobot)):", "", table(["Figure", "dp", "LeRobot", "dp against LeRobot"], rows), ""]
