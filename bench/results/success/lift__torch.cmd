@@ -1,2 +1,6 @@
-dp quickstart   # collects 100 lift demos, trains small 2000 steps x 64 (runs/lift), exports (exported/lift)
-dp eval quickstart/runs/lift --task lift --episodes 50 --seed 5000 --json-out lift__torch.json
+dp collect --task lift --episodes 200 --out data/lift.zarr --seed 0
+dp train --data data/lift.zarr --preset small --out runs/lift train.steps=3000 train.ckpt_every=500 train.val_every=500 train.keep_checkpoints=10 train.threads=1   # bf16 autocast (AMX), 1 thread
+dp eval runs/lift/checkpoints/step_0002000 --task lift --split val --episodes 50   # 49/50
+dp eval runs/lift/checkpoints/step_0003000 --task lift --split val --episodes 50   # 49/50
+# chosen: step 3000 (the later one on a tie)
+dp eval runs/lift/checkpoints/step_0003000 --task lift --split test --episodes 100
