@@ -39,7 +39,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from dp.config import from_dict
 from dp.deploy.robot_config import resolve_file
 from dp.errors import DpError

@@ -257,11 +257,11 @@ def main() -> None:
     out = json.loads(a.json_out.read_text()) if a.json_out.exists() else {}
     import torch
 
-    out["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads_per_side": 1,
+    out["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads_per_side": 1, "cpu_amx": cpu_has_amx(),
                       "dp_torch": torch.__version__, "lerobot": "0.4.4 (bench/peers/lerobot-constraints.txt)"}
     out["configs"] = {
         "dp_pusht": "MoDE transformer 4 x 256, 4 SwiGLU experts of 512, top-2; EDM, 10 sampler steps; AdamW 3e-4, EMA; training batch 128; "
-                    f"bf16 autocast: {'on (this CPU has AMX)' if cpu_has_amx() else 'off (no AMX on this CPU)'}",
+                    f"bf16 autocast: {'on (this CPU has AMX)' if out['machine']['cpu_amx'] else 'off (no AMX on this CPU)'}",
         "lerobot_default": "`DiffusionConfig()`: conv UNet 512/1024/2048, DDPM, 100 sampler steps; Adam 1e-4, cosine, 500 warm-up steps; training batch 64",
         "lerobot_matched": f"`DiffusionConfig(down_dims=({MATCHED_DIMS}))`, otherwise the defaults: about dp's parameter count",
     }

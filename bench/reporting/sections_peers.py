@@ -25,12 +25,15 @@ def peers_score_gap(peers: dict | None) -> float | None:
     return dp - lr if finite(dp) and finite(lr) else None
 
 
+def _every_seed_common(peers: dict | None) -> bool:
+    """Whether both tools finished the same episodes (then the common-seed figures repeat the whole ones)."""
+    return get(peers, "eval", "common_episodes") == get(peers, "eval", "dp", "episodes") == get(peers, "eval", "lerobot", "episodes")
+
+
 def peers_success_rows(peers: dict | None) -> list[list[str]]:
     """Rows of the equal-training-time comparison: each tool on all its episodes, then on the seeds both finished."""
     rows = []
-    episodes = [get(peers, "eval", side, "episodes") for side in ("dp", "lerobot")]
-    both_all = get(peers, "eval", "common_episodes") == episodes[0] == episodes[1]  # the common-seed rows would repeat these
-    for common in ((False,) if both_all else (False, True)):
+    for common in ((False,) if _every_seed_common(peers) else (False, True)):
         for side, label in (("dp", "dp, `pusht` preset"), ("lerobot", "LeRobot, matched size")):
             tr, ev = get(peers, "train", side) or {}, get(peers, "eval", side) or {}
             ev = ev.get("on_common_seeds") if common else ev
@@ -123,7 +126,7 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
         fp32 = get(tp, "dp_pusht_fp32", "samples_per_s")
         bf16 = (f" dp's default trains under bf16 autocast on a CPU with AMX tiles, as this one has: {get(tp, 'dp_pusht', 'samples_per_s') / fp32:.2f}x "
                 f"its fp32 speed ({num(ratios.get('train_samples_per_s_dp_fp32_vs_lerobot_matched'))}x LeRobot in fp32)."
-                if finite(fp32) and fp32 > 0 and "on (" in str(get(peers, "configs", "dp_pusht")) else "")
+                if finite(fp32) and fp32 > 0 and get(peers, "machine", "cpu_amx") else "")
         out += [f"Why dp trains only {tp_ratio:.2f}x as many samples/s as LeRobot at matched size ({num(cpu_ratio)}x per CPU second): at about the same parameter "
                 f"count its transformer does {fd / fl:.1f}x the FLOPs per sample ({big(fd)} against {big(fl)}; every layer sees "
                 "all the observation and action tokens, where the UNet halves the 16-step sequence at each stage), while it "
@@ -169,6 +172,6 @@ def peers_readme_table(results: Results) -> list[str]:
         cell = lambda e: f"{num(e.get('mean_score'), 3)} / {pct(e.get('success_rate'))} ({num(e.get('successes'), 0)}/{num(e.get('episodes'), 0)})"
         gap = peers_score_gap(peers)
         rows.append([f"Push-T at equal training time ({num(get(peers, 'train', 'budget_s'), 0)} s budget, LeRobot at matched size): score / success",
-                     cell(ev["dp"]), cell(ev["lerobot"]), f"{gap:+.3f} score" + ("" if ev["dp"].get("episodes") == ev["lerobot"].get("episodes") == get(peers, "eval", "common_episodes") else " on the seeds both finished") if gap is not None else "—"])
+                     cell(ev["dp"]), cell(ev["lerobot"]), f"{gap:+.3f} score" + ("" if _every_seed_common(peers) else " on the seeds both finished") if gap is not None else "—"])
     return ["Compared with LeRobot 0.4.4 on Push-T (state; same data, same machine, one thread each, in one run; "
             "[details](docs/results.md#compared-with-lerobot)):", "", table(["Figure", "dp", "LeRobot", "dp against LeRobot"], rows), ""]

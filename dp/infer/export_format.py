@@ -12,10 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
 from dp.errors import DpError
-from dp.files import read_yaml
-from dp.files import sha256_file
+from dp.files import read_yaml, sha256_file
 
 FULL_FILE, WARM_FILE, FIRST_FILE, SPEC_FILE = "policy.onnx", "policy_warm.onnx", "policy_first.onnx", "policy.yaml"
 WEIGHTS_FILE = "policy.weights"

@@ -91,6 +91,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, data_paths: list[str], run_dir: Path, resume: bool, progress: bool = True):
         self.dist, self.device = init_distributed(cfg.train.device)
+        # bf16 autocast: train.amp on a GPU, or on a CPU with AMX (elsewhere bf16 is emulated and slower)
+        self.bf16 = bool(cfg.train.amp) and (self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_amx()))
         self.run_dir = Path(run_dir)
         self.progress = progress
         tcfg = cfg.train
@@ -189,11 +191,6 @@ class Trainer:
         if "lang_emb" in batch:
             out["lang_emb"] = batch["lang_emb"].to(self.device, non_blocking=nb)
         return out
-
-    @property
-    def bf16(self) -> bool:
-        """Whether training runs under bf16 autocast: ``train.amp`` on a GPU, or on a CPU with AMX."""
-        return bool(self.cfg.train.amp) and (self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_amx()))
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
