@@ -77,6 +77,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 500
+    lr_schedule: str = "cosine"  # after the warmup: "cosine" (decay to 0 at train.steps), "linear" (to 0) or "constant"
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # maximum EMA decay
     ema_power: float = 0.75  # EMA warm-up: decay = 1 - (1 + step) ** -power, capped at ema_decay

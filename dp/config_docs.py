@@ -39,7 +39,7 @@ FALLBACK_MEANINGS: dict[str, str] = {
     "diffusion.sigma_min": "lowest noise level (training sigmas and the sampler schedule)",
     "diffusion.sigma_max": "highest noise level (training sigmas and the sampler schedule)",
     "train.steps": "optimiser steps; each step is one global batch",
-    "train.lr": "peak AdamW learning rate (linear warmup, then cosine decay to 0 at train.steps)",
+    "train.lr": "peak AdamW learning rate (reached after train.warmup_steps, then shaped by train.lr_schedule)",
     "train.weight_decay": "AdamW weight decay, applied to weight matrices only",
     "train.betas": "AdamW betas",
     "train.warmup_steps": "steps of linear learning-rate warmup",

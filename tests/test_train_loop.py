@@ -263,3 +263,31 @@ def test_bf16_autocast_on_cpus_with_amx_tracks_fp32(tmp_path, monkeypatch):
         t.close()
     assert losses["fp32"] == losses["no_amx"]
     assert losses["bf16"] != losses["fp32"] and abs(losses["bf16"] - losses["fp32"]) < 0.05 * abs(losses["fp32"]), losses
+
+
+def test_learning_rate_schedules(tmp_path, capsys):
+    """train.lr_schedule: linear warmup to train.lr, then cosine or linear decay to 0 at train.steps, or constant;
+    an unknown name is refused before any data is read."""
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=10)
+    peak, warmup, steps = 1e-3, 4, 20
+    curves = {}
+    for name in ("cosine", "linear", "constant"):
+        t = Trainer(build_config("tiny", [f"train.steps={steps}", f"train.lr={peak}", f"train.warmup_steps={warmup}",
+                                          f"train.lr_schedule={name}"]), [str(store)], tmp_path / name, resume=False, progress=False)
+        lrs = []
+        for _ in range(steps):
+            lrs.append(t.scheduler.get_last_lr()[0])
+            t.optimizer.step()
+            t.scheduler.step()
+        curves[name] = np.array(lrs)
+        t.close()
+    for lrs in curves.values():
+        np.testing.assert_allclose(lrs[: warmup + 1], peak * np.arange(warmup + 1) / warmup)
+    np.testing.assert_allclose(curves["constant"][warmup:], peak)
+    np.testing.assert_allclose(curves["linear"][warmup:], peak * (steps - np.arange(warmup, steps)) / (steps - warmup))
+    mid = warmup + (steps - warmup) // 2
+    np.testing.assert_allclose(curves["cosine"][mid], peak / 2)
+    assert np.all(np.diff(curves["cosine"][warmup:]) < 0) and curves["cosine"][-1] < 0.02 * peak
+    rc = dp_main(["train", "--data", str(tmp_path / "missing.zarr"), "--preset", "tiny", "--out", str(tmp_path / "bad"),
+                  "train.lr_schedule=step"])
+    assert rc == 1 and "train.lr_schedule must be one of cosine, linear, constant, got 'step'" in capsys.readouterr().err

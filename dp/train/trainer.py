@@ -1,4 +1,4 @@
-"""The training loop: AdamW + warmup/cosine, gradient clipping, EMA, bf16 autocast (GPU, or CPU with AMX), DDP,
+"""The training loop: AdamW + warmup then cosine, linear or constant learning rate, gradient clipping, EMA, bf16 autocast (GPU, or CPU with AMX), DDP,
 validation on held-out episodes, metrics, atomic checkpoints and exact resume.
 
 Exact resume: the data order is a function of (seed, epoch) (:class:`ResumableSampler`), and a
@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dp.config import Config, dump_config
+from dp.config import Config, TrainConfig, dump_config
 from dp.data.normalize import Normalizer
 from dp.data.windows import passthrough_collate
 from dp.errors import DpError
@@ -56,6 +56,17 @@ def cpu_has_amx() -> bool:
     slower. torch has no public probe for it, so this asks its private one, and says no if it is gone."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(probe and probe())
+
+
+# train.lr_schedule -> the diffusers scheduler: linear warmup over train.warmup_steps, then this shape
+LR_SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, tcfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of ``train.lr_schedule`` (validated by the Trainer)."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(LR_SCHEDULES[tcfg.lr_schedule], optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=tcfg.steps)
 
 
 def init_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
@@ -99,6 +110,8 @@ class Trainer:
         for name in ("steps", "log_every", "val_every", "ckpt_every"):
             if getattr(tcfg, name) < 1:
                 raise DpError(f"train.{name} must be at least 1, got {getattr(tcfg, name)} (a value above train.steps means only at the end)")
+        if tcfg.lr_schedule not in LR_SCHEDULES:
+            raise DpError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {tcfg.lr_schedule!r}")
         if tcfg.batch_size % self.dist.world:
             raise DpError(f"train.batch_size={tcfg.batch_size} does not split over {self.dist.world} processes")
         threads = tcfg.threads or (max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))) if self.device.type == "cpu" else 0)
@@ -118,10 +131,9 @@ class Trainer:
         torch.manual_seed(tcfg.seed)  # identical initial weights on every rank
         self.policy = DiffusionPolicy(self.cfg).to(self.device)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tcfg.lr, betas=tuple(tcfg.betas))
-        from diffusers.optimization import get_cosine_schedule_with_warmup
         from diffusers.training_utils import EMAModel
 
-        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, tcfg.warmup_steps, tcfg.steps)
+        self.scheduler = lr_scheduler(self.optimizer, tcfg)
         self.ema = EMAModel(self.policy.parameters(), decay=tcfg.ema_decay, use_ema_warmup=True, power=tcfg.ema_power, foreach=True)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         if state is not None:
