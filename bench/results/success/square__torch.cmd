@@ -1,5 +1,7 @@
 dp collect --task square --episodes 200 --out data/square.zarr --seed 0
-dp train --data data/square.zarr --preset small --out runs/square train.steps=3000 train.ckpt_every=500 train.val_every=500 train.keep_checkpoints=10 train.threads=1   # bf16 autocast (AMX), 1 thread, 17.3 min beside another training
-dp eval runs/square/checkpoints/step_0002000 --task square --split val --episodes 50   # 5/50
-dp eval runs/square/checkpoints/step_0003000 --task square --split val --episodes 50   # 7/50
-dp eval runs/square/checkpoints/step_0003000 --task square --split test --episodes 100
+dp train --data data/square.zarr --preset small --out runs/square train.steps=9000 train.ckpt_every=1000 train.val_every=1000 train.keep_checkpoints=20 train.threads=1   # bf16 (AMX), 1 thread: 51 min alone; a wall-clock limit stopped it at step 7000 beside other jobs, `--resume` finished it
+dp eval runs/square/checkpoints/step_0007000 --task square --split val --episodes 50   # 20/50
+dp eval runs/square/checkpoints/step_0008000 --task square --split val --episodes 50   # 22/50
+dp eval runs/square/checkpoints/step_0009000 --task square --split val --episodes 50   # 21/50
+dp eval runs/square/checkpoints/step_0008000 --task square --split test --episodes 100
+# the 3000-step run before it: 7/50 on validation, 9/100 on test
