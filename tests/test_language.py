@@ -179,6 +179,22 @@ def test_training_embeds_missing_instructions_once(lang_run, monkeypatch):
     assert again.vocab.lang_encoder == ENCODER_NAME
 
 
+def test_training_on_a_store_another_process_writes_embeds_in_memory(tmp_path):
+    """Two trainings started together on one store: the one that cannot take the writer lock embeds
+    in memory, and its windows carry those embeddings (the store is left as it was)."""
+    store = EpisodeStore.create(tmp_path / "s.zarr", control_freq=20.0, robot="panda")
+    for i in range(4):
+        data = {k: v for k, v in make_episode(i, 16, image=False).items() if k != "step"}
+        store.add_episode(data, {"task": ["lift", "can"][i % 2], "instruction": ["lift the cube", "pick the can"][i % 2]})
+    store.close()
+    with EpisodeStore.open(store.path, "a"):  # the writer lock, as another training embedding the same store holds it
+        assert dp_main(["train", "--data", str(store.path), "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress",
+                        "model.goal=lang", "train.steps=2", "train.val_every=2", "train.ckpt_every=2"]) == 0
+    assert EpisodeStore.open(store.path).meta_column("lang_emb") == [None] * 4  # nothing written
+    goals = ckpt.load_goals(tmp_path / "run" / "goals.safetensors")
+    np.testing.assert_allclose(goals["pick the can"], encode_instructions(["pick the can"])[0], atol=1e-5)
+
+
 def test_new_instruction_is_embedded_at_run_time(lang_run, monkeypatch):
     from dp.infer import OnnxPolicy, Policy
 

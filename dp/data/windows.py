@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dp.data.language import card_language
 from dp.data.shards import FrameReader
 from dp.data.normalize import Normalizer
 from dp.data.store import EpisodeStore
@@ -49,9 +50,11 @@ class WindowDataset(Dataset):
         normalizer: Normalizer | None = None,
         cache_lowdim: bool = True,
         widths: dict[str, int] | None = None,
+        goals: list[dict[str, np.ndarray]] | None = None,
     ):
         """``widths``: low-dim keys zero-padded to that many values per frame (stores of different widths
-        training one policy, ``data.pad_lowdim``)."""
+        training one policy, ``data.pad_lowdim``). ``goals``: per store, instruction -> language embedding
+        for episodes whose metadata has none (embedded in memory because the store could not be written)."""
         if obs_horizon < 1 or action_horizon < 1:
             raise DpError(f"horizons must be >= 1 (obs_horizon={obs_horizon}, action_horizon={action_horizon})")
         opened = [s if isinstance(s, EpisodeStore) else EpisodeStore.open(s, "r") for s in stores]
@@ -70,18 +73,19 @@ class WindowDataset(Dataset):
                 raise DpError(f"{store.path}: keys {missing} not in the store (it has: {', '.join(store.keys)})")
         self.image_keys = [k for k in self.obs_keys if k in opened[0].roles["image"]]
         self.lowdim_keys = [k for k in self.obs_keys if k not in self.image_keys]
-        self._build_index(opened, episodes)
+        self._build_index(opened, episodes, goals or [{} for _ in opened])
         self._lowdim = self._load_lowdim(opened) if cache_lowdim else None
         self._readers = [{k: FrameReader(p, k) for k in self.image_keys} for p in self.paths]
         self._stores: list[EpisodeStore] | None = None
 
     # ------------------------------------------------------------------ index
-    def _build_index(self, stores: list[EpisodeStore], episodes: list | None) -> None:
+    def _build_index(self, stores: list[EpisodeStore], episodes: list | None, goals: list[dict[str, np.ndarray]]) -> None:
         anchors, starts, stops, store_ids, task_names, embs = [], [], [], [], [], []
         self.instructions: dict[str, str] = {}
         for sid, store in enumerate(stores):
             chosen = range(len(store)) if episodes is None or episodes[sid] is None else episodes[sid]
-            tasks, instrs, lang = store.meta_column("task"), store.meta_column("instruction"), store.meta_column("lang_emb")
+            lang_key, _ = card_language(store)
+            tasks, instrs, lang = store.meta_column("task"), store.meta_column("instruction"), store.meta_column(lang_key)
             for e in chosen:
                 start, stop = store.episode_bounds(int(e))
                 task = tasks[e] or DEFAULT_TASK
@@ -92,7 +96,7 @@ class WindowDataset(Dataset):
                 stops.append(np.full(stop - start, stop))
                 store_ids.append(np.full(stop - start, sid))
                 task_names += [task] * (stop - start)
-                embs.append(lang[e])
+                embs.append(lang[e] if lang[e] is not None else goals[sid].get(instrs[e]))
         if not anchors:
             raise DpError(f"no episodes to sample windows from in {', '.join(map(str, self.paths))}")
         self.tasks = sorted(set(task_names))

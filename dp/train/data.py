@@ -150,6 +150,10 @@ def pad_widths(cfg: Config) -> dict[str, int]:
 _MEMORY_GOALS: dict[str, dict[str, np.ndarray]] = {}
 
 
+def _memory_goals(store: EpisodeStore) -> dict[str, np.ndarray]:
+    return _MEMORY_GOALS.get(str(Path(store.path).resolve()), {})
+
+
 def _vocabulary(stores: list[EpisodeStore]) -> tuple[list[str], dict[str, str], dict[str, np.ndarray], bool, set[str]]:
     """(tasks, task -> instruction, instruction (or task) -> embedding, every episode has one, encoders of the embeddings)."""
     tasks: set[str] = set()
@@ -158,7 +162,7 @@ def _vocabulary(stores: list[EpisodeStore]) -> tuple[list[str], dict[str, str], 
     encoders: set[str] = set()
     all_lang = True
     for store in stores:
-        memory = _MEMORY_GOALS.get(str(Path(store.path).resolve()), {})
+        memory = _memory_goals(store)
         key, _ = language.card_language(store)
         t_col, i_col, l_col = store.meta_column("task"), store.meta_column("instruction"), store.meta_column(key)
         for task, instr, emb, enc in zip(t_col, i_col, l_col, language.episode_encoders(store)):
@@ -261,7 +265,7 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     def windows(episodes: list[np.ndarray]) -> WindowDataset:
         return WindowDataset(
             stores, obs_keys, data.action_key, data.obs_horizon, data.action_horizon, episodes=episodes, normalizer=normalizer,
-            widths=widths,
+            widths=widths, goals=[_memory_goals(s) for s in stores],
         )
 
     train = windows([tr for tr, _ in splits])
