@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.reporting.load import Results, order, split_name
+from bench.reporting.load import Results, SuccessRow, order, split_name
 from bench.reporting.plots import plot_curves, plot_latency, plot_success
 from bench.reporting.spec import (
     EXPECTED,
@@ -20,6 +20,7 @@ from bench.reporting.spec import (
 )
 from bench.reporting.targets import Targets
 from bench.reporting.text import big, ci, finite, get, num, pct, shown, table
+from dp.stats import wilson_interval
 
 
 def headline_table(results: Results) -> str:
@@ -75,26 +76,43 @@ def runtime_targets(results: Results, targets: Targets) -> None:
 
 
 def multitask_table(results: Results) -> tuple[str, dict[str, float | None]]:
-    """The per-task MoDE / dense-twin table of the multitask policy, and each method's average."""
+    """The per-task MoDE / dense-twin table of the multitask policy (95% intervals), and each method's
+    average; the average's interval pools the tasks' episodes (equal episodes per task)."""
     rows = {(r.task.removeprefix("multitask_"), r.method): r for r in results.success if r.task.startswith("multitask_")}
-    body, means = [], {}
+    body, means, pooled = [], {}, {}
     for method in ("mode", "dense"):
-        found = [rows[(t, method)].rate for t in MULTITASK if (t, method) in rows and rows[(t, method)].rate is not None]
-        means[method] = sum(found) / len(found) if len(found) == len(MULTITASK) else None
+        found = [rows[(t, method)] for t in MULTITASK if (t, method) in rows and rows[(t, method)].rate is not None]
+        complete = len(found) == len(MULTITASK)
+        means[method] = sum(r.rate for r in found) / len(found) if complete else None
+        if complete and all(r.successes is not None for r in found):
+            pooled[method] = (sum(r.successes for r in found), sum(r.episodes for r in found))
+
+    def cell(r: SuccessRow | None) -> str:
+        return f"{pct(r.rate)} ({r.successes}/{r.episodes}; {ci(r.ci95)})" if r else MISSING
+
     for task in MULTITASK:
-        cells = [rows.get((task, m)) for m in ("mode", "dense")]
-        body.append([task, *(f"{pct(r.rate)} ({r.successes}/{r.episodes})" if r else MISSING for r in cells)])
-    body.append(["**average**", *(f"**{pct(means[m])}**" if means[m] is not None else MISSING for m in ("mode", "dense"))])
-    return table(["Task", "MoDE", "dense twin"], body), means
+        body.append([task, *(cell(rows.get((task, m))) for m in ("mode", "dense")), rows[(task, "mode")].seeds if (task, "mode") in rows else MISSING])
+    average = []
+    for m in ("mode", "dense"):
+        if means[m] is None:
+            average.append(MISSING)
+        elif m in pooled:
+            k, n = pooled[m]
+            average.append(f"**{pct(means[m])}** ({k}/{n}; {ci(list(wilson_interval(k, n)))})")
+        else:
+            average.append(f"**{pct(means[m])}**")
+    body.append(["**average**", *average, ""])
+    return table(["Task", "MoDE", "dense twin", "Seeds"], body), means
 
 
 def section_multitask(results: Results, targets: Targets) -> list[str]:
     text, means = multitask_table(results)
     out = ["## Multitask, language-conditioned", "",
            f"One `small` policy trained on {', '.join(MULTITASK)} together, conditioned on each task's instruction "
-           "(all-MiniLM-L6-v2 embeddings), evaluated per task with `dp eval` on 50 seeded episodes; the dense twin "
-           "(`--experts 1`) has the same active FLOPs and was trained and evaluated the same way.", "", text, ""]
-    targets.check("Multitask", "MoDE average success over the four tasks", means["mode"], ">=", MULTITASK_TARGET, fmt=pct)
+           "(all-MiniLM-L6-v2 embeddings), evaluated per task with `dp eval`; the dense twin "
+           "(`--experts 1`) has the same active FLOPs and was trained and evaluated the same way. Each cell gives "
+           "its 95% interval; where the two intervals overlap there is no difference.", "", text, ""]
+    targets.check("Multitask", f"MoDE average success over the {len(MULTITASK)} tasks", means["mode"], ">=", MULTITASK_TARGET, fmt=pct)
     return out
 
 
