@@ -1,27 +1,30 @@
-"""The ablation section: what limits success on a task, each setting on validation seeds (issue 16)."""
+"""The ablation sections: what limits success on a task, each setting on validation seeds (issue 16)."""
 
 from __future__ import annotations
 
 from bench.reporting.load import Results
-from bench.reporting.spec import missing
+from bench.reporting.spec import ABLATIONS, missing
 from bench.reporting.text import ci, num, pct, shown, table
 
 
 def section_ablation(results: Results) -> list[str]:
-    """One table per ablation bench: the setting, its training time, the seeds and the success."""
-    out = ["## What limits success on `can`", ""]
-    b = results.bench("ablation_can")
-    if b is None:
-        return out + [missing("ablation_can"), ""]
-    out += [str(b.get("about", "")), ""]
-    rows = [r for r in b.get("rows") or [] if isinstance(r, dict)]
-    out += [table(["Question", "Setting", "Training (min)", "Seeds (episodes)", "Success", "95% CI", "Successes"],
-                  [[r.get("question"), r.get("setting"), num(r.get("train_min"), 0), f"{r.get('split')} ({r.get('episodes')})",
-                    pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}"] for r in rows]), ""]
-    out += [f"- {line}" for line in b.get("findings") or []]
-    if b.get("findings"):
-        out.append("")
-    commands = [shown(r["command"]) for r in rows if r.get("command")]
-    if commands:
-        out += ["Commands (each row's `dp eval`; the runs as in the success section):", "", "```bash", *commands, "```", ""]
+    """One section per ablation bench: the setting, its training time, the seeds and the success."""
+    out: list[str] = []
+    for name, title in ABLATIONS.items():
+        out += [f"## {title}", ""]
+        b = results.bench(name)
+        if b is None:
+            out += [missing(name), ""]
+            continue
+        out += [str(b.get("about", "")), ""]
+        rows = [r for r in b.get("rows") or [] if isinstance(r, dict)]
+        out += [table(["Question", "Setting", "Training (min)", "Seeds (episodes)", "Success", "95% CI", "Successes"],
+                      [[r.get("question"), r.get("setting"), num(r.get("train_min"), 0), f"{r.get('split')} ({r.get('episodes')})",
+                        pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}"] for r in rows]), ""]
+        out += [f"- {line}" for line in b.get("findings") or []]
+        if b.get("findings"):
+            out.append("")
+        commands = [shown(r["command"]) for r in rows if r.get("command")]
+        if commands:
+            out += ["Commands (each row's `dp eval`; the runs as in the success section):", "", "```bash", *commands, "```", ""]
     return out
