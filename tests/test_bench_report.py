@@ -216,11 +216,13 @@ def test_multitask_average_pools_the_tasks_episodes(report, tmp_path):
         for method, k in (("mode", 90 + i), ("dense", 80)):
             ci = list(wilson_interval(k, 100))
             (tmp_path / "success" / f"multitask_{task}__{method}.json").write_text(json.dumps({**_eval(task, 100, k, ci), "split": "test"}))
-    text, means = multitask_table(load(tmp_path))
+    text, means, pooled = multitask_table(load(tmp_path))
     lo, hi = wilson_interval(460, 500)  # 90 + 91 + 92 + 93 + 94 over five tasks of 100
     assert means["mode"] == pytest.approx(0.92) and means["dense"] == pytest.approx(0.80)
     assert f"**92.0%** (460/500; {100 * lo:.1f}–{100 * hi:.1f}%)" in text and "**80.0%** (400/500;" in text
     assert _row(text, "| square |", "94.0% (94/100;", "80.0% (80/100;", "test (100)")
+    assert pooled == {"mode": (460, 500), "dense": (400, 500)}
+    assert "MoDE is ahead outside the intervals" in report.build_page(load(tmp_path), tmp_path / "page.md", tmp_path / "img")
 
 
 def test_missing_inputs_say_not_measured(report, tmp_path, capsys):

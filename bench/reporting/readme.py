@@ -25,7 +25,7 @@ def readme_section(results: Results) -> str:
     """The README's Results section: the measured headline rows, the multitask table, per-chunk latency
     and one line of data, training and deploy figures, all from the benchmark JSONs."""
     out = ["## Results", "", README_INTRO, "", *(line for line in headline_table(results).splitlines() if MISSING not in line and not line.startswith("| multitask_")), ""]
-    text, means = multitask_table(results)
+    text, means, _ = multitask_table(results)
     if any(v is not None for v in means.values()):
         out += [f"Multitask, language-conditioned ({', '.join(MULTITASK)} in one policy; MoDE against its dense twin):", "", text, ""]
     lat = results.bench("latency")

@@ -75,9 +75,10 @@ def runtime_targets(results: Results, targets: Targets) -> None:
             targets.check("Success", f"{task}: {METHODS[method]} below torch (points)", gap, "<=", RUNTIME_POINTS, fmt=lambda v: f"{v:.0f}")
 
 
-def multitask_table(results: Results) -> tuple[str, dict[str, float | None]]:
-    """The per-task MoDE / dense-twin table of the multitask policy (95% intervals), and each method's
-    average; the average's interval pools the tasks' episodes (equal episodes per task)."""
+def multitask_table(results: Results) -> tuple[str, dict[str, float | None], dict[str, tuple[int, int]]]:
+    """The per-task MoDE / dense-twin table of the multitask policy (95% intervals), each method's
+    average, and its pooled (successes, episodes): the average's interval pools the tasks' episodes
+    (equal episodes per task)."""
     rows = {(r.task.removeprefix("multitask_"), r.method): r for r in results.success if r.task.startswith("multitask_")}
     body, means, pooled = [], {}, {}
     for method in ("mode", "dense"):
@@ -102,16 +103,22 @@ def multitask_table(results: Results) -> tuple[str, dict[str, float | None]]:
         else:
             average.append(f"**{pct(means[m])}**")
     body.append(["**average**", *average, ""])
-    return table(["Task", "MoDE", "dense twin", "Seeds"], body), means
+    return table(["Task", "MoDE", "dense twin", "Seeds"], body), means, pooled
 
 
 def section_multitask(results: Results, targets: Targets) -> list[str]:
-    text, means = multitask_table(results)
+    text, means, pooled = multitask_table(results)
     out = ["## Multitask, language-conditioned", "",
            f"One `small` policy trained on {', '.join(MULTITASK)} together, conditioned on each task's instruction "
            "(all-MiniLM-L6-v2 embeddings), evaluated per task with `dp eval`; the dense twin "
            "(`--experts 1`) has the same active FLOPs and was trained and evaluated the same way. Each cell gives "
            "its 95% interval; where the two intervals overlap there is no difference.", "", text, ""]
+    if len(pooled) == 2:
+        (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))
+        verdict = ("no difference: the averages' intervals overlap" if lo_m <= hi_d and lo_d <= hi_m
+                   else f"{'MoDE' if lo_m > hi_d else 'the dense twin'} is ahead outside the intervals")
+        out += [f"MoDE against its dense twin at equal active FLOPs: {pct(means['mode'])} against {pct(means['dense'])} on average, "
+                f"{verdict}.", ""]
     targets.check("Multitask", f"MoDE average success over the {len(MULTITASK)} tasks", means["mode"], ">=", MULTITASK_TARGET, fmt=pct)
     return out
 

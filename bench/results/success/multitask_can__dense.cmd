@@ -1,2 +1,3 @@
-dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr --preset small --out runs/multi_dense --experts 1 model.goal=lang data.pad_lowdim=true train.steps=5000 train.threads=1
-dp eval runs/multi_dense --task can --episodes 50 --seed 5000 --json-out multitask_can__dense.json
+dp collect --task lift --episodes 200 --out data/lift.zarr --seed 0   # can, stack, door, square the same (their single-task stores)
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_dense --experts 1 model.goal=lang data.pad_lowdim=true train.threads=1   # 9000 steps; 71 min wall sharing 2 cores with 3 other jobs, about 51 min alone
+dp eval runs/multi_dense --task can --split test --episodes 100 --json-out multitask_can__dense.json   # the final checkpoint, fixed before any evaluation
