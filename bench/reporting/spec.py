@@ -5,10 +5,9 @@ from __future__ import annotations
 from dp.sim.tasks import TASKS as SIM_TASKS
 from dp.sim.tasks import TaskSpec
 
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers", "ablation_can",
-           "ablation_lift_image")
 # issue 16: what limits success, one table per task (bench name -> section title)
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_lift_image": "What limits success on `lift` from images"}
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers", *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -63,8 +62,7 @@ HOW = {
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",
     "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
-    "ablation_can": "the dp train / dp eval --split val commands each row lists",
-    "ablation_lift_image": "the dp train / dp eval --split val commands each row lists",
+    **{name: "the dp train / dp eval --split val commands each row lists" for name in ABLATIONS},
 }
 
 

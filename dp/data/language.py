@@ -88,6 +88,15 @@ def episode_encoders(store: EpisodeStore) -> list[str | None]:
     return [None if emb is None else (name or card_encoder or "") for emb, name in zip(store.meta_column(key), names)]
 
 
+def episode_embeddings(store: EpisodeStore, memory: dict[str, np.ndarray] | None = None) -> list[np.ndarray | None]:
+    """Per episode: its goal embedding from the metadata (the card's language key) or, where it has
+    none, from ``memory`` (instruction -> embedding made in memory for a store that could not be
+    written; those are the offline encoder's); None when neither has one."""
+    key, _ = card_language(store)
+    memory = memory or {}
+    return [memory.get(text) if emb is None else emb for text, emb in zip(store.meta_column("instruction"), store.meta_column(key))]
+
+
 def missing_instructions(store: EpisodeStore) -> list[int]:
     """Episodes that have an instruction but no embedding."""
     key, _ = card_language(store)

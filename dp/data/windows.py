@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dp.data.language import card_language
+from dp.data.language import episode_embeddings
 from dp.data.shards import FrameReader
 from dp.data.normalize import Normalizer
 from dp.data.store import EpisodeStore
@@ -84,8 +84,7 @@ class WindowDataset(Dataset):
         self.instructions: dict[str, str] = {}
         for sid, store in enumerate(stores):
             chosen = range(len(store)) if episodes is None or episodes[sid] is None else episodes[sid]
-            lang_key, _ = card_language(store)
-            tasks, instrs, lang = store.meta_column("task"), store.meta_column("instruction"), store.meta_column(lang_key)
+            tasks, instrs, lang = store.meta_column("task"), store.meta_column("instruction"), episode_embeddings(store, goals[sid])
             for e in chosen:
                 start, stop = store.episode_bounds(int(e))
                 task = tasks[e] or DEFAULT_TASK
@@ -96,7 +95,7 @@ class WindowDataset(Dataset):
                 stops.append(np.full(stop - start, stop))
                 store_ids.append(np.full(stop - start, sid))
                 task_names += [task] * (stop - start)
-                embs.append(lang[e] if lang[e] is not None else goals[sid].get(instrs[e]))
+                embs.append(lang[e])
         if not anchors:
             raise DpError(f"no episodes to sample windows from in {', '.join(map(str, self.paths))}")
         self.tasks = sorted(set(task_names))

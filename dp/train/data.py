@@ -162,21 +162,18 @@ def _vocabulary(stores: list[EpisodeStore]) -> tuple[list[str], dict[str, str], 
     encoders: set[str] = set()
     all_lang = True
     for store in stores:
-        memory = _memory_goals(store)
-        key, _ = language.card_language(store)
-        t_col, i_col, l_col = store.meta_column("task"), store.meta_column("instruction"), store.meta_column(key)
+        t_col, i_col = store.meta_column("task"), store.meta_column("instruction")
+        l_col = language.episode_embeddings(store, _memory_goals(store))
         for task, instr, emb, enc in zip(t_col, i_col, l_col, language.episode_encoders(store)):
             task = task or DEFAULT_TASK
             tasks.add(task)
             if instr:
                 instructions.setdefault(task, instr)
-            if emb is None and instr in memory:
-                emb, enc = memory[instr], language.ENCODER_NAME
             if emb is None:
                 all_lang = False
-            else:
+            else:  # no stored encoder for an embedding: it was made in memory, by the offline encoder
                 goals.setdefault(instr or task, np.asarray(emb, dtype=np.float32))
-                encoders.add(enc or "")
+                encoders.add(language.ENCODER_NAME if enc is None else enc)
     return sorted(tasks), instructions, goals, all_lang, encoders
 
 
