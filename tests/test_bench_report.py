@@ -225,6 +225,25 @@ def test_multitask_average_pools_the_tasks_episodes(report, tmp_path):
     assert "MoDE is ahead outside the intervals" in report.build_page(load(tmp_path), tmp_path / "page.md", tmp_path / "img")
 
 
+def test_success_targets_count_only_test_seeds(report, tmp_path):
+    from bench.reporting.load import load
+    from bench.reporting.sections_policy import success_targets
+    from bench.reporting.targets import Targets
+
+    (tmp_path / "success").mkdir()
+    for task, k, split in (("lift", 100, "test"), ("stack", 90, "test"), ("can", 99, "val"), ("lift_image", 96, "test")):
+        data = {**_eval(task, 100, k, list(wilson_interval(k, 100))), "split": split}
+        (tmp_path / "success" / f"{task}__torch.json").write_text(json.dumps(data))
+    targets = Targets()
+    success_targets(load(tmp_path), targets)
+    rows = {r[1]: r[2:] for r in targets.rows}
+    assert rows["lift: torch success on test seeds"] == ["100.0%", "≥ 100.0%", "met"]
+    assert rows["stack: torch success on test seeds"] == ["90.0%", "≥ 95.0%", "**not met**"]
+    assert rows["can: torch success on test seeds"][0] == "not measured yet"  # 99% on validation seeds is not a result
+    assert rows["lift_image: torch success on test seeds"][2] == "met"
+    assert rows["can_image: torch success on test seeds"][0] == "not measured yet"
+
+
 def test_missing_inputs_say_not_measured(report, tmp_path, capsys):
     results = tmp_path / "empty"
     results.mkdir()

@@ -205,3 +205,5 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert "known tasks: lift" in capsys.readouterr().err
     assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(tmp_path / "b.zarr"), "--cameras", "top"]) == 1
     assert "unknown camera" in capsys.readouterr().err
+    assert main(["collect", "--task", "pusht", "--episodes", "1", "--out", str(tmp_path / "c.zarr")]) == 1
+    assert "task 'pusht' has no scripted expert" in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()

@@ -28,6 +28,7 @@ def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_p
     assert figures["latency_ms"]["calls"] == pytest.approx(10 * figures["mean_length"])
     assert 0 < figures["latency_ms"]["median"] <= figures["latency_ms"]["p99"]
     assert figures["seeds"] == [seed_for(3, i, "eval") for i in range(10)]
+    assert figures["milestones"]["grasped"] >= figures["successes"]  # no lift without a grasp
     assert len(figures["videos"]) == 1
     video = cv2.VideoCapture(figures["videos"][0])
     ok, frame = video.read()
@@ -69,6 +70,21 @@ def test_evaluate_calls_reset_with_the_instruction_and_renders_declared_cameras(
     result = evaluate(policy, "lift", 1, image_size=32, progress=False)
     assert policy.instructions == ["lift the cube"] and policy.shapes == {(32, 32, 3)}
     assert result.episodes == 1 and len(result.latency_ms) == result.lengths[0]
+
+
+def test_milestones_say_where_a_failing_policy_stopped(capsys):
+    class Still:
+        """Holds the arm still with the gripper open: never grasps, never succeeds."""
+
+        def reset(self, instruction=None):
+            pass
+
+        def select_action(self, obs):
+            return [0, 0, 0, 0, 0, 0, -1]
+
+    result = evaluate(Still(), "square", 1, progress=False)
+    assert result.successes == 0 and result.lengths == [400]
+    assert result.as_dict()["milestones"] == {"grasped": 0, "lifted": 0, "on the peg": 0}
 
 
 def test_load_policy_errors_name_what_was_expected(tmp_path, capsys):

@@ -15,6 +15,8 @@ from dp.sim.tasks import TASKS, get_task
 
 ROBOT_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
 OBJECT_DIMS = {"lift": 10, "stack": 23, "can": 14, "door": 14, "square": 14}
+MILESTONES = {"lift": ["grasped"], "stack": ["grasped", "lifted"], "can": ["grasped", "lifted"], "door": ["lever turned"],
+              "square": ["grasped", "lifted", "on the peg"]}
 BOX = load_robot(Path(__file__).resolve().parents[1] / "robots" / "panda_sim.yaml").limits
 
 
@@ -53,6 +55,7 @@ def test_task_resets_steps_and_reports_success(envs, task):
     for key, shape in {**ROBOT_SHAPES, "object": (OBJECT_DIMS[task],)}.items():
         assert obs[key].shape == shape and obs[key].dtype == np.float32, key
     assert not env.success()  # nothing is solved at the start
+    assert env.milestones() == dict.fromkeys(MILESTONES[task], False)  # nor grasped, lifted, turned
     again = env.reset(seed=5)
     for key in obs:
         np.testing.assert_array_equal(obs[key], again[key])  # the seed fixes the initial state
@@ -91,6 +94,7 @@ def test_expert_succeeds_on_fixed_seeds(envs, task, seeds):
     for seed in seeds:
         ep = run_episode(env, expert, seed_for(0, seed, "collect"))
         assert ep.success, f"{task} expert failed on seed {seed} (strategy {ep.strategy}, {ep.length} steps)"
+        assert ep.milestones == dict.fromkeys(MILESTONES[task], True)  # every step on the way was reached
         assert env.success()
         assert 20 < ep.length < get_task(task).horizon
         actions = ep.data["action"]
@@ -123,6 +127,23 @@ def test_expert_draws_several_strategies_and_is_reproducible(envs, task):
             obs, _ = env.step(actions[-1])
         runs.append(np.stack(actions))
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_first_strategies_give_one_strategy_per_initial_state(envs):
+    """--expert-strategies first: the expert's seed no longer picks the strategy, the initial state does."""
+    env, spec = envs("square"), get_task("square")
+    for strategies, seeds_per_state in (("random", 6), ("first", 6)):
+        expert = make_expert("square", strategies=strategies)
+        labels = set()
+        for seed in range(seeds_per_state):
+            obs = env.reset(7)  # one initial state, the expert reseeded each time
+            expert.seed(seed)
+            expert.reset(spec.instruction)
+            expert.select_action(obs)
+            labels.add(expert.strategy_label)
+        assert len(labels) == 1 if strategies == "first" else len(labels) >= 2, (strategies, labels)
+    with pytest.raises(DpError, match="random, first"):
+        make_expert("square", strategies="best")
 
 
 def test_wrist_turn_keeps_the_wrist_in_range():

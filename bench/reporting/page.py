@@ -10,6 +10,7 @@ from bench.reporting.sections_ablation import section_ablation
 from bench.reporting.sections_peers import section_peers
 from bench.reporting.sections_policy import (
     runtime_targets,
+    success_targets,
     section_latency,
     section_multitask,
     section_success,
@@ -72,6 +73,7 @@ def build_page(results: Results, out: Path, img: Path) -> str:
     rel = Path(os.path.relpath(img, out.parent)).as_posix()
     targets = Targets()
     success = section_success(results, img, rel)
+    success_targets(results, targets)
     runtime_targets(results, targets)
     ablation = section_ablation(results)
     multitask = section_multitask(results, targets)

@@ -16,6 +16,7 @@ from bench.reporting.spec import (
     MULTITASK_TARGET,
     RUNTIME_POINTS,
     RUNTIME_TASKS,
+    SUCCESS_TARGETS,
     missing,
 )
 from bench.reporting.targets import Targets
@@ -73,6 +74,15 @@ def runtime_targets(results: Results, targets: Targets) -> None:
             value = rate.get((task, method))
             gap = None if base is None or value is None else 100 * (base - value)
             targets.check("Success", f"{task}: {METHODS[method]} below torch (points)", gap, "<=", RUNTIME_POINTS, fmt=lambda v: f"{v:.0f}")
+
+
+def success_targets(results: Results, targets: Targets) -> None:
+    """Each task's torch success against its target; a row not run on test seeds counts as not measured."""
+    rows = {r.task: r for r in results.success if r.method == "torch"}
+    for task, target in SUCCESS_TARGETS.items():
+        r = rows.get(task)
+        on_test = r is not None and r.data.get("split") == "test"
+        targets.check("Success", f"{task}: torch success on test seeds", r.rate if r else None, ">=", target, fmt=pct, available=on_test)
 
 
 def multitask_table(results: Results) -> tuple[str, dict[str, float | None], dict[str, tuple[int, int]]]:

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=84, help="camera image height and width in pixels (default 84)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes running episodes in parallel (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; episode k gets a seed derived from it and k (default 0)")
+    parser.add_argument("--expert-strategies", choices=["random", "first"], default="random",
+                        help="how the scripted expert picks among the strategies open to it (grasp yaw, placement side): "
+                             "random (default; multimodal demonstrations) or the first one open (one strategy per initial state)")
     parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
@@ -66,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
         summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
                           success_hold=SUCCESS_HOLD, viewer=True, **options)
     else:
-        summary = collect(args.task, args.episodes, args.out, workers=args.workers, **options)
+        from dp.collect.collector import expert_source
+
+        summary = collect(args.task, args.episodes, args.out, workers=args.workers,
+                          source=expert_source(args.task, args.expert_strategies), **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

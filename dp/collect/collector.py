@@ -57,15 +57,22 @@ class CollectSummary:
         return {**self.__dict__, "success_rate": self.success_rate, "frames_per_second": self.frames_per_second}
 
 
-def expert_source(task: str) -> SourceFactory:
-    """A picklable factory of the task's scripted expert."""
-    return functools.partial(_make_expert, task)
+def expert_source(task: str, strategies: str = "random") -> SourceFactory:
+    """A picklable factory of the task's scripted expert (``strategies`` as in
+    :class:`~dp.sim.experts.ScriptedExpert`); a DpError for a task without one."""
+    from dp.sim.experts import EXPERTS
+
+    task = get_task(task).name
+    if task not in EXPERTS:
+        raise DpError(f"task {task!r} has no scripted expert (experts: {', '.join(EXPERTS)}); "
+                      "import its demonstrations with `dp import`")
+    return functools.partial(_make_expert, task, strategies)
 
 
-def _make_expert(task: str, env: SimEnv) -> ActionSource:
+def _make_expert(task: str, strategies: str, env: SimEnv) -> ActionSource:
     from dp.sim.experts import make_expert
 
-    return make_expert(task)
+    return make_expert(task, strategies=strategies)
 
 
 def store_layout(spec: TaskSpec, cameras: list[str]) -> dict[str, list[str]]:

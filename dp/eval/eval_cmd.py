@@ -88,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         f"mean episode length {figures['mean_length']:.1f} steps, "
         f"policy latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms"
     )
+    if result.milestones:
+        steps = ", ".join(f"{name} {k}/{result.episodes}" for name, k in result.milestones.items())
+        print(f"milestones reached: {steps}, success {result.successes}/{result.episodes}")
     for path in result.videos:
         print(f"video: {path}")
     return 0

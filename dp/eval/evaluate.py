@@ -1,5 +1,6 @@
 """Policy evaluation in simulation: seeded rollouts, success rate with a 95% Wilson interval, mean
-score with a 95% t-interval, mean episode length, policy latency, and MP4s of the first episodes.
+score with a 95% t-interval, mean episode length, policy latency, how many episodes reached each of
+the task's milestones (:mod:`dp.sim.milestones`: where failures stop), and MP4s of the first episodes.
 
 Seeds come in two splits, streams apart from each other and from the one collection uses (so a
 policy is never judged on the initial states of its training demonstrations): ``val``
@@ -40,6 +41,7 @@ class EvalResult:
     videos: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     split: str = "test"
+    milestones: dict[str, int] = field(default_factory=dict)  # episodes that reached each of the task's milestones
 
     @property
     def success_rate(self) -> float:
@@ -58,6 +60,7 @@ class EvalResult:
             "mean_score": float(np.mean(self.scores)) if self.scores else 0.0,
             "score_ci95": list(mean_interval(self.scores)),
             "scores": [round(s, 6) for s in self.scores],
+            "milestones": dict(self.milestones),
             "mean_length": float(np.mean(self.lengths)) if self.lengths else 0.0,
             "lengths": self.lengths,
             "latency_ms": {
@@ -135,6 +138,8 @@ def evaluate(
             result.scores.append(ep.score)
             result.lengths.append(ep.length)
             result.seeds.append(ep.seed)
+            for name, reached in ep.milestones.items():
+                result.milestones[name] = result.milestones.get(name, 0) + int(reached)
             latencies.append(ep.latencies * 1000.0)
             if video:
                 path = video_dir / f"{spec.name}_ep{i:03d}_{'success' if ep.success else 'failure'}.mp4"

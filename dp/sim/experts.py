@@ -4,7 +4,9 @@ Each expert implements the Policy runtime API (``reset``, ``select_action``) and
 learned policy would see (end-effector pose, gripper, the task's ``object`` vector), plus the
 task's fixed scene geometry (bin and peg positions). Per episode it draws a strategy (grasp yaw,
 approach side, ...) from its seed, so demonstrations are multimodal, and adds Gaussian action
-noise to the arm dimensions.
+noise to the arm dimensions. With ``strategies="first"`` it takes the first option open in the
+episode's initial state instead: one strategy per initial state, unimodal demonstrations (to
+measure what multimodality costs a policy).
 
 A plan is a list of :class:`Waypoint`; targets may be callables of the observation so a waypoint
 can track a moving object (or the object held in the hand). The servo is proportional in position
@@ -20,6 +22,7 @@ from typing import TypeVar, Union
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from dp.errors import DpError
 from dp.sim.tasks import TaskSpec, get_task
 
 Obs = dict[str, np.ndarray]
@@ -77,13 +80,19 @@ def level(yaw: float) -> Rotation:
     return Rotation.from_euler("z", yaw) * Rotation.from_euler("x", -np.pi / 2) * DOWN
 
 
+STRATEGIES = ("random", "first")  # how an expert picks among the strategies open to it
+
+
 class ScriptedExpert:
     """Base class: subclasses build the plan for one episode in :meth:`plan`."""
 
     noise = 0.05  # std of the Gaussian noise on arm actions (action units)
 
-    def __init__(self, spec: TaskSpec, seed: int = 0):
+    def __init__(self, spec: TaskSpec, seed: int = 0, strategies: str = "random"):
+        if strategies not in STRATEGIES:
+            raise DpError(f"expert strategies must be one of {', '.join(STRATEGIES)}, got {strategies!r}")
         self.spec = spec
+        self.strategies = strategies
         self.rng = np.random.default_rng(seed)
         self.slices = spec.object_slices()
         self.waypoints: list[Waypoint] = []
@@ -128,8 +137,9 @@ class ScriptedExpert:
         return obs["object"][self.slices[name]].astype(np.float64)
 
     def choose(self, name: str, options: dict[str, T]) -> T:
-        """Draw one of the labelled strategy options at random and remember its label."""
-        label = list(options)[int(self.rng.integers(len(options)))]
+        """One of the labelled strategy options (drawn at random, or the first with
+        ``strategies="first"``); its label is remembered."""
+        label = list(options)[0 if self.strategies == "first" else int(self.rng.integers(len(options)))]
         self.strategy[name] = label
         return options[label]
 
@@ -352,7 +362,8 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def make_expert(task: str, seed: int = 0) -> ScriptedExpert:
-    """The scripted expert of a task (a :class:`DpError` for an unknown task)."""
+def make_expert(task: str, seed: int = 0, strategies: str = "random") -> ScriptedExpert:
+    """The scripted expert of a task (a :class:`DpError` for an unknown task); ``strategies`` as
+    in :class:`ScriptedExpert`."""
     spec = get_task(task)
-    return EXPERTS[spec.name](spec, seed)
+    return EXPERTS[spec.name](spec, seed, strategies)

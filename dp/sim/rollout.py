@@ -41,6 +41,7 @@ class Episode:
     frames: list[np.ndarray] = field(default_factory=list)  # video frames (cameras side by side)
     strategy: str | None = None  # a scripted expert's strategy label
     score: float = 0.0  # the maximum over steps of the task's score (robosuite: 1.0 once solved)
+    milestones: dict[str, bool] = field(default_factory=dict)  # each of the task's milestones: reached at some step
 
 
 # Seed streams: demonstrations ("collect"), validation ("val": every choice of settings) and test
@@ -84,6 +85,7 @@ def run_episode(
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     success, held, score = False, 0, 0.0
+    milestones = dict.fromkeys(env.milestones(), False)
     if video_cameras:
         frames.append(_video_frame(env, video_cameras, video_size))
     for _ in range(spec.horizon):
@@ -99,6 +101,8 @@ def run_episode(
             actions.append(action)
         obs, _ = env.step(action)
         score = max(score, env.score())
+        for name, now in env.milestones().items():
+            milestones[name] = milestones.get(name, False) or now
         if viewer:
             env.env.render()
         if video_cameras:
@@ -118,7 +122,7 @@ def run_episode(
     return Episode(
         seed=seed, success=success, length=len(latencies), data=data,
         latencies=np.asarray(latencies), frames=frames,
-        strategy=strategy if isinstance(strategy, str) else None, score=score,
+        strategy=strategy if isinstance(strategy, str) else None, score=score, milestones=milestones,
     )
 
 

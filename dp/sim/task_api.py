@@ -35,6 +35,8 @@ class Env(Protocol):
 
     def score(self) -> float: ...  # progress now in [0, 1]; an episode scores its maximum
 
+    def milestones(self) -> dict[str, bool]: ...  # the task's steps toward success reached now (dp.sim.milestones)
+
     def render(self, camera: str, size: int) -> np.ndarray: ...  # uint8 (size, size, 3), for videos
 
     def close(self) -> None: ...

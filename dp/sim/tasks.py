@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dp.errors import DpError
+from dp.sim.milestones import MILESTONES
 from dp.sim.pusht import PushTTask
 from dp.sim.task_api import Env, Task
 
@@ -206,6 +207,11 @@ class SimEnv(Env):
     def score(self) -> float:
         """1.0 when solved now, else 0.0 (robosuite tasks score success)."""
         return float(self.success())
+
+    def milestones(self) -> dict[str, bool]:
+        """The task's milestones reached in the current state (:mod:`dp.sim.milestones`)."""
+        check = MILESTONES.get(self.spec.name)
+        return check(self.env) if check else {}
 
     def render(self, camera: str, size: int) -> np.ndarray:
         """An upright uint8 (size, size, 3) view from a camera (needs ``offscreen`` or cameras)."""
