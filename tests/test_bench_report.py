@@ -123,7 +123,9 @@ def write_results(root: Path) -> None:
 
     dump(root / "ablation_can.json", {"about": "can, validation seeds.", "findings": ["more steps help"], "rows": [
         {"question": "training steps", "setting": "5000 steps", "train_min": 42.4, "split": "val", "episodes": 50, "successes": 45,
-         "success_rate": 0.9, "success_ci95": [0.786, 0.957], "command": "dp eval runs/can --task can --split val --episodes 50"}]})
+         "success_rate": 0.9, "success_ci95": [0.786, 0.957], "command": "dp eval runs/can --task can --split val --episodes 50"},
+        {"question": "milestones", "setting": "3000 steps", "split": "val", "episodes": 50, "successes": 40, "success_rate": 0.8,
+         "success_ci95": [0.67, 0.888], "milestones": {"grasped": 48, "lifted": 44}}]})
     dump(root / "quickstart.json", {
         "out": "/tmp/qs", "task": "lift", "fast": False, "seconds": 700.0,
         "sizes": {"episodes": 100, "preset": "small", "train_steps": 2000, "batch_size": 64, "eval_episodes": 20, "deploy_episodes": 5},
@@ -162,6 +164,8 @@ def test_full_page(report, tmp_path, capsys):
     assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 | before the split (50) | 0.80 / 2.4 ms per step |" in page
     assert _row(page, "lift", "ONNX Runtime + RTI", "90.0%", "45/50", "test (50)", "1.40 / 4.2 ms per step")
     assert _row(page, "training steps", "5000 steps", "42", "val (50)", "90.0%", "78.6–95.7%", "45/50")
+    assert _row(page, "| training steps | 5000 steps | 42 |", "45/50 | — |")  # a row without milestones
+    assert _row(page, "| milestones | 3000 steps |", "40/50 | grasped 48, lifted 44 |")
     assert "- more steps help" in page and "dp eval runs/can --task can --split val --episodes 50" in page
     lo, hi = wilson_interval(19, 20)
     assert _row(page, "lift", "deploy", "95.0%", f"{100 * lo:.1f}–{100 * hi:.1f}%", "19/20", "1.25 / 4.0 ms obs→command")
