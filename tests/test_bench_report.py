@@ -235,17 +235,20 @@ def test_success_targets_count_only_test_seeds(report, tmp_path):
     from bench.reporting.targets import Targets
 
     (tmp_path / "success").mkdir()
-    for task, k, split in (("lift", 100, "test"), ("stack", 90, "test"), ("can", 99, "val"), ("lift_image", 96, "test")):
+    for task, method, k, split in (("lift", "torch", 100, "test"), ("stack", "torch", 90, "test"), ("can", "torch", 99, "val"),
+                                   ("lift_image", "torch", 96, "test"), ("square", "torch", 99, "test"), ("square", "torch_every4", 80, "test")):
         data = {**_eval(task, 100, k, list(wilson_interval(k, 100))), "split": split}
-        (tmp_path / "success" / f"{task}__torch.json").write_text(json.dumps(data))
+        (tmp_path / "success" / f"{task}__{method}.json").write_text(json.dumps(data))
     targets = Targets()
     success_targets(load(tmp_path), targets)
     rows = {r[1]: r[2:] for r in targets.rows}
-    assert rows["lift: torch success on test seeds"] == ["100.0%", "≥ 100.0%", "met"]
-    assert rows["stack: torch success on test seeds"] == ["90.0%", "≥ 95.0%", "**not met**"]
-    assert rows["can: torch success on test seeds"][0] == "not measured yet"  # 99% on validation seeds is not a result
-    assert rows["lift_image: torch success on test seeds"][2] == "met"
-    assert rows["can_image: torch success on test seeds"][0] == "not measured yet"
+    assert rows["lift: success on test seeds (torch)"] == ["100.0%", "≥ 100.0%", "met"]
+    assert rows["stack: success on test seeds (torch)"] == ["90.0%", "≥ 95.0%", "**not met**"]
+    assert rows["can: success on test seeds (torch)"][0] == "not measured yet"  # 99% on validation seeds is not a result
+    assert rows["lift_image: success on test seeds (torch)"][2] == "met"
+    assert rows["can_image: success on test seeds (torch)"][0] == "not measured yet"
+    # square is checked on the setting validation chose, not on the better-looking row
+    assert rows["square: success on test seeds (torch, a new chunk every 4 steps (RTI's interval))"][:2] == ["80.0%", "≥ 85.0%"]
 
 
 def test_missing_inputs_say_not_measured(report, tmp_path, capsys):

@@ -3,5 +3,5 @@ dp train --data data/square.zarr --preset small --out runs/square train.steps=90
 dp eval runs/square/checkpoints/step_0007000 --task square --split val --episodes 50   # 20/50
 dp eval runs/square/checkpoints/step_0008000 --task square --split val --episodes 50   # 22/50
 dp eval runs/square/checkpoints/step_0009000 --task square --split val --episodes 50   # 21/50
-dp eval runs/square/checkpoints/step_0008000 --task square --split test --episodes 100
+dp eval runs/square/checkpoints/step_0008000 --task square --split test --episodes 100 --seed 0   # and --seed 1: 200 test episodes
 # the 3000-step run before it: 7/50 on validation, 9/100 on test

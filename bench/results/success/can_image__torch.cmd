@@ -1,0 +1,3 @@
+dp collect --task can --episodes 100 --out data/can_img.zarr --cameras agentview,robot0_eye_in_hand --seed 0
+dp train --data data/can_img.zarr --preset small --out runs/can_img "data.obs_keys=[robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,agentview_image,robot0_eye_in_hand_image]" train.steps=3000 train.batch_size=64 train.ckpt_every=1000 train.threads=1 model.aug_shift=0 data.n_action_steps=8   # 45 min wall beside two other jobs
+dp eval runs/can_img/checkpoints/step_0003000 --task can --split test --episodes 50 --seed 0   # and --seed 1: 100 test episodes; the final checkpoint, fixed before any evaluation
