@@ -21,11 +21,11 @@ def section_ablation(results: Results) -> list[str]:
         headers = ["Question", "Setting", "Training (min)", "Seeds (episodes)", "Success", "95% CI", "Successes"]
         body = [[r.get("question"), r.get("setting"), num(r.get("train_min"), 0), f"{r.get('split')} ({r.get('episodes')})",
                  pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}"] for r in rows]
-        if any(isinstance(r.get("milestones"), dict) and r["milestones"] for r in rows):  # where the failures stopped (dp eval)
+        reached = [r["milestones"] if isinstance(r.get("milestones"), dict) else {} for r in rows]
+        if any(reached):  # where the failures stopped (dp eval)
             headers.append("Milestones reached")
-            for row, r in zip(body, rows):
-                reached = r.get("milestones") if isinstance(r.get("milestones"), dict) else {}
-                row.append(", ".join(f"{name} {k}" for name, k in reached.items()) or "—")
+            for row, counts in zip(body, reached):
+                row.append(", ".join(f"{name} {k}" for name, k in counts.items()) or "—")
         out += [table(headers, body), ""]
         out += [f"- {line}" for line in b.get("findings") or []]
         if b.get("findings"):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 LIFT_MARGIN = 0.04  # metres above the resting height that count as lifted (robosuite's Stack uses 0.04)
+BIN_CLEARANCE = 0.1  # metres above the can's bin base that count as lifted out of it
 DOOR_UNLATCHED = 1.2  # lever angle (rad) from which the latch clears the frame (the door expert turns to 1.35)
 
 
@@ -23,27 +24,33 @@ def _grasped(env: Any, geoms: Any) -> bool:
     return bool(env._check_grasp(gripper=env.robots[0].gripper, object_geoms=geoms))
 
 
+def _grasped_and_lifted(env: Any, geoms: Any, z: float, floor: float) -> dict[str, bool]:
+    """Grasped (robosuite's grasp check on ``geoms``), and lifted: grasped with the object above ``floor``."""
+    grasped = _grasped(env, geoms)
+    return {"grasped": grasped, "lifted": grasped and bool(z > floor)}
+
+
+def _z(env: Any, body_id: int) -> float:
+    return float(env.sim.data.body_xpos[body_id][2])
+
+
 def lift(env: Any) -> dict[str, bool]:
-    return {"grasped": _grasped(env, env.cube)}
+    return {"grasped": _grasped(env, env.cube)}  # lifted is lift's success
 
 
 def stack(env: Any) -> dict[str, bool]:
-    z = float(env.sim.data.body_xpos[env.cubeA_body_id][2])
-    grasped = _grasped(env, env.cubeA)
-    return {"grasped": grasped, "lifted": grasped and bool(z > env.table_offset[2] + LIFT_MARGIN)}
+    return _grasped_and_lifted(env, env.cubeA, _z(env, env.cubeA_body_id), env.table_offset[2] + LIFT_MARGIN)
 
 
 def can(env: Any) -> dict[str, bool]:
     obj = env.objects[env.object_id]
-    grasped = _grasped(env, obj.contact_geoms)
-    return {"grasped": grasped, "lifted": grasped and bool(env.sim.data.body_xpos[env.obj_body_id[obj.name]][2] > env.bin1_pos[2] + 0.1)}
+    return _grasped_and_lifted(env, obj.contact_geoms, _z(env, env.obj_body_id[obj.name]), env.bin1_pos[2] + BIN_CLEARANCE)
 
 
 def square(env: Any) -> dict[str, bool]:
     nut = env.nuts[0]
-    grasped = _grasped(env, nut.contact_geoms)
     pos = np.array(env.sim.data.body_xpos[env.obj_body_id[nut.name]])
-    return {"grasped": grasped, "lifted": grasped and bool(pos[2] > env.table_offset[2] + LIFT_MARGIN),
+    return {**_grasped_and_lifted(env, nut.contact_geoms, float(pos[2]), env.table_offset[2] + LIFT_MARGIN),
             "on the peg": bool(env.on_peg(pos, 0))}  # success also needs the hand away from the nut
 
 
