@@ -92,9 +92,10 @@ def test_cameras_are_upright_uint8_images():
 def test_expert_succeeds_on_fixed_seeds(envs, task, seeds):
     env, expert = envs(task), make_expert(task)
     for seed in seeds:
-        ep = run_episode(env, expert, seed_for(0, seed, "collect"))
+        tracked = seed == seeds[0]  # collection (the default) skips the milestone checks; evaluation asks for them
+        ep = run_episode(env, expert, seed_for(0, seed, "collect"), milestones=tracked)
         assert ep.success, f"{task} expert failed on seed {seed} (strategy {ep.strategy}, {ep.length} steps)"
-        assert ep.milestones == dict.fromkeys(MILESTONES[task], True)  # every step on the way was reached
+        assert ep.milestones == (dict.fromkeys(MILESTONES[task], True) if tracked else {})  # every step on the way was reached
         assert env.success()
         assert 20 < ep.length < get_task(task).horizon
         actions = ep.data["action"]

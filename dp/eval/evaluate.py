@@ -131,7 +131,7 @@ def evaluate(
     try:
         for i in range(episodes):
             video = video_dir is not None and i < video_episodes
-            ep = run_episode(env, policy, seed_for(seed, i, split), record=False,
+            ep = run_episode(env, policy, seed_for(seed, i, split), record=False, milestones=True,
                              video_cameras=list(spec.cameras) if video else None, video_size=video_size)
             result.episodes += 1
             result.successes += ep.success

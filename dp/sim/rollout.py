@@ -41,7 +41,7 @@ class Episode:
     frames: list[np.ndarray] = field(default_factory=list)  # video frames (cameras side by side)
     strategy: str | None = None  # a scripted expert's strategy label
     score: float = 0.0  # the maximum over steps of the task's score (robosuite: 1.0 once solved)
-    milestones: dict[str, bool] = field(default_factory=dict)  # each of the task's milestones: reached at some step
+    milestones: dict[str, bool] = field(default_factory=dict)  # each of the task's milestones: reached at some step (when asked for)
 
 
 # Seed streams: demonstrations ("collect"), validation ("val": every choice of settings) and test
@@ -70,6 +70,7 @@ def run_episode(
     video_size: int = 256,
     success_hold: int = 0,
     viewer: bool = False,
+    milestones: bool = False,
 ) -> Episode:
     """Roll ``policy`` out from ``env.reset(seed)`` until success (held for ``success_hold`` more
     steps) or the task's horizon; ``success`` means the task was solved at some step. ``record``
@@ -85,7 +86,7 @@ def run_episode(
     latencies: list[float] = []
     frames: list[np.ndarray] = []
     success, held, score = False, 0, 0.0
-    milestones = dict.fromkeys(env.milestones(), False)
+    reached = dict.fromkeys(env.milestones(), False) if milestones else {}
     if video_cameras:
         frames.append(_video_frame(env, video_cameras, video_size))
     for _ in range(spec.horizon):
@@ -101,8 +102,9 @@ def run_episode(
             actions.append(action)
         obs, _ = env.step(action)
         score = max(score, env.score())
-        for name, now in env.milestones().items():
-            milestones[name] = milestones.get(name, False) or now
+        if milestones:
+            for name, now in env.milestones().items():
+                reached[name] = reached[name] or now
         if viewer:
             env.env.render()
         if video_cameras:
@@ -122,7 +124,7 @@ def run_episode(
     return Episode(
         seed=seed, success=success, length=len(latencies), data=data,
         latencies=np.asarray(latencies), frames=frames,
-        strategy=strategy if isinstance(strategy, str) else None, score=score, milestones=milestones,
+        strategy=strategy if isinstance(strategy, str) else None, score=score, milestones=reached,
     )
 
 
