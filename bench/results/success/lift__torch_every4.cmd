@@ -3,4 +3,5 @@ dp train --data data/lift.zarr --preset small --out runs/lift train.steps=3000 t
 dp eval runs/lift/checkpoints/step_0002000 --task lift --split val --episodes 50   # 49/50
 dp eval runs/lift/checkpoints/step_0003000 --task lift --split val --episodes 50   # 49/50
 # chosen: step 3000 (the later one on a tie)
+dp eval runs/lift/checkpoints/step_0003000 --task lift --split val --episodes 50 --replan-every 4   # 50/50 (every 8: 49/50): chosen
 dp eval runs/lift/checkpoints/step_0003000 --task lift --split test --episodes 100 --replan-every 4
