@@ -16,9 +16,9 @@ from bench.reporting.spec import (
     MULTITASK_TARGET,
     RUNTIME_POINTS,
     RUNTIME_TASKS,
-    SUCCESS_TARGET_METHOD,
     SUCCESS_TARGETS,
     missing,
+    target_method,
 )
 from bench.reporting.targets import Targets
 from bench.reporting.text import big, ci, finite, get, num, pct, shown, table
@@ -82,7 +82,7 @@ def success_targets(results: Results, targets: Targets) -> None:
     not run on test seeds counts as not measured."""
     rows = {(r.task, r.method): r for r in results.success}
     for task, target in SUCCESS_TARGETS.items():
-        method = SUCCESS_TARGET_METHOD.get(task, "torch")
+        method = target_method(task)
         r = rows.get((task, method))
         on_test = r is not None and r.data.get("split") == "test"
         targets.check("Success", f"{task}: success on test seeds ({METHODS[method]})", r.rate if r else None, ">=", target,

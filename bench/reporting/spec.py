@@ -44,6 +44,13 @@ EXPECTED = (
 # as it stands (stack: 9000 steps as well, its checkpoint chosen on validation)
 SUCCESS_TARGETS = {"lift": 1.0, "can": 0.95, "stack": 0.95, "square": 0.85, "door": 0.98, "lift_image": 0.95, "can_image": 0.85}
 SUCCESS_TARGET_METHOD = {"lift": "torch_every4", "can": "torch_every4", "square": "torch_every4", "stack": "preset"}
+
+
+def target_method(task: str) -> str:
+    """The method whose test row ``task``'s success target is checked on."""
+    return SUCCESS_TARGET_METHOD.get(task, "torch")
+
+
 # issues 9 and 16: one language-conditioned policy on these tasks, files success/multitask_<task>__{mode,dense}.json
 MULTITASK = ("lift", "can", "stack", "door", "square")
 MULTITASK_TARGET = 0.92
