@@ -2,7 +2,7 @@
 ...), checked in the simulator's state after every step of an evaluation. An episode's milestones
 are those reached at any step, so a failure says where it stopped: never grasped, dropped on the way,
 placed but not released. robosuite's staged rewards mix these into one number; here each is a yes/no
-read from the same physics (robosuite's own grasp and peg checks where it has them).
+read from the same physics (robosuite's own grasp, bin and peg checks where it has them).
 
 Each function takes the raw robosuite environment and returns ``{milestone: reached now}`` in the
 task's order; success itself is counted by the evaluation, not here.
@@ -44,7 +44,11 @@ def stack(env: Any) -> dict[str, bool]:
 
 def can(env: Any) -> dict[str, bool]:
     obj = env.objects[env.object_id]
-    return _grasped_and_lifted(env, obj.contact_geoms, _z(env, env.obj_body_id[obj.name]), env.bin1_pos[2] + BIN_CLEARANCE)
+    pos = env.sim.data.body_xpos[env.obj_body_id[obj.name]]
+    # robosuite counts the can as placed only once the hand is also more than ~4 cm from it: "in its bin"
+    # without success means the hand never let go and left
+    return {**_grasped_and_lifted(env, obj.contact_geoms, float(pos[2]), env.bin1_pos[2] + BIN_CLEARANCE),
+            "in its bin": not env.not_in_bin(pos, env.object_id)}
 
 
 def square(env: Any) -> dict[str, bool]:
