@@ -150,6 +150,12 @@ def test_same_seed_gives_the_same_actions_in_both_runtimes(exported):
     torch_policy.seed(11)
     torch_policy.reset("lift")
     assert not np.allclose(torch_policy.select_action(observations[0]), pairs[0][0])  # another seed, other noise
+    for policy in (torch_policy, onnx_policy):  # temporal ensembling is code the runtimes share: alike too
+        policy.use_temporal_ensemble(0.1)
+        policy.seed(13)
+        policy.reset("lift")
+    pairs = [(torch_policy.select_action(obs), onnx_policy.select_action(obs)) for obs in observations]
+    assert max(np.abs(a - b).max() for a, b in pairs) < 1e-4
 
 
 def test_rti_reset_and_action_queue(exported):

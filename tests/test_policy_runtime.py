@@ -9,6 +9,7 @@ from dp.cli import main as dp_main
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
+from dp.infer.load import load_policy
 from dp.testing.reach_store import make_store
 
 
@@ -80,6 +81,37 @@ def test_action_queue_refills_every_n_action_steps(image_run):
     assert Policy.load(run, n_action_steps=10).n_action_steps == 10
     with pytest.raises(DpError, match="n_action_steps"):
         Policy.load(run, n_action_steps=11)
+
+
+def test_temporal_ensemble_acts_the_weighted_mean_of_overlapping_chunks(image_run):
+    run, frames = image_run
+    decay = 0.5
+    policy = Policy.load(run, n_action_steps=2, seed=5)
+    policy.use_temporal_ensemble(decay)
+    actions = [policy.select_action(frames[t]) for t in range(9)]
+    # the same chunks, from a twin with the same noise stream: one is sampled at steps 0, 2, 4, ...
+    twin = Policy.load(run, n_action_steps=2, seed=5)
+    chunks = {}
+    for t in range(9):
+        twin._push(frames[t])
+        if t % 2 == 0:
+            chunks[t] = twin._sample(None)
+    for t, action in enumerate(actions):
+        live = [start for start in sorted(chunks) if start <= t < start + 10]  # oldest first
+        weights = np.exp(-decay * np.arange(len(live)))
+        expected = weights @ np.stack([chunks[s][t - s] for s in live]) / weights.sum()
+        np.testing.assert_allclose(action[:6], expected[:6], rtol=0, atol=1e-5)
+        assert action[6] == (1.0 if expected[6] >= 0 else -1.0)  # the gripper is snapped after averaging
+    assert not np.allclose(actions[2], chunks[2][0])  # step 2 mixes chunk 0's third action into chunk 2's first
+    # a chunk of 10 re-planned every 10 steps never overlaps: the ensemble is the plain queue
+    plain, ensembled = Policy.load(run, n_action_steps=10, seed=7), Policy.load(run, n_action_steps=10, seed=7)
+    ensembled.use_temporal_ensemble(0.01)
+    for t in range(12):
+        np.testing.assert_allclose(ensembled.select_action(frames[t]), plain.select_action(frames[t]), rtol=0, atol=1e-6)
+    with pytest.raises(DpError, match="finite"):
+        policy.use_temporal_ensemble(float("nan"))
+    with pytest.raises(DpError, match="samples no chunks"):
+        load_policy("expert:lift", ensemble=0.01)
 
 
 def test_bad_observations_are_refused(image_run):

@@ -21,7 +21,8 @@ from dp.collect.teleop import TeleopSource
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.sim.experts import make_expert
-from dp.sim.rollout import seed_for
+from dp.sim.rollout import run_episode, seed_for
+from dp.sim.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 LOWDIM = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10], "action": [7]}
@@ -207,3 +208,38 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
     assert "unknown camera" in capsys.readouterr().err
     assert main(["collect", "--task", "pusht", "--episodes", "1", "--out", str(tmp_path / "c.zarr")]) == 1
     assert "task 'pusht' has no scripted expert" in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()
+    assert main(["collect", "--task", "can", "--episodes", "1", "--out", str(tmp_path / "d.zarr"), "--release-slips", "1.5"]) == 1
+    assert "--release-slips must be a share" in capsys.readouterr().err and not (tmp_path / "d.zarr").exists()
+
+
+def test_release_slips_record_the_experts_open_command(tmp_path):
+    """DART-style slips: the hand re-closes at the release, but the store keeps what the expert meant (open),
+    so the recorded gripper closes once (the grasp) and opens once; the expert recovers and succeeds."""
+    env, spec = get_task("can").make_env(), get_task("can")
+    expert = make_expert("can", release_slips=1.0)
+    executed, waypoints = [], []
+
+    class Watched:  # the expert, with what it executes and where it is in its plan kept aside
+        label = property(lambda self: expert.label)
+        seed, reset = expert.seed, expert.reset
+
+        def select_action(self, obs):
+            waypoints.append(expert.waypoint_name)
+            executed.append(expert.select_action(obs))
+            return executed[-1]
+
+    try:
+        ep = run_episode(env, Watched(), seed_for(0, 3, "collect"))  # this seed slips after 3 open steps, for 6 steps
+    finally:
+        env.close()
+    done, recorded = np.stack(executed)[:, 6], ep.data["action"][:, 6]
+    slipped = np.flatnonzero(done != recorded)
+    assert ep.success
+    np.testing.assert_array_equal(slipped, np.arange(6) + slipped[0])
+    assert (recorded[slipped] == -1.0).all()
+    assert waypoints[slipped[0] - 3: slipped[-1] + 9] == ["release"] * 17  # 3 open, 6 slipped, then 8 open again in place
+    assert int((np.diff(recorded) != 0).sum()) == 2 and int((np.diff(done) != 0).sum()) == 4  # open-close-open vs + a slip
+    out = tmp_path / "slips.zarr"
+    assert main(["collect", "--task", "can", "--episodes", "1", "--out", str(out), "--release-slips", "1.0"]) == 0
+    stored = EpisodeStore.open(out).get_episode(0)["action"][:, 6]
+    assert int((np.diff(stored) != 0).sum()) == 2

@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expert-strategies", choices=["random", "first"], default="random",
                         help="how the scripted expert picks among the strategies open to it (grasp yaw, placement side): "
                              "random (default; multimodal demonstrations) or the first one open (one strategy per initial state)")
+    parser.add_argument("--release-slips", type=float, default=0.0, metavar="SHARE",
+                        help="share of expert episodes whose release slips (the hand re-closes for a few steps, "
+                             "recorded as the expert's open command) so a policy learns to recover (default 0)")
     parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         from dp.collect.collector import expert_source
 
         summary = collect(args.task, args.episodes, args.out, workers=args.workers,
-                          source=expert_source(args.task, args.expert_strategies), **options)
+                          source=expert_source(args.task, args.expert_strategies, args.release_slips), **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -57,22 +57,23 @@ class CollectSummary:
         return {**self.__dict__, "success_rate": self.success_rate, "frames_per_second": self.frames_per_second}
 
 
-def expert_source(task: str, strategies: str = "random") -> SourceFactory:
-    """A picklable factory of the task's scripted expert (``strategies`` as in
+def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0) -> SourceFactory:
+    """A picklable factory of the task's scripted expert (``strategies`` and ``release_slips`` as in
     :class:`~dp.sim.experts.ScriptedExpert`); a DpError for a task without one."""
-    from dp.sim.experts import EXPERTS
+    from dp.sim.experts import EXPERTS, check_release_slips
 
+    check_release_slips(release_slips)
     task = get_task(task).name
     if task not in EXPERTS:
         raise DpError(f"task {task!r} has no scripted expert (experts: {', '.join(EXPERTS)}); "
                       "import its demonstrations with `dp import`")
-    return functools.partial(_make_expert, task, strategies)
+    return functools.partial(_make_expert, task, strategies, release_slips)
 
 
-def _make_expert(task: str, strategies: str, env: SimEnv) -> ActionSource:
+def _make_expert(task: str, strategies: str, release_slips: float, env: SimEnv) -> ActionSource:
     from dp.sim.experts import make_expert
 
-    return make_expert(task, strategies=strategies)
+    return make_expert(task, strategies=strategies, release_slips=release_slips)
 
 
 def store_layout(spec: TaskSpec, cameras: list[str]) -> dict[str, list[str]]:

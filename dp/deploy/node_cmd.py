@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes with --episodes, as `dp eval --seed` (default 0)")
     parser.add_argument("--max-steps", type=int, help="episode length in control ticks (default: the controller's horizon)")
     parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
+    parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
+                        help="temporal ensembling of overlapping chunks (ACT), weights exp(-DECAY * i) with i = 0 for the oldest (default: off)")
     parser.add_argument("--keys", type=Path, help="CURVE key folder (client.key_secret + server.key) for an authenticated controller")
     parser.add_argument("--silence-timeout", type=float, default=0.5, help="seconds without State before the node stops commanding (default 0.5)")
     parser.add_argument("--connect-timeout", type=float,
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
     if args.connect_timeout is not None and not args.connect_timeout > 0:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
-    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), importable=True)
+    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, importable=True)
 
     from dp.deploy.node import InferenceNode
 

@@ -14,6 +14,7 @@ import numpy as np
 from dp.errors import DpError
 from dp.infer.goals import known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
+from dp.infer.rti_guess import snap_discrete
 
 
 class ChunkedRuntime(abc.ABC):
@@ -64,6 +65,9 @@ class ChunkedRuntime(abc.ABC):
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
         self._queue: deque[np.ndarray] = deque()
         self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
+        self._ensemble: float | None = None  # temporal ensembling's weight decay (None: off)
+        self._chunks: deque[tuple[int, np.ndarray]] = deque()  # with ensembling: (step sampled at, chunk)
+        self._t = 0  # control steps this episode
         self._goal: dict[str, Any] | None = None
         self._encoded: dict[str, np.ndarray] = {}  # new instructions embedded at run time
         self.instruction: str | None = None
@@ -86,6 +90,8 @@ class ChunkedRuntime(abc.ABC):
         """
         self._history.clear()
         self._queue.clear()
+        self._chunks.clear()
+        self._t = 0
         self._previous = None
         self._goal = self.lookup_goal(instruction)
         self.instruction = instruction
@@ -132,9 +138,24 @@ class ChunkedRuntime(abc.ABC):
         self._push(obs)
         return self._sample(noise)
 
+    def use_temporal_ensemble(self, decay: float | None) -> None:
+        """Temporal ensembling (ACT, Zhao et al. 2023) with weight decay ``decay``, or off (None).
+
+        A chunk is still sampled every ``n_action_steps``, but each step acts the weighted mean of what
+        every chunk still covering it predicted for it, weights ``exp(-decay * i)`` with i = 0 for the
+        oldest (ACT's form and default 0.01: positive trusts older chunks more, negative fresher ones,
+        0 is a plain mean), discrete dimensions snapped after averaging. Clears the queued actions: it takes effect at the next step."""
+        if decay is not None and not np.isfinite(decay):
+            raise DpError(f"temporal ensemble decay must be a finite number, got {decay}")
+        self._ensemble = None if decay is None else float(decay)
+        self._queue.clear()
+        self._chunks.clear()
+
     def select_action(self, obs: dict[str, Any]) -> np.ndarray:
         """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
         self._push(obs)
+        if self._ensemble is not None:
+            return self._ensembled()
         if not self._queue:
             self._refill()
         return self._queue.popleft()
@@ -143,13 +164,32 @@ class ChunkedRuntime(abc.ABC):
         """Add one observation and sample the next chunk into the queue now, so that the next
         ``select_action`` returns at once (a robot computes its first chunk while it still holds)."""
         self._push(obs)
+        if self._ensemble is not None:
+            self._chunks.append((self._t, self._sample(None)))
+            return
         self._queue.clear()
         self._refill()
+
+    def _ensembled(self) -> np.ndarray:
+        """This step's action under temporal ensembling (see :meth:`use_temporal_ensemble`)."""
+        if not self._chunks or self._t - self._chunks[-1][0] >= self.n_action_steps:
+            self._chunks.append((self._t, self._sample(None)))
+        while self._t - self._chunks[0][0] >= self.action_horizon:
+            self._chunks.popleft()
+        predictions = np.stack([chunk[self._t - start] for start, chunk in self._chunks])
+        weights = np.exp(-self._ensemble * np.arange(len(predictions)))
+        action = (weights @ predictions / weights.sum()).astype(np.float32)
+        self._t += 1
+        return snap_discrete(action, self.discrete_dims)
 
     def _refill(self) -> None:
         """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
         self._queue.extend(self._sample(None)[: self.n_action_steps])
 
     def pending_actions(self) -> np.ndarray:
-        """The queued actions still to come after the last one returned, (n, A)."""
+        """The queued actions still to come after the last one returned, (n, A); with temporal
+        ensembling, the newest chunk's actions up to its next re-plan (the ensemble is not known yet)."""
+        if self._ensemble is not None and self._chunks:
+            start, chunk = self._chunks[-1]
+            return chunk[self._t - start: self.n_action_steps].reshape(-1, self.action_dim)
         return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)

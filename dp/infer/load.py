@@ -32,6 +32,7 @@ def load_policy(
     replan_every: int | None = None,
     first_chunk: str | None = None,
     sampler_steps: int | None = None,
+    ensemble: float | None = None,
     importable: bool = False,
 ) -> Any:
     """The policy ``spec`` names (see the module docstring); a DpError naming what was expected otherwise.
@@ -41,7 +42,18 @@ def load_policy(
     ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval;
     ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
     is sampled. ``sampler_steps`` (trained runs only) overrides the run's full-sampling steps.
-    ``importable`` also accepts ``package.module:Name``."""
+    ``ensemble`` turns on temporal ensembling of overlapping chunks with that weight decay (trained
+    and exported policies). ``importable`` also accepts ``package.module:Name``."""
+    policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler_steps, importable)
+    if ensemble is not None:
+        if not callable(getattr(policy, "use_temporal_ensemble", None)):
+            raise DpError(f"policy {spec!r} samples no chunks: temporal ensembling applies to trained and exported policies")
+        policy.use_temporal_ensemble(ensemble)
+    return policy
+
+
+def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, rti_every: int | None,
+          replan_every: int | None, first_chunk: str | None, sampler_steps: int | None, importable: bool) -> Any:
     if sampler_steps is not None and sampler_steps < 1:
         raise DpError(f"sampler steps must be >= 1 (got {sampler_steps})")
     if spec.startswith("expert:"):

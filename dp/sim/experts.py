@@ -8,6 +8,11 @@ noise to the arm dimensions. With ``strategies="first"`` it takes the first opti
 episode's initial state instead: one strategy per initial state, unimodal demonstrations (to
 measure what multimodality costs a policy).
 
+With ``release_slips`` > 0 that share of episodes slips at the release (DART-style recovery data,
+Laskey et al. 2017): after opening for 1-3 steps the executed gripper closes again for 2-6 steps,
+the mistake a cloned policy makes, while the recorded action (``label``) keeps the expert's open
+command; the release then starts over. A policy learns from them to re-open a re-closed hand.
+
 A plan is a list of :class:`Waypoint`; targets may be callables of the observation so a waypoint
 can track a moving object (or the object held in the hand). The servo is proportional in position
 and orientation, clipped to a speed limit: the OSC controller then tracks the commanded delta.
@@ -88,11 +93,15 @@ class ScriptedExpert:
 
     noise = 0.05  # std of the Gaussian noise on arm actions (action units)
 
-    def __init__(self, spec: TaskSpec, seed: int = 0, strategies: str = "random"):
+    def __init__(self, spec: TaskSpec, seed: int = 0, strategies: str = "random", release_slips: float = 0.0):
         if strategies not in STRATEGIES:
             raise DpError(f"expert strategies must be one of {', '.join(STRATEGIES)}, got {strategies!r}")
+        check_release_slips(release_slips)
         self.spec = spec
         self.strategies = strategies
+        self.release_slips = release_slips
+        self.label: np.ndarray | None = None  # the action to record when it differs from the one executed
+        self._slip: tuple[int, int] | None = None  # this episode's slip: (open steps before it, closed steps)
         self.rng = np.random.default_rng(seed)
         self.slices = spec.object_slices()
         self.waypoints: list[Waypoint] = []
@@ -110,23 +119,43 @@ class ScriptedExpert:
         """Start an episode: the plan (and strategy) is drawn at the first observation."""
         self.waypoints = []
         self.strategy = {}
+        self.label = self._slip = None
         self._index = self._steps = self._inside = 0
 
     def select_action(self, obs: Obs) -> np.ndarray:
         """The next OSC_POSE action (7,) for one observation."""
         if not self.waypoints:
             self.waypoints = self.plan(obs)
+            if self.release_slips and self.rng.random() < self.release_slips:  # no draw at 0: old seeds replay
+                self._slip = (int(self.rng.integers(1, 4)), int(self.rng.integers(2, 7)))
         wp = self.waypoints[min(self._index, len(self.waypoints) - 1)]
         action, pos_err, rot_err = self._servo(obs, wp)
+        slipping = self._slipping(wp)
         self._steps += 1
         reached = (pos_err < wp.tol and rot_err < 0.1) or (wp.until is not None and wp.until(obs))
         self._inside = self._inside + 1 if reached else 0
-        if self._index < len(self.waypoints) - 1 and (
+        if not slipping and self._index < len(self.waypoints) - 1 and (
             (self._inside >= wp.settle and self._steps >= wp.min_steps) or self._steps >= wp.max_steps
         ):
             self._index, self._steps, self._inside = self._index + 1, 0, 0
         action[:6] += self.rng.normal(0.0, self.noise, size=6)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
+        action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        self.label = None
+        if slipping:
+            self.label = action.copy()
+            action[6] = CLOSE
+        return action
+
+    def _slipping(self, wp: Waypoint) -> bool:
+        """Whether this step of ``wp`` is one of the episode's slipped release steps; at the slip's end
+        the release starts over (its count of open steps restarts) and the slip is spent."""
+        if self._slip is None or wp.name != "release":
+            return False
+        opened, closed = self._slip
+        if self._steps == opened + closed:
+            self._slip, self._steps = None, 0
+            return False
+        return self._steps >= opened
 
     # ------------------------------------------------------------------ for subclasses
     def plan(self, obs: Obs) -> list[Waypoint]:
@@ -164,6 +193,12 @@ class ScriptedExpert:
         rot = np.clip(err / ROT_SCALE, -1.0, 1.0)
         action = np.concatenate([step, rot, [wp.grip]])
         return action, float(np.linalg.norm(delta)), float(np.linalg.norm(err))
+
+
+def check_release_slips(share: float) -> None:
+    """A DpError unless ``share`` (of episodes whose release slips) is in [0, 1]."""
+    if not 0.0 <= share <= 1.0:
+        raise DpError(f"--release-slips must be a share of episodes in [0, 1], got {share}")
 
 
 def nearest_grasp_yaw(object_yaw: float, symmetry: float) -> float:
@@ -362,8 +397,8 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def make_expert(task: str, seed: int = 0, strategies: str = "random") -> ScriptedExpert:
-    """The scripted expert of a task (a :class:`DpError` for an unknown task); ``strategies`` as
-    in :class:`ScriptedExpert`."""
+def make_expert(task: str, seed: int = 0, strategies: str = "random", release_slips: float = 0.0) -> ScriptedExpert:
+    """The scripted expert of a task (a :class:`DpError` for an unknown task); ``strategies`` and
+    ``release_slips`` as in :class:`ScriptedExpert`."""
     spec = get_task(task)
-    return EXPERTS[spec.name](spec, seed, strategies)
+    return EXPERTS[spec.name](spec, seed, strategies, release_slips)

@@ -4,7 +4,8 @@ The action source is anything with the Policy runtime API (``reset(instruction)`
 ``select_action(obs)``): a scripted expert, a teleoperation device, a trained policy. Sources that
 draw random numbers (the scripted experts) expose ``seed(int)`` and are seeded per episode, so an
 episode is reproducible from its seed alone. A source may raise :class:`EndEpisode` to stop early
-(a teleoperator's reset key).
+(a teleoperator's reset key). A source that executes something other than what it means to teach
+(a scripted expert's DART-style slip) sets ``label`` to the action to record, None otherwise.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def run_episode(
         latencies.append(time.perf_counter() - start)
         action = _check_action(action, spec.action_dim)
         if record:
+            label = getattr(policy, "label", None)
             steps.append(obs)
-            actions.append(action)
+            actions.append(action if label is None else _check_action(label, spec.action_dim))
         obs, _ = env.step(action)
         score = max(score, env.score())
         if milestones:
