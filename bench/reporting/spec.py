@@ -7,6 +7,7 @@ from dp.sim.tasks import TaskSpec
 
 # issue 16: what limits success, one table per task (bench name -> section title)
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
+             "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers", *ABLATIONS)
 MISSING = "not measured yet"

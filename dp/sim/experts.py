@@ -9,9 +9,8 @@ episode's initial state instead: one strategy per initial state, unimodal demons
 measure what multimodality costs a policy).
 
 With ``release_slips`` > 0 that share of episodes slips at the release (DART-style recovery data,
-Laskey et al. 2017): after opening for 1-3 steps the executed gripper closes again for 2-6 steps,
-the mistake a cloned policy makes, while the recorded action (``label``) keeps the expert's open
-command; the release then starts over. A policy learns from them to re-open a re-closed hand.
+Laskey et al. 2017): after 1-3 open steps the executed gripper closes again for 2-6 steps while the
+recorded action (``label``) keeps the expert's open command; then the release starts over.
 
 A plan is a list of :class:`Waypoint`; targets may be callables of the observation so a waypoint
 can track a moving object (or the object held in the hand). The servo is proportional in position
@@ -140,15 +139,12 @@ class ScriptedExpert:
             self._index, self._steps, self._inside = self._index + 1, 0, 0
         action[:6] += self.rng.normal(0.0, self.noise, size=6)
         action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        self.label = None
-        if slipping:
-            self.label = action.copy()
-            action[6] = CLOSE
+        self.label = action.copy() if slipping else None
+        action[6] = CLOSE if slipping else action[6]
         return action
 
     def _slipping(self, wp: Waypoint) -> bool:
-        """Whether this step of ``wp`` is one of the episode's slipped release steps; at the slip's end
-        the release starts over (its count of open steps restarts) and the slip is spent."""
+        """Whether this step of ``wp`` is a slipped release step; at the slip's end the release starts over."""
         if self._slip is None or wp.name != "release":
             return False
         opened, closed = self._slip
