@@ -220,7 +220,7 @@ def test_release_slips_record_the_experts_open_command(tmp_path):
     executed, waypoints = [], []
 
     class Watched:  # the expert, with what it executes and where it is in its plan kept aside
-        label = property(lambda self: expert.label)
+        recorded_action = property(lambda self: expert.recorded_action)
         seed, reset = expert.seed, expert.reset
 
         def select_action(self, obs):

@@ -144,7 +144,8 @@ class ChunkedRuntime(abc.ABC):
         A chunk is still sampled every ``n_action_steps``, but each step acts the weighted mean of what
         every chunk still covering it predicted for it, weights ``exp(-decay * i)`` with i = 0 for the
         oldest (ACT's form and default 0.01: positive trusts older chunks more, negative fresher ones,
-        0 is a plain mean), discrete dimensions snapped after averaging. Clears the queued actions: it takes effect at the next step."""
+        0 is a plain mean), discrete dimensions snapped after averaging. Clears the queued actions: it
+        takes effect at the next step."""
         if decay is not None and not np.isfinite(decay):
             raise DpError(f"temporal ensemble decay must be a finite number, got {decay}")
         self._ensemble = None if decay is None else float(decay)

@@ -10,7 +10,7 @@ measure what multimodality costs a policy).
 
 With ``release_slips`` > 0 that share of episodes slips at the release (DART-style recovery data,
 Laskey et al. 2017): after 1-3 open steps the executed gripper closes again for 2-6 steps while the
-recorded action (``label``) keeps the expert's open command; then the release starts over.
+recorded action (``recorded_action``) keeps the expert's open command; then the release starts over.
 
 A plan is a list of :class:`Waypoint`; targets may be callables of the observation so a waypoint
 can track a moving object (or the object held in the hand). The servo is proportional in position
@@ -99,7 +99,7 @@ class ScriptedExpert:
         self.spec = spec
         self.strategies = strategies
         self.release_slips = release_slips
-        self.label: np.ndarray | None = None  # the action to record when it differs from the one executed
+        self.recorded_action: np.ndarray | None = None  # the action to record when it differs from the one executed
         self._slip: tuple[int, int] | None = None  # this episode's slip: (open steps before it, closed steps)
         self.rng = np.random.default_rng(seed)
         self.slices = spec.object_slices()
@@ -118,7 +118,7 @@ class ScriptedExpert:
         """Start an episode: the plan (and strategy) is drawn at the first observation."""
         self.waypoints = []
         self.strategy = {}
-        self.label = self._slip = None
+        self.recorded_action = self._slip = None
         self._index = self._steps = self._inside = 0
 
     def select_action(self, obs: Obs) -> np.ndarray:
@@ -139,7 +139,7 @@ class ScriptedExpert:
             self._index, self._steps, self._inside = self._index + 1, 0, 0
         action[:6] += self.rng.normal(0.0, self.noise, size=6)
         action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        self.label = action.copy() if slipping else None
+        self.recorded_action = action.copy() if slipping else None
         action[6] = CLOSE if slipping else action[6]
         return action
 

@@ -5,7 +5,7 @@ The action source is anything with the Policy runtime API (``reset(instruction)`
 draw random numbers (the scripted experts) expose ``seed(int)`` and are seeded per episode, so an
 episode is reproducible from its seed alone. A source may raise :class:`EndEpisode` to stop early
 (a teleoperator's reset key). A source that executes something other than what it means to teach
-(a scripted expert's DART-style slip) sets ``label`` to the action to record, None otherwise.
+(a scripted expert's DART-style slip) sets ``recorded_action`` to the action to record, None otherwise.
 """
 
 from __future__ import annotations
@@ -99,9 +99,9 @@ def run_episode(
         latencies.append(time.perf_counter() - start)
         action = _check_action(action, spec.action_dim)
         if record:
-            label = getattr(policy, "label", None)
+            recorded = getattr(policy, "recorded_action", None)
             steps.append(obs)
-            actions.append(action if label is None else _check_action(label, spec.action_dim))
+            actions.append(action if recorded is None else _check_action(recorded, spec.action_dim))
         obs, _ = env.step(action)
         score = max(score, env.score())
         if milestones:
