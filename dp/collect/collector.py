@@ -59,8 +59,9 @@ class CollectSummary:
 
 def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0) -> SourceFactory:
     """A picklable factory of the task's scripted expert (``strategies`` and ``release_slips`` as in
-    :class:`~dp.sim.experts.ScriptedExpert`); a DpError for a task without one."""
-    from dp.sim.experts import EXPERTS, check_release_slips
+    :class:`~dp.sim.waypoints.ScriptedExpert`); a DpError for a task without one."""
+    from dp.sim.experts import EXPERTS
+    from dp.sim.waypoints import check_release_slips
 
     check_release_slips(release_slips)
     task = get_task(task).name
