@@ -243,3 +243,41 @@ def test_release_slips_record_the_experts_open_command(tmp_path):
     assert main(["collect", "--task", "can", "--episodes", "1", "--out", str(out), "--release-slips", "1.0"]) == 0
     stored = EpisodeStore.open(out).get_episode(0)["action"][:, 6]
     assert int((np.diff(stored) != 0).sum()) == 2
+
+
+def test_intended_labels_record_the_noise_free_command(tmp_path):
+    """DART proper: the expert executes its command plus exploration noise, the store keeps the command;
+    with the default labels it keeps what ran."""
+    spec = get_task("lift")
+    runs = {}
+    for labels in ("executed", "intended"):
+        expert, executed = make_expert("lift", labels=labels), []
+
+        class Watched:  # the expert, with what it executes kept aside
+            recorded_action = property(lambda self, e=expert: e.recorded_action)
+            seed, reset = expert.seed, expert.reset
+
+            def select_action(self, obs, e=expert, out=executed):
+                out.append(e.select_action(obs))
+                return out[-1]
+
+        env = spec.make_env()
+        try:
+            ep = run_episode(env, Watched(), seed_for(0, 1, "collect"))
+        finally:
+            env.close()
+        assert ep.success
+        runs[labels] = np.stack(executed), ep.data["action"]
+    done, kept = runs["executed"]
+    np.testing.assert_array_equal(kept, done)  # executed labels: what ran
+    done, kept = runs["intended"]
+    noise = done[:, :6] - kept[:, :6]
+    inside = np.abs(done[:, :6]) < 1.0  # steps the clip to the action range did not touch
+    assert 0.04 < noise[inside].std() < 0.06 and abs(noise[inside].mean()) < 0.01  # the exploration noise (std 0.05) is out
+    np.testing.assert_array_equal(kept[:, 6], done[:, 6])  # the gripper carries no noise
+    assert np.abs(np.diff(kept[:, :3], axis=0)).mean() < np.abs(np.diff(done[:, :3], axis=0)).mean() / 1.5  # smoother labels
+    out = tmp_path / "intended.zarr"
+    assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(out), "--expert-labels", "intended"]) == 0
+    assert len(EpisodeStore.open(out)) == 1
+    with pytest.raises(DpError, match="expert labels must be one of executed, intended"):
+        make_expert("lift", labels="clean")

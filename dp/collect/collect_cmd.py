@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--release-slips", type=float, default=0.0, metavar="SHARE",
                         help="share of expert episodes whose release slips (the hand re-closes for a few steps, "
                              "recorded as the expert's open command) so a policy learns to recover (default 0)")
+    parser.add_argument("--expert-labels", choices=["executed", "intended"], default="executed",
+                        help="which action the scripted expert's demonstrations record: executed (default; what ran, "
+                             "its exploration noise included) or intended (the noise-free command while the noisy one "
+                             "runs, DART: the noise widens the states, not the labels)")
     parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         from dp.collect.collector import expert_source
 
         summary = collect(args.task, args.episodes, args.out, workers=args.workers,
-                          source=expert_source(args.task, args.expert_strategies, args.release_slips), **options)
+                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels), **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

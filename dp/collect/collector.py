@@ -57,24 +57,25 @@ class CollectSummary:
         return {**self.__dict__, "success_rate": self.success_rate, "frames_per_second": self.frames_per_second}
 
 
-def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0) -> SourceFactory:
-    """A picklable factory of the task's scripted expert (``strategies`` and ``release_slips`` as in
-    :class:`~dp.sim.waypoints.ScriptedExpert`); a DpError for a task without one."""
+def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> SourceFactory:
+    """A picklable factory of the task's scripted expert (``strategies``, ``release_slips`` and
+    ``labels`` as in :class:`~dp.sim.waypoints.ScriptedExpert`); a DpError for a task without one."""
     from dp.sim.experts import EXPERTS
-    from dp.sim.waypoints import check_release_slips
+    from dp.sim.waypoints import check_labels, check_release_slips
 
     check_release_slips(release_slips)
+    check_labels(labels)
     task = get_task(task).name
     if task not in EXPERTS:
         raise DpError(f"task {task!r} has no scripted expert (experts: {', '.join(EXPERTS)}); "
                       "import its demonstrations with `dp import`")
-    return functools.partial(_make_expert, task, strategies, release_slips)
+    return functools.partial(_make_expert, task, strategies, release_slips, labels)
 
 
-def _make_expert(task: str, strategies: str, release_slips: float, env: SimEnv) -> ActionSource:
+def _make_expert(task: str, strategies: str, release_slips: float, labels: str, env: SimEnv) -> ActionSource:
     from dp.sim.experts import make_expert
 
-    return make_expert(task, strategies=strategies, release_slips=release_slips)
+    return make_expert(task, strategies=strategies, release_slips=release_slips, labels=labels)
 
 
 def store_layout(spec: TaskSpec, cameras: list[str]) -> dict[str, list[str]]:

@@ -169,8 +169,8 @@ EXPERTS: dict[str, type[ScriptedExpert]] = {
 }
 
 
-def make_expert(task: str, seed: int = 0, strategies: str = "random", release_slips: float = 0.0) -> ScriptedExpert:
-    """The scripted expert of a task (a :class:`DpError` for an unknown task); ``strategies`` and
-    ``release_slips`` as in :class:`ScriptedExpert`."""
+def make_expert(task: str, seed: int = 0, strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> ScriptedExpert:
+    """The scripted expert of a task (a :class:`DpError` for an unknown task); ``strategies``,
+    ``release_slips`` and ``labels`` as in :class:`ScriptedExpert`."""
     spec = get_task(task)
-    return EXPERTS[spec.name](spec, seed, strategies, release_slips)
+    return EXPERTS[spec.name](spec, seed, strategies, release_slips, labels)

@@ -11,6 +11,9 @@ measure what multimodality costs a policy).
 With ``release_slips`` > 0 that share of episodes slips at the release (DART-style recovery data,
 Laskey et al. 2017): after 1-3 open steps the executed gripper closes again for 2-6 steps while the
 recorded action (``recorded_action``) keeps the expert's open command; then the release starts over.
+With ``labels="intended"`` every step is recorded as the expert's noise-free command while the
+noisy one is executed (DART proper: the noise widens the states a policy learns from, not its
+labels); ``"executed"`` records what ran, noise included.
 
 The per-task plans are in :mod:`dp.sim.experts`. A plan is a list of :class:`Waypoint`; targets
 may be callables of the observation so a waypoint can track a moving object (or the object held in
@@ -86,6 +89,7 @@ def level(yaw: float) -> Rotation:
 
 
 STRATEGIES = ("random", "first")  # how an expert picks among the strategies open to it
+LABELS = ("executed", "intended")  # which action an expert's demonstrations record
 
 
 class ScriptedExpert:
@@ -93,11 +97,13 @@ class ScriptedExpert:
 
     noise = 0.05  # std of the Gaussian noise on arm actions (action units)
 
-    def __init__(self, spec: TaskSpec, seed: int = 0, strategies: str = "random", release_slips: float = 0.0):
+    def __init__(self, spec: TaskSpec, seed: int = 0, strategies: str = "random", release_slips: float = 0.0, labels: str = "executed"):
         if strategies not in STRATEGIES:
             raise DpError(f"expert strategies must be one of {', '.join(STRATEGIES)}, got {strategies!r}")
         check_release_slips(release_slips)
+        check_labels(labels)
         self.spec = spec
+        self.labels = labels
         self.strategies = strategies
         self.release_slips = release_slips
         self.recorded_action: np.ndarray | None = None  # the action to record when it differs from the one executed
@@ -138,9 +144,13 @@ class ScriptedExpert:
             (self._inside >= wp.settle and self._steps >= wp.min_steps) or self._steps >= wp.max_steps
         ):
             self._index, self._steps, self._inside = self._index + 1, 0, 0
+        intended = np.clip(action, -1.0, 1.0).astype(np.float32)
         action[:6] += self.rng.normal(0.0, self.noise, size=6)
         action = np.clip(action, -1.0, 1.0).astype(np.float32)
-        self.recorded_action = action.copy() if slipping else None
+        if self.labels == "intended":
+            self.recorded_action = intended
+        else:
+            self.recorded_action = action.copy() if slipping else None
         action[6] = CLOSE if slipping else action[6]
         return action
 
@@ -196,6 +206,12 @@ def check_release_slips(share: float) -> None:
     """A DpError unless ``share`` (of episodes whose release slips) is in [0, 1]."""
     if not 0.0 <= share <= 1.0:
         raise DpError(f"--release-slips must be a share of episodes in [0, 1], got {share}")
+
+
+def check_labels(labels: str) -> None:
+    """A DpError unless ``labels`` names which action demonstrations record (:data:`LABELS`)."""
+    if labels not in LABELS:
+        raise DpError(f"expert labels must be one of {', '.join(LABELS)}, got {labels!r}")
 
 
 def nearest_grasp_yaw(object_yaw: float, symmetry: float) -> float:
