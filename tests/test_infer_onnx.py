@@ -156,6 +156,13 @@ def test_same_seed_gives_the_same_actions_in_both_runtimes(exported):
         policy.reset("lift")
     pairs = [(torch_policy.select_action(obs), onnx_policy.select_action(obs)) for obs in observations]
     assert max(np.abs(a - b).max() for a, b in pairs) < 1e-4
+    for policy in (torch_policy, onnx_policy):  # the discrete vote too: one batch in torch, one graph run per chunk in ONNX
+        policy.use_temporal_ensemble(None)
+        policy.use_discrete_vote(3)
+        policy.seed(14)
+        policy.reset("lift")
+    pairs = [(torch_policy.select_action(obs), onnx_policy.select_action(obs)) for obs in observations]
+    assert max(np.abs(a - b).max() for a, b in pairs) < 1e-4
 
 
 def test_rti_reset_and_action_queue(exported):

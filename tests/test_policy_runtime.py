@@ -9,6 +9,7 @@ from dp.cli import main as dp_main
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
+from dp.infer.chunked_runtime import vote_discrete
 from dp.infer.load import load_policy
 from dp.testing.reach_store import make_store
 
@@ -60,8 +61,8 @@ def test_action_queue_refills_every_n_action_steps(image_run):
     run, frames = image_run
     policy = Policy.load(run, seed=3)
     calls = []
-    sample = policy.model.sample
-    policy.model.sample = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
+    sample = policy.model.sample_encoded
+    policy.model.sample_encoded = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
     actions = [policy.select_action(frames[t]) for t in range(9)]
     assert len(calls) == 3  # 4 actions per chunk: steps 0, 4, 8
     assert all(a.shape == (7,) and a[6] in (-1.0, 1.0) for a in actions)  # the gripper is snapped to +-1
@@ -74,13 +75,51 @@ def test_action_queue_refills_every_n_action_steps(image_run):
     # prime: the first chunk sampled ahead (a robot holding still), then served without sampling
     primed = Policy.load(run, seed=3)
     primed.prime(frames[0])
-    primed.model.sample = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
+    primed.model.sample_encoded = lambda *a, **k: (calls.append(1), sample(*a, **k))[1]
     served = [primed.select_action(frames[0]) for _ in range(4)]
     assert len(calls) == 4
     np.testing.assert_allclose(np.stack(served), np.stack(actions[:4]), rtol=0, atol=1e-6)
     assert Policy.load(run, n_action_steps=10).n_action_steps == 10
     with pytest.raises(DpError, match="n_action_steps"):
         Policy.load(run, n_action_steps=11)
+
+
+def test_vote_sets_each_discrete_dimension_to_the_majority():
+    rng = np.random.default_rng(0)
+    chunks = rng.normal(size=(5, 10, 7)).astype(np.float32)
+    chunks[..., 6] = np.sign(chunks[..., 6])
+    chunks[:, 3, 6] = [-1, 1, 1, -1, 1]  # the first chunk opens at step 3, the majority closes
+    voted = vote_discrete(chunks, [6])
+    np.testing.assert_array_equal(voted[:, :6], chunks[0, :, :6])  # the arm: the first chunk
+    np.testing.assert_array_equal(voted[:, 6], np.where(chunks[..., 6].sum(0) > 0, 1.0, -1.0))
+    assert voted[3, 6] == 1.0 and chunks[0, 3, 6] == -1.0
+    np.testing.assert_array_equal(vote_discrete(chunks[:1], [6]), chunks[0])  # one chunk: itself
+
+
+def test_discrete_vote_takes_the_majority_of_chunks_from_the_noise_stream(image_run):
+    run, frames = image_run
+    policy = Policy.load(run, seed=9)
+    policy.use_discrete_vote(5)
+    action = policy.select_action(frames[0])
+    # the same five noise draws, one chunk at a time in a twin: the batch gives the same chunks
+    noise = np.random.default_rng(9).standard_normal((5, 10, 7), dtype=np.float32)
+    twin = Policy.load(run)
+    voters = np.stack([twin.predict_chunk(frames[0], noise=row) for row in noise])
+    voted = vote_discrete(voters, [6])
+    np.testing.assert_allclose(action, voted[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(policy.pending_actions(), voted[1:4], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(policy._previous, voted, rtol=0, atol=1e-5)  # RTI warm-starts from the acted chunk
+    assert (voters[..., 6] != voters[:1, :, 6]).any()  # the voters disagree somewhere: the vote decides
+    policy.use_discrete_vote(1)
+    policy.seed(9)
+    policy.reset()
+    np.testing.assert_allclose(policy.select_action(frames[0]), voters[0][0], rtol=0, atol=1e-5)  # one: the plain draw
+    for bad in (0, 2, 2.5, -3):
+        with pytest.raises(DpError, match="must be odd"):
+            policy.use_discrete_vote(bad)
+    assert load_policy(str(run), vote=3)._voters == 3
+    with pytest.raises(DpError, match="samples no chunks: the discrete vote"):
+        load_policy("expert:lift", vote=3)
 
 
 def test_temporal_ensemble_acts_the_weighted_mean_of_overlapping_chunks(image_run):
@@ -103,6 +142,11 @@ def test_temporal_ensemble_acts_the_weighted_mean_of_overlapping_chunks(image_ru
         np.testing.assert_allclose(action[:6], expected[:6], rtol=0, atol=1e-5)
         assert action[6] == (1.0 if expected[6] >= 0 else -1.0)  # the gripper is snapped after averaging
     assert not np.allclose(actions[2], chunks[2][0])  # step 2 mixes chunk 0's third action into chunk 2's first
+    # the look-ahead (what dp node sends a driver) is the ensemble up to the next re-plan, the action to come
+    pending = policy.pending_actions()
+    assert pending.shape == (1, 7)  # the chunk of step 8 is re-planned at step 10: step 9 is pending
+    np.testing.assert_allclose(pending[0], policy.select_action(frames[9]), rtol=0, atol=1e-6)
+    assert not np.allclose(pending[0], chunks[8][1])  # not the newest chunk's raw action
     # a chunk of 10 re-planned every 10 steps never overlaps: the ensemble is the plain queue
     plain, ensembled = Policy.load(run, n_action_steps=10, seed=7), Policy.load(run, n_action_steps=10, seed=7)
     ensembled.use_temporal_ensemble(0.01)

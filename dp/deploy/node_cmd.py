@@ -36,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling of overlapping chunks (ACT), weights exp(-DECAY * i) with i = 0 for the oldest (default: off)")
+    parser.add_argument("--vote", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
+                             "their majority; the arm follows the first (default: one chunk)")
     parser.add_argument("--keys", type=Path, help="CURVE key folder (client.key_secret + server.key) for an authenticated controller")
     parser.add_argument("--silence-timeout", type=float, default=0.5, help="seconds without State before the node stops commanding (default 0.5)")
     parser.add_argument("--connect-timeout", type=float,
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
     if args.connect_timeout is not None and not args.connect_timeout > 0:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
-    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, importable=True)
+    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, vote=args.vote, importable=True)
 
     from dp.deploy.node import InferenceNode
 

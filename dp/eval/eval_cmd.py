@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling (ACT): act the mean of every overlapping chunk's prediction, weights "
                              "exp(-DECAY * i), i = 0 for the oldest chunk (ACT uses 0.01); with --replan-every 1 it re-plans every step")
+    parser.add_argument("--vote", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
+                             "their majority; the arm follows the first (default: one chunk)")
     parser.add_argument("--image-size", type=int, default=None, help="camera image size rendered for image policies (default: the task's, 84; Push-T 96)")
     parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
                         help="write MP4s of the first episodes into this folder (default ./videos)")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
     policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
-                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, ensemble=args.ensemble)
+                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, ensemble=args.ensemble, vote=args.vote)
     result = evaluate(policy, args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
                       video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
     figures = {"policy": spec, **result.as_dict()}

@@ -42,9 +42,9 @@ class ChunkedRuntime(abc.ABC):
     lang_encoder: str | None  # the sentence encoder that made them (None: known instructions only)
 
     @abc.abstractmethod
-    def _sample(self, noise: np.ndarray | None) -> np.ndarray:
-        """One (H, A) float32 chunk of raw actions from the history, the goal and ``noise`` (drawn by
-        :meth:`_noise` when None), discrete dimensions snapped; sets ``_previous`` for RTI."""
+    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
+        """(K, H, A) float32 chunks of raw actions from the history and the goal, one per row of
+        ``noise`` (K, H, A), warm-started from ``_previous`` under RTI, discrete dimensions snapped."""
 
     @abc.abstractmethod
     def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -66,6 +66,7 @@ class ChunkedRuntime(abc.ABC):
         self._queue: deque[np.ndarray] = deque()
         self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
         self._ensemble: float | None = None  # temporal ensembling's weight decay (None: off)
+        self._voters = 1  # chunks sampled per plan; with more than one their majority sets the discrete dimensions
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # with ensembling: (step sampled at, chunk)
         self._t = 0  # control steps this episode
         self._goal: dict[str, Any] | None = None
@@ -112,10 +113,19 @@ class ChunkedRuntime(abc.ABC):
             raise DpError(f"no goal set: call reset(instruction) first; this policy knows: {known_goals(self.tasks, self.instructions)}")
 
     # ------------------------------------------------------------------ acting
-    def _noise(self, noise: Any) -> np.ndarray:
-        """The (1, H, A) float32 start of the sampler: ``noise`` checked, or drawn from the seeded stream."""
-        shape = (1, self.action_horizon, self.action_dim)
+    def _noise(self, noise: Any, count: int = 1) -> np.ndarray:
+        """The (count, H, A) float32 starts of the sampler: ``noise`` checked, or drawn from the seeded stream."""
+        shape = (count, self.action_horizon, self.action_dim)
         return self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
+
+    def _sample(self, noise: np.ndarray | None) -> np.ndarray:
+        """The next (H, A) chunk: from ``noise`` when given, else from the seeded stream, with the
+        discrete dimensions voted when :meth:`use_discrete_vote` is on; kept as the RTI guess."""
+        self._check_goal()
+        chunks = self._sample_chunks(self._noise(noise, 1 if noise is not None else self._voters))
+        chunk = vote_discrete(chunks, self.discrete_dims)
+        self._previous = chunk.copy()
+        return chunk
 
     def _push(self, obs: dict[str, Any]) -> None:
         """Check one observation and add it to the history (the first one fills it, as in training)."""
@@ -152,6 +162,15 @@ class ChunkedRuntime(abc.ABC):
         self._queue.clear()
         self._chunks.clear()
 
+    def use_discrete_vote(self, voters: int) -> None:
+        """Vote the discrete dimensions (the gripper): every plan samples ``voters`` chunks from
+        independent noise (one batch in torch) and acts the first with each discrete dimension, step
+        by step, set to the majority of all: the sampler's most likely open/close decision instead of
+        one draw's. An odd number, so every vote has a majority; 1 turns it off."""
+        if int(voters) != voters or voters < 1 or voters % 2 == 0:
+            raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
+        self._voters = int(voters)
+
     def select_action(self, obs: dict[str, Any]) -> np.ndarray:
         """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
         self._push(obs)
@@ -177,11 +196,15 @@ class ChunkedRuntime(abc.ABC):
             self._chunks.append((self._t, self._sample(None)))
         while self._t - self._chunks[0][0] >= self.action_horizon:
             self._chunks.popleft()
-        predictions = np.stack([chunk[self._t - start] for start, chunk in self._chunks])
-        weights = np.exp(-self._ensemble * np.arange(len(predictions)))
-        action = (weights @ predictions / weights.sum()).astype(np.float32)
+        action = self._ensemble_at(self._t)
         self._t += 1
-        return snap_discrete(action, self.discrete_dims)
+        return action
+
+    def _ensemble_at(self, t: int) -> np.ndarray:
+        """The ensembled action (A,) for control step ``t`` from the chunks held now that cover it."""
+        predictions = np.stack([chunk[t - start] for start, chunk in self._chunks if t - start < self.action_horizon])
+        weights = np.exp(-self._ensemble * np.arange(len(predictions)))
+        return snap_discrete((weights @ predictions / weights.sum()).astype(np.float32), self.discrete_dims)
 
     def _refill(self) -> None:
         """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
@@ -189,8 +212,18 @@ class ChunkedRuntime(abc.ABC):
 
     def pending_actions(self) -> np.ndarray:
         """The queued actions still to come after the last one returned, (n, A); with temporal
-        ensembling, the newest chunk's actions up to its next re-plan (the ensemble is not known yet)."""
+        ensembling, the ensemble of the chunks held now for the steps up to the next re-plan (a later
+        chunk will move them a little: it joins the mean)."""
         if self._ensemble is not None and self._chunks:
-            start, chunk = self._chunks[-1]
-            return chunk[self._t - start: self.n_action_steps].reshape(-1, self.action_dim)
+            replan = self._chunks[-1][0] + self.n_action_steps
+            steps = range(self._t, replan)
+            return np.array([self._ensemble_at(t) for t in steps], dtype=np.float32).reshape(-1, self.action_dim)
         return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)
+
+
+def vote_discrete(chunks: np.ndarray, discrete_dims: list[int]) -> np.ndarray:
+    """The first of ``chunks`` (K, H, A) with each discrete dimension (+-1) set to the majority of all K."""
+    chunk = chunks[0].copy()
+    for d in discrete_dims:
+        chunk[:, d] = np.where(chunks[:, :, d].mean(0) >= 0, 1.0, -1.0)
+    return chunk

@@ -33,6 +33,7 @@ def load_policy(
     first_chunk: str | None = None,
     sampler_steps: int | None = None,
     ensemble: float | None = None,
+    vote: int | None = None,
     importable: bool = False,
 ) -> Any:
     """The policy ``spec`` names (see the module docstring); a DpError naming what was expected otherwise.
@@ -43,12 +44,14 @@ def load_policy(
     ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
     is sampled. ``sampler_steps`` (trained runs only) overrides the run's full-sampling steps.
     ``ensemble`` turns on temporal ensembling of overlapping chunks with that weight decay (trained
-    and exported policies). ``importable`` also accepts ``package.module:Name``."""
+    and exported policies); ``vote`` samples that many chunks per plan and sets the gripper by
+    their majority. ``importable`` also accepts ``package.module:Name``."""
     policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler_steps, importable)
-    if ensemble is not None:
-        if not callable(getattr(policy, "use_temporal_ensemble", None)):
-            raise DpError(f"policy {spec!r} samples no chunks: temporal ensembling applies to trained and exported policies")
-        policy.use_temporal_ensemble(ensemble)
+    for name, value, switch in (("temporal ensembling", ensemble, "use_temporal_ensemble"), ("the discrete vote", vote, "use_discrete_vote")):
+        if value is not None:
+            if not callable(getattr(policy, switch, None)):
+                raise DpError(f"policy {spec!r} samples no chunks: {name} applies to trained and exported policies")
+            getattr(policy, switch)(value)
     return policy
 
 

@@ -102,18 +102,11 @@ class OnnxPolicy(ChunkedRuntime):
         return goal
 
     # ------------------------------------------------------------------ acting
-    def _feeds(self, noise: np.ndarray | None) -> dict[str, np.ndarray]:
+    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
         feeds = {**self._window(), **self._goal}
-        feeds["noise"] = self._noise(noise)
-        return feeds
-
-    def _sample(self, noise: np.ndarray | None) -> np.ndarray:
-        self._check_goal()
-        feeds = self._feeds(noise)
-        if self._warm is not None and self._previous is not None:
+        warm = self._warm is not None and self._previous is not None
+        if warm:
             feeds["guess"] = shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]
-            chunk = self._warm.run(None, feeds)[0][0]
-        else:
-            chunk = (self._first if self.rti else self._full).run(None, feeds)[0][0]
-        self._previous = chunk
-        return chunk.copy()
+        session = self._warm if warm else (self._first if self.rti else self._full)
+        # the graphs take one chunk: several voting chunks run one after the other
+        return np.stack([session.run(None, {**feeds, "noise": row[None]})[0][0] for row in noise])

@@ -116,16 +116,13 @@ class Policy(ChunkedRuntime):
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def _sample(self, noise: np.ndarray | torch.Tensor | None) -> np.ndarray:
-        self._check_goal()
-        noise_t = torch.from_numpy(self._noise(noise)).to(self.device)
+    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
+        noise_t = torch.from_numpy(noise).to(self.device)
+        cond = self.model.encode(self._batch(), **self._goal).expand(len(noise), -1, -1)  # one encoding for every row
         if self.rti is not None and self._previous is not None:  # RTI: warm start from the previous chunk
             guess = torch.from_numpy(shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]).to(self.device)
-            cond = self.model.encode(self._batch(), **self._goal)
-            chunk = warm_sample(self.model, cond, self.model.normalize_action(guess), noise_t, self._rti_sigmas, self._sampler("warm"))
+            chunks = warm_sample(self.model, cond, self.model.normalize_action(guess), noise_t, self._rti_sigmas, self._sampler("warm"))
         else:
-            chunk = self.model.sample(self._batch(), noise=noise_t, steps=self.steps, sampler=self._sampler("full"), **self._goal)
-        chunk = self.model.unnormalize_action(chunk[0].float()).cpu().numpy().astype(np.float32)
-        snap_discrete(chunk, self.discrete_dims)
-        self._previous = chunk.copy()
-        return chunk
+            chunks = self.model.sample_encoded(cond, noise_t, steps=self.steps, sampler=self._sampler("full"))
+        chunks = self.model.unnormalize_action(chunks.float()).cpu().numpy().astype(np.float32)
+        return snap_discrete(chunks, self.discrete_dims)

@@ -111,13 +111,24 @@ class DiffusionPolicy(nn.Module):
         ``sampler``: a cached sampler over this schedule (``sampler(cond, x) -> x0``,
         :class:`dp.infer.caching.CachedSampler`); by default the routed network runs every step."""
         cond = self.encode(obs, task_id, lang_emb)
-        B = cond.shape[0]
-        shape = (B, self.net.action_horizon, self.net.action_dim)
+        shape = (cond.shape[0], self.net.action_horizon, self.net.action_dim)
         if noise is None:
             noise = torch.randn(shape, device=cond.device)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        return self.sample_encoded(cond, noise, steps, sampler)
+
+    @torch.no_grad()
+    def sample_encoded(
+        self,
+        cond: torch.Tensor,
+        noise: torch.Tensor,
+        steps: int | None = None,
+        sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """:meth:`sample` from encoder tokens ``cond`` (B, T, d) (:meth:`encode`) and ``noise`` (B, Ta, A)."""
         sigmas = self.schedule(steps)
+        x = noise.to(cond.device).float() * sigmas[0]
         if sampler is not None:
-            return sampler(cond, noise.to(cond.device).float() * sigmas[0])
-        return ddim_sample(lambda x, s: self.edm.denoise(self.net, cond, x, s)[0], noise.to(cond.device).float() * sigmas[0], sigmas)
+            return sampler(cond, x)
+        return ddim_sample(lambda x, s: self.edm.denoise(self.net, cond, x, s)[0], x, sigmas)
