@@ -245,7 +245,7 @@ def test_release_slips_record_the_experts_open_command(tmp_path):
     assert int((np.diff(stored) != 0).sum()) == 2
 
 
-def test_intended_labels_record_the_noise_free_command(tmp_path):
+def test_intended_labels_record_the_noise_free_command(tmp_path, capsys):
     """DART proper: the expert executes its command plus exploration noise, the store keeps the command;
     with the default labels it keeps what ran."""
     spec = get_task("lift")
@@ -278,6 +278,13 @@ def test_intended_labels_record_the_noise_free_command(tmp_path):
     assert np.abs(np.diff(kept[:, :3], axis=0)).mean() < np.abs(np.diff(done[:, :3], axis=0)).mean() / 1.5  # smoother labels
     out = tmp_path / "intended.zarr"
     assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(out), "--expert-labels", "intended"]) == 0
+    assert EpisodeStore.open(out).episode_meta(0)["expert_labels"] == "intended"
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "expert labels intended (1)" in capsys.readouterr().out
+    # appending executed labels to it would mix two kinds of demonstration: refused, the store kept as it was
+    assert main(["collect", "--task", "lift", "--episodes", "2", "--out", str(out)]) == 1
+    assert "collected with expert_labels=intended; this run asks expert_labels=executed" in capsys.readouterr().err
     assert len(EpisodeStore.open(out)) == 1
     with pytest.raises(DpError, match="expert labels must be one of executed, intended"):
         make_expert("lift", labels="clean")

@@ -2,8 +2,9 @@
 
 By default the task's scripted expert acts; `--teleop keyboard|spacemouse` hands control to an
 operator through robosuite's input devices (needs a display). Every finished episode is appended
-to the store as it ends, tagged with task, instruction, seed, success and source; re-running the
-same command resumes until the store holds --episodes episodes of the task. Failed attempts are
+to the store as it ends, tagged with task, instruction, seed, success, source and the expert's
+settings; re-running the same command resumes until the store holds --episodes episodes of the
+task (a store of the task's episodes from other expert settings is refused). Failed attempts are
 counted but not stored unless --keep-failures. `--from tcp://HOST:PORT` records from a running
 robot controller (`dp robot`) instead: its States and executed commands become the episodes.
 
@@ -76,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
         summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
                           success_hold=SUCCESS_HOLD, viewer=True, **options)
     else:
-        from dp.collect.collector import expert_source
+        from dp.collect.collector import expert_settings, expert_source
 
-        summary = collect(args.task, args.episodes, args.out, workers=args.workers,
-                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels), **options)
+        expert = (args.expert_strategies, args.release_slips, args.expert_labels)
+        summary = collect(args.task, args.episodes, args.out, workers=args.workers, source=expert_source(args.task, *expert),
+                          source_settings=expert_settings(*expert), **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

@@ -72,6 +72,23 @@ def expert_source(task: str, strategies: str = "random", release_slips: float = 
     return functools.partial(_make_expert, task, strategies, release_slips, labels)
 
 
+def expert_settings(strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> dict[str, Any]:
+    """The scripted expert's settings as kept in each episode's metadata (see :func:`check_same_settings`)."""
+    return {"expert_strategies": strategies, "release_slips": float(release_slips), "expert_labels": labels}
+
+
+def check_same_settings(store: EpisodeStore, task: str, settings: dict[str, Any]) -> None:
+    """A DpError if ``store`` already holds episodes of ``task`` recorded with other source settings
+    (noise-free labels appended to executed ones, say): one store, one kind of demonstration."""
+    tasks = store.meta_column("task")
+    for key, want in settings.items():
+        held = {v for t, v in zip(tasks, store.meta_column(key)) if t == task and v is not None}
+        other = sorted(str(v) for v in held if v != want)
+        if other:
+            raise DpError(f"{store.path}: holds {task} episodes collected with {key}={', '.join(other)}; "
+                          f"this run asks {key}={want}: collect into another --out")
+
+
 def _make_expert(task: str, strategies: str, release_slips: float, labels: str, env: SimEnv) -> ActionSource:
     from dp.sim.experts import make_expert
 
@@ -127,6 +144,7 @@ def collect(
     *,
     source: SourceFactory | None = None,
     source_name: str = "expert",
+    source_settings: dict[str, Any] | None = None,
     cameras: list[str] | None = None,
     image_size: int = 84,
     workers: int = 1,
@@ -139,7 +157,9 @@ def collect(
 ) -> CollectSummary:
     """Collect until ``out`` holds ``episodes`` episodes of ``task`` (see the module docstring).
 
-    ``source`` builds the action source inside each worker (default: the scripted expert). Failed
+    ``source`` builds the action source inside each worker (default: the scripted expert);
+    ``source_settings`` go into every episode's metadata (default: the default expert's, with the
+    default source), and a store holding episodes of the task with other settings is refused. Failed
     episodes are stored only with ``keep_failures``; at most ``max_attempts`` episodes are rolled
     out (default ``2 * episodes + 10``). ``workers=1`` runs in this process (the only choice for
     sources that need this process, like a teleoperation device).
@@ -150,8 +170,10 @@ def collect(
     if workers < 1:
         raise DpError(f"--workers must be at least 1, got {workers}")
     plan = _Plan(spec, source or expert_source(spec.name), list(cameras or []), image_size, seed, success_hold, viewer)
+    settings = source_settings if source_settings is not None else (expert_settings() if source is None else {})
     store = open_store(Path(out), spec, plan.cameras)
     try:
+        check_same_settings(store, spec.name, settings)
         have, first = resume_point(store, spec.name, seed)
         summary = CollectSummary(str(out), spec.name, have, 0, 0, 0, 0, 0.0)
         if have >= episodes:
@@ -169,6 +191,7 @@ def collect(
                     meta = {
                         "task": spec.name, "instruction": spec.instruction, "success": ep.success,
                         "source": source_name, "seed": ep.seed, "attempt": attempt, "collect_seed": seed,
+                        **settings,
                     }
                     if ep.strategy:
                         meta["strategy"] = ep.strategy

@@ -14,6 +14,8 @@ from typing import Any
 
 from dp.data.store import EpisodeStore
 
+EXPERT_SETTINGS = ("expert_strategies", "release_slips", "expert_labels")  # episode metadata `dp collect` writes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", type=Path, help="path of the episode store (a .zarr directory)")
@@ -67,6 +69,9 @@ def summarize(store: EpisodeStore) -> dict[str, Any]:
     sources = Counter(s for s in store.meta_column("source") if s is not None)
     if sources:
         meta["sources"] = dict(sources)
+    settings = {key: dict(Counter(str(v) for v in store.meta_column(key) if v is not None)) for key in EXPERT_SETTINGS}
+    if any(settings.values()):
+        meta["expert"] = {key: counts for key, counts in settings.items() if counts}
     if any(e is not None for e in store.meta_column("lang_emb")):
         meta["lang_emb_dim"] = int(next(e for e in store.meta_column("lang_emb") if e is not None).shape[0])
     return {
@@ -121,6 +126,9 @@ def format_summary(info: dict[str, Any]) -> str:
         lines.append(f"  success rate: {meta['success_rate']:.1%}")
     if meta.get("sources"):
         lines.append("  sources: " + ", ".join(f"{s} ({n})" for s, n in meta["sources"].items()))
+    if meta.get("expert"):
+        lines.append("  expert: " + "; ".join(
+            f"{key.replace('_', ' ')} " + ", ".join(f"{v} ({n})" for v, n in counts.items()) for key, counts in meta["expert"].items()))
     if meta.get("lang_emb_dim"):
         lines.append(f"  language embeddings: {meta['lang_emb_dim']}-d")
     return "\n".join(lines)
