@@ -12,6 +12,9 @@ torch modes among themselves; ``onnx_rti_back_to_back`` times the warm chunk alo
   sampling, a warm start from a guess (RTI), an episode's first chunk (short sampler);
 - ``onnx_full`` / ``onnx_rti`` / ``onnx_first``: ``dp.infer.OnnxPolicy.predict_chunk`` on the exported
   folder (``onnx_first``: the first chunk after ``reset()``, with RTI on);
+- ``eager_cached_vote`` / ``onnx_full_vote``: ``--vote K`` (default 5) chunks per plan, the gripper
+  set by their majority (``dp eval --vote``): torch samples them in one batch, ONNX Runtime one
+  after another (the graphs take one chunk); ``vote_cost`` divides each by its one-chunk mode;
 - ``precision``: the same ONNX modes and the export's size for ``--precisions`` (fp16, int8).
 
 Sizes: every file of the export against the checkpoint's float32 weight bytes (``size_ratio``).
@@ -25,7 +28,7 @@ on a synthetic store): on held-out episodes, warm chunks against the demonstrati
 sampling, and how an error in the guess shrinks over the warm steps (contractivity). ``--rti-sweep``
 evaluates a grid of (steps, start sigma) to choose the defaults.
 
-    PYTHONPATH=. python3 bench/latency.py [--calls 200] [--threads 1] [--precisions fp16,int8] [--skip-rti-check]
+    PYTHONPATH=. python3 bench/latency.py [--calls 200] [--threads 1] [--precisions fp16,int8] [--vote 5] [--skip-rti-check]
 """
 
 from __future__ import annotations
@@ -129,11 +132,14 @@ def export_sizes(folder: Path, weight_bytes: int) -> dict[str, Any]:
     return {"files": files, "total": sum(files.values()), "size_ratio": round(sum(files.values()) / weight_bytes, 3)}
 
 
-def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, workdir: Path, precisions: list[str]) -> dict:
+def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, workdir: Path, precisions: list[str],
+                    vote: int) -> dict:
     policy = preset_policy("small", cameras)
     obs = one_observation(policy)
     graphs = build_graphs(policy, None, rti)
     cached_policy = Policy(policy.model, policy.normalizer, cache_experts=True)
+    voting_policy = Policy(policy.model, policy.normalizer, cache_experts=True)
+    voting_policy.use_discrete_vote(vote)
     full, warm, first = graphs[FULL_FILE], graphs[WARM_FILE], graphs[FIRST_FILE]
     inputs_full = [torch.from_numpy(v) for v in example_inputs(policy, False).values()]
     inputs_warm = [torch.from_numpy(v) for v in example_inputs(policy, True).values()]
@@ -150,6 +156,10 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
         modes[f"onnx_full{suffix}"] = lambda p=onnx_full: p.predict_chunk(obs)
         modes[f"onnx_rti{suffix}"] = lambda p=onnx_rti: p.predict_chunk(obs)
         modes[f"onnx_first{suffix}"] = lambda p=onnx_first: first_chunk(p, obs)
+        if precision == "fp32":
+            onnx_vote = OnnxPolicy.load(out, rti=False, threads=threads)
+            onnx_vote.use_discrete_vote(vote)
+            modes["onnx_full_vote"] = lambda p=onnx_vote: p.predict_chunk(obs)
     # ONNX Runtime modes are interleaved with each other, torch modes with each other. A chunk after any
     # gap costs about twice one called back to back (measured in one run on the warm graph: 1.16 ms back
     # to back; 2.3 ms after a 17 ms sleep, 2.2 ms after a full-sampling call, 2.1 ms after a 64 MB
@@ -161,12 +171,16 @@ def latency_section(cameras: bool, calls: int, rti: RTISettings, threads: int, w
         timings.update(timed({
             "eager_uncached": lambda: policy.predict_chunk(obs),
             "eager_cached": lambda: cached_policy.predict_chunk(obs),
+            "eager_cached_vote": lambda: voting_policy.predict_chunk(obs),
             "cached": lambda: full(*inputs_full),
             "cached_rti": lambda: warm(*inputs_warm),
             "cached_first": lambda: first(*inputs_full),
         }, calls))
-    result = {k: timings[k] for k in ("eager_uncached", "eager_cached", "cached", "cached_rti", "cached_first", "onnx_full", "onnx_rti",
-                                      "onnx_rti_back_to_back", "onnx_first")}
+    result = {k: timings[k] for k in ("eager_uncached", "eager_cached", "eager_cached_vote", "cached", "cached_rti", "cached_first",
+                                      "onnx_full", "onnx_full_vote", "onnx_rti", "onnx_rti_back_to_back", "onnx_first")}
+    result["vote"] = vote
+    result["vote_cost"] = {name: round(result[f"{base}_vote"]["median_ms"] / result[base]["median_ms"], 2)
+                           for name, base in (("torch", "eager_cached"), ("onnx", "onnx_full"))}
     result["speedup_onnx_rti_vs_eager"] = round(result["eager_uncached"]["median_ms"] / result["onnx_rti"]["median_ms"], 1)
     result["export"] = export_sizes(folders["fp32"], weight_bytes)
     result["weight_bytes_fp32"] = weight_bytes
@@ -230,6 +244,7 @@ def main() -> int:
     parser.add_argument("--rti-steps", type=int, default=None, help="RTI steps (default: dp.infer.rti's)")
     parser.add_argument("--rti-sigma", type=float, default=None, help="RTI start sigma (default: dp.infer.rti's)")
     parser.add_argument("--precisions", default="fp16,int8", help="reduced-precision exports to time beside fp32 (comma-separated; '' for none)")
+    parser.add_argument("--vote", type=int, default=5, help="chunks per plan timed for `dp eval --vote` (odd; default 5)")
     parser.add_argument("--skip-latency", action="store_true", help="only the RTI check")
     parser.add_argument("--skip-rti-check", action="store_true", help="only the latency figures")
     parser.add_argument("--rti-run", default=None, help="trained run for the RTI check (default: train a tiny one here)")
@@ -251,7 +266,7 @@ def main() -> int:
         work = Path(tmp)
         if not args.skip_latency:
             for name, cameras in (("small_state", False), ("small_two_cameras_84", True)):
-                report[name] = latency_section(cameras, args.calls, rti, args.threads, work, precisions)
+                report[name] = latency_section(cameras, args.calls, rti, args.threads, work, precisions, args.vote)
                 print(f"{name}: " + json.dumps({k: v for k, v in report[name].items() if k != "flops_per_chunk"}), file=sys.stderr)
             state, cams = report["small_state"], report["small_two_cameras_84"]
             report["targets"] = {

@@ -174,6 +174,11 @@ def section_latency(results: Results, targets: Targets, img: Path, rel: str) -> 
         rows.append(row)
     if cases:
         out += [table(headers, rows), ""]
+    votes = [(label, get(lat, key, "vote"), get(lat, key, "vote_cost") or {}) for key, label in cases if get(lat, key, "vote")]
+    if votes:
+        out += ["Gripper vote rows: `dp eval --vote K` with " + "; ".join(
+            f"{label} K = {k}, {num(cost.get('torch'), 2)}x the one-chunk torch runtime and {num(cost.get('onnx'), 2)}x ONNX Runtime's full sampling"
+            for label, k, cost in votes) + " (medians of the same run).", ""]
     if (plot := plot_latency(lat, img / "results_latency.png")) is not None:
         out += [f"![latency per inference mode]({rel}/{plot.name})", ""]
     out += [table(["Metric", "Measured", "Target", "Verdict"], checks), ""]

@@ -65,6 +65,9 @@ LATENCY_MODES = (
     ("onnx_rti", "ONNX Runtime + RTI"),
     ("onnx_rti_back_to_back", "ONNX Runtime + RTI, back to back (hot caches)"),
     ("onnx_first", "ONNX Runtime, first chunk (short sampler)"),
+    ("eager_cached", "torch runtime of `dp eval`, experts cached"),
+    ("eager_cached_vote", "the same, gripper vote of K chunks (one batch)"),
+    ("onnx_full_vote", "ONNX Runtime, full, gripper vote of K chunks (in turn)"),
 )
 LATENCY_CASES = (("small_state", "state"), ("small_two_cameras_84", "two 84x84 cameras"))
 HOW = {
