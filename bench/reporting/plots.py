@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.reporting.load import SuccessRow, order
-from bench.reporting.spec import LATENCY_CASES, LATENCY_MODES, METHODS
+from bench.reporting.spec import LATENCY_CASES, METHODS, latency_modes
 from bench.reporting.text import finite, get
 
 
@@ -67,7 +67,7 @@ def plot_latency(latency: dict, path: Path) -> Path | None:
     width = 0.8 / len(cases)
     for j, (key, label) in enumerate(cases):
         xs, med, up = [], [], []
-        for i, (mode, _) in enumerate(LATENCY_MODES):
+        for i, (mode, _) in enumerate(latency_modes(latency)):
             m, p = get(latency, key, mode, "median_ms"), get(latency, key, mode, "p99_ms")
             if finite(m) and m > 0:
                 xs.append(i - 0.4 + width * (j + 0.5))
@@ -81,7 +81,8 @@ def plot_latency(latency: dict, path: Path) -> Path | None:
     ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticks(range(len(LATENCY_MODES)), [label.replace(", ", ",\n").replace(" + ", " +\n") for _, label in LATENCY_MODES], fontsize=8)
+    modes = latency_modes(latency)
+    ax.set_xticks(range(len(modes)), [label.replace(", ", ",\n").replace(" + ", " +\n") for _, label in modes], fontsize=8)
     ax.set_ylabel("ms per chunk (batch 1, log)")
     ax.grid(axis="y", alpha=0.3, which="both")
     ax.legend(fontsize=8)

@@ -7,7 +7,7 @@ from pathlib import Path
 from bench.reporting.load import Results
 from bench.reporting.sections_peers import peers_readme_table
 from bench.reporting.sections_policy import headline_table, multitask_table
-from bench.reporting.spec import LATENCY_CASES, LATENCY_MODES, MISSING, MULTITASK
+from bench.reporting.spec import LATENCY_CASES, MISSING, MULTITASK, latency_modes
 from bench.reporting.text import get, num, pct, shown, table
 
 
@@ -32,7 +32,7 @@ def readme_section(results: Results) -> str:
     if lat is not None:
         cases = [k for k, _ in LATENCY_CASES if isinstance(lat.get(k), dict)]
         rows = [[label, *(f"{num(get(lat, k, mode, 'median_ms'), 1)} / {num(get(lat, k, mode, 'p99_ms'), 1)}" for k in cases)]
-                for mode, label in LATENCY_MODES]
+                for mode, label in latency_modes(lat)]
         headers = ["Inference, `small` preset, batch 1, 1 thread", *(f"{label}: median / p99 ms per chunk" for k, label in LATENCY_CASES if k in cases)]
         out += [table(headers, rows), ""]
     out += peers_readme_table(results)

@@ -9,7 +9,6 @@ from bench.reporting.plots import plot_curves, plot_latency, plot_success
 from bench.reporting.spec import (
     EXPECTED,
     LATENCY_CASES,
-    LATENCY_MODES,
     METHODS,
     MISSING,
     MULTITASK,
@@ -17,6 +16,7 @@ from bench.reporting.spec import (
     RUNTIME_POINTS,
     RUNTIME_TASKS,
     SUCCESS_TARGETS,
+    latency_modes,
     missing,
     target_method,
 )
@@ -165,7 +165,7 @@ def section_latency(results: Results, targets: Targets, img: Path, rel: str) -> 
     for _, label in cases:
         headers += [f"{label}: median ms", "p99 ms", "speed-up"]
     rows = []
-    for mode, label in LATENCY_MODES:
+    for mode, label in latency_modes(lat):
         row = [label]
         for key, _ in cases:
             m, base = get(lat, key, mode, "median_ms"), get(lat, key, "eager_uncached", "median_ms")

@@ -70,6 +70,13 @@ LATENCY_MODES = (
     ("onnx_full_vote", "ONNX Runtime, full, gripper vote of K chunks (in turn)"),
 )
 LATENCY_CASES = (("small_state", "state"), ("small_two_cameras_84", "two 84x84 cameras"))
+
+
+def latency_modes(latency: dict) -> list[tuple[str, str]]:
+    """LATENCY_MODES with the vote rows' K set to the chunks ``bench/latency.py --vote`` timed."""
+    votes = {case.get("vote") for case in latency.values() if isinstance(case, dict) and case.get("vote")}
+    k = str(votes.pop()) if len(votes) == 1 else "K"
+    return [(mode, label.replace("of K chunks", f"of {k} chunks")) for mode, label in LATENCY_MODES]
 HOW = {
     "data_throughput": "python bench/data_throughput.py > bench/results/data_throughput.json",
     "import_throughput": "python bench/import_throughput.py > bench/results/import_throughput.json",
