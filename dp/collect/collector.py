@@ -127,6 +127,16 @@ def open_store(path: Path, spec: TaskSpec, cameras: list[str]) -> EpisodeStore:
     return store
 
 
+def episode_meta(spec: TaskSpec, ep: Episode, source_name: str, settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The metadata stored with a collected episode: task, instruction, success, source, seed, the
+    source's settings, the expert's strategy where it drew one, and ``extra`` (attempt, collect seed)."""
+    meta = {"task": spec.name, "instruction": spec.instruction, "success": ep.success, "source": source_name,
+            "seed": ep.seed, **extra, **settings}
+    if ep.strategy:
+        meta["strategy"] = ep.strategy
+    return meta
+
+
 def resume_point(store: EpisodeStore, task: str, base_seed: int) -> tuple[int, int]:
     """(episodes of ``task`` in the store, next episode number for ``base_seed``)."""
     tasks = store.meta_column("task")
@@ -188,13 +198,7 @@ def collect(
                 summary.successes += ep.success
                 summary.frames += ep.length
                 if (ep.success or keep_failures) and ep.length and summary.stored < episodes:
-                    meta = {
-                        "task": spec.name, "instruction": spec.instruction, "success": ep.success,
-                        "source": source_name, "seed": ep.seed, "attempt": attempt, "collect_seed": seed,
-                        **settings,
-                    }
-                    if ep.strategy:
-                        meta["strategy"] = ep.strategy
+                    meta = episode_meta(spec, ep, source_name, settings, attempt=attempt, collect_seed=seed)
                     try:
                         store.add_episode(ep.data, meta)
                     except StoreWriteError as exc:  # disk full, file too large: one line, what the store holds
