@@ -77,6 +77,8 @@ def latency_modes(latency: dict) -> list[tuple[str, str]]:
     votes = {case.get("vote") for case in latency.values() if isinstance(case, dict) and case.get("vote")}
     k = str(votes.pop()) if len(votes) == 1 else "K"
     return [(mode, label.replace("of K chunks", f"of {k} chunks")) for mode, label in LATENCY_MODES]
+
+
 HOW = {
     "data_throughput": "python bench/data_throughput.py > bench/results/data_throughput.json",
     "import_throughput": "python bench/import_throughput.py > bench/results/import_throughput.json",

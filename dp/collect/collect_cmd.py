@@ -77,11 +77,10 @@ def run(args: argparse.Namespace) -> int:
         summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
                           success_hold=SUCCESS_HOLD, viewer=True, **options)
     else:
-        from dp.collect.collector import expert_settings, expert_source
+        from dp.collect.collector import expert_source
 
-        expert = (args.expert_strategies, args.release_slips, args.expert_labels)
-        summary = collect(args.task, args.episodes, args.out, workers=args.workers, source=expert_source(args.task, *expert),
-                          source_settings=expert_settings(*expert), **options)
+        summary = collect(args.task, args.episodes, args.out, workers=args.workers,
+                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels), **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

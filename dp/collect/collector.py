@@ -11,7 +11,6 @@ until the store holds the requested number of episodes of the task.
 
 from __future__ import annotations
 
-import functools
 import multiprocessing as mp
 import queue
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dp.data.info_cmd import EXPERT_SETTINGS
 from dp.data.store import EpisodeStore, StoreWriteError
 from dp.errors import DpError
 from dp.sim.rollout import ActionSource, Episode, run_episode, seed_for
@@ -57,9 +57,30 @@ class CollectSummary:
         return {**self.__dict__, "success_rate": self.success_rate, "frames_per_second": self.frames_per_second}
 
 
-def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> SourceFactory:
-    """A picklable factory of the task's scripted expert (``strategies``, ``release_slips`` and
-    ``labels`` as in :class:`~dp.sim.waypoints.ScriptedExpert`); a DpError for a task without one."""
+@dataclass(frozen=True)
+class ExpertSource:
+    """A picklable factory of a task's scripted expert (``strategies``, ``release_slips`` and ``labels``
+    as in :class:`~dp.sim.waypoints.ScriptedExpert`); build it with :func:`expert_source`."""
+
+    task: str
+    strategies: str = "random"
+    release_slips: float = 0.0
+    labels: str = "executed"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings each of its episodes keeps in its metadata (see :func:`check_same_settings`)."""
+        return dict(zip(EXPERT_SETTINGS, (self.strategies, float(self.release_slips), self.labels)))
+
+    def __call__(self, env: SimEnv) -> ActionSource:
+        from dp.sim.experts import make_expert
+
+        return make_expert(self.task, strategies=self.strategies, release_slips=self.release_slips, labels=self.labels)
+
+
+def expert_source(task: str, strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> ExpertSource:
+    """The task's scripted expert as a source for :func:`collect`; a DpError for a task without one
+    or for settings out of range."""
     from dp.sim.experts import EXPERTS
     from dp.sim.waypoints import check_labels, check_release_slips
 
@@ -69,12 +90,7 @@ def expert_source(task: str, strategies: str = "random", release_slips: float = 
     if task not in EXPERTS:
         raise DpError(f"task {task!r} has no scripted expert (experts: {', '.join(EXPERTS)}); "
                       "import its demonstrations with `dp import`")
-    return functools.partial(_make_expert, task, strategies, release_slips, labels)
-
-
-def expert_settings(strategies: str = "random", release_slips: float = 0.0, labels: str = "executed") -> dict[str, Any]:
-    """The scripted expert's settings as kept in each episode's metadata (see :func:`check_same_settings`)."""
-    return {"expert_strategies": strategies, "release_slips": float(release_slips), "expert_labels": labels}
+    return ExpertSource(task, strategies, release_slips, labels)
 
 
 def check_same_settings(store: EpisodeStore, task: str, settings: dict[str, Any]) -> None:
@@ -87,12 +103,6 @@ def check_same_settings(store: EpisodeStore, task: str, settings: dict[str, Any]
         if other:
             raise DpError(f"{store.path}: holds {task} episodes collected with {key}={', '.join(other)}; "
                           f"this run asks {key}={want}: collect into another --out")
-
-
-def _make_expert(task: str, strategies: str, release_slips: float, labels: str, env: SimEnv) -> ActionSource:
-    from dp.sim.experts import make_expert
-
-    return make_expert(task, strategies=strategies, release_slips=release_slips, labels=labels)
 
 
 def store_layout(spec: TaskSpec, cameras: list[str]) -> dict[str, list[str]]:
@@ -154,7 +164,6 @@ def collect(
     *,
     source: SourceFactory | None = None,
     source_name: str = "expert",
-    source_settings: dict[str, Any] | None = None,
     cameras: list[str] | None = None,
     image_size: int = 84,
     workers: int = 1,
@@ -167,9 +176,9 @@ def collect(
 ) -> CollectSummary:
     """Collect until ``out`` holds ``episodes`` episodes of ``task`` (see the module docstring).
 
-    ``source`` builds the action source inside each worker (default: the scripted expert);
-    ``source_settings`` go into every episode's metadata (default: the default expert's, with the
-    default source), and a store holding episodes of the task with other settings is refused. Failed
+    ``source`` builds the action source inside each worker (default: the scripted expert); a
+    scripted expert's settings go into every episode's metadata, and a store holding episodes of
+    the task from other settings is refused. Failed
     episodes are stored only with ``keep_failures``; at most ``max_attempts`` episodes are rolled
     out (default ``2 * episodes + 10``). ``workers=1`` runs in this process (the only choice for
     sources that need this process, like a teleoperation device).
@@ -179,8 +188,9 @@ def collect(
         raise DpError(f"--episodes must be at least 1, got {episodes}")
     if workers < 1:
         raise DpError(f"--workers must be at least 1, got {workers}")
-    plan = _Plan(spec, source or expert_source(spec.name), list(cameras or []), image_size, seed, success_hold, viewer)
-    settings = source_settings if source_settings is not None else (expert_settings() if source is None else {})
+    source = source or expert_source(spec.name)
+    settings = source.settings if isinstance(source, ExpertSource) else {}
+    plan = _Plan(spec, source, list(cameras or []), image_size, seed, success_hold, viewer)
     store = open_store(Path(out), spec, plan.cameras)
     try:
         check_same_settings(store, spec.name, settings)
