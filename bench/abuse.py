@@ -13,12 +13,19 @@ Prints JSON (and writes ``--out``, default bench/results/abuse.json) with, durin
 
   python bench/abuse.py                      # 30 s of flood, 10 Stop and 10 watchdog trials
   python bench/abuse.py --duration 15 --trials 5
+  python bench/abuse.py --all                # then every other attack (issue 35), each to its own JSON
+
+The other attacks, each a script of its own that ``--all`` runs after the flood:
+``bench/abuse_stop.py`` (an operator's Stop with the sender table full, Resets after a Stop,
+replayed recordings), ``bench/abuse_box.py`` (hostile command sequences against the workspace box,
+in every mode) and ``bench/abuse_data.py`` (corrupt datasets and stores through the real CLI).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -36,6 +43,7 @@ from dp.stats import timing_summary  # noqa: E402
 from dp.testing.robot_harness import Commander, StateWatcher, start_robot  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+OTHER_ATTACKS = ("abuse_stop.py", "abuse_box.py", "abuse_data.py")  # what --all runs after the flood
 
 
 def cpu_seconds(pid: int) -> float:
@@ -85,7 +93,7 @@ def tick_periods(states: list[P.State]) -> list[float]:
 
 def reset(watcher: StateWatcher, pilot: Commander) -> P.State:
     n, episode = len(watcher.states), watcher.states[-1][1].episode
-    pilot.send(P.Reset(pilot.sender, pilot.next_seq(), None))
+    pilot.control(P.Reset, watcher.states[-1][1], None)
     return watcher.wait(lambda s: s.episode > episode and s.mode == P.ROBOT_HOLD, 10, after=n)[1]
 
 
@@ -102,6 +110,7 @@ def main() -> int:
     parser.add_argument("--small", type=int, default=50, help="small junk frames per connection per round (default 50)")
     parser.add_argument("--no-flood", action="store_true", help="the same trials without the flood (the machine's baseline)")
     parser.add_argument("--out", type=Path, default=RESULTS / "abuse.json", help="write the JSON here too")
+    parser.add_argument("--all", action="store_true", help="then run the other attacks (OTHER_ATTACKS), each writing its own JSON")
     args = parser.parse_args()
     started = time.perf_counter()
     config = load_robot("robots/panda_sim.yaml")
@@ -130,8 +139,9 @@ def main() -> int:
                 command(pilot, s, dt, 40)
                 watcher.wait(lambda s: s.mode == P.ROBOT_TRACK, 5, after=n)
                 n, t_sent = len(watcher.states), time.monotonic()
-                pilot.send(P.Stop(pilot.sender, pilot.next_seq(), "bench"))
+                pilot.control(P.Stop, watcher.states[-1][1], "bench")
                 stops.append((watcher.wait(lambda s: s.mode == P.ROBOT_STOPPED, 5, after=n)[1].stamp - t_sent) * 1e3)
+                pilot.control(P.Release, watcher.states[-1][1], "bench")
             else:  # a node that falls silent while its 2 s chunk runs: only the heartbeat watchdog holds it
                 n = len(watcher.states)
                 command(pilot, s, dt, 40)
@@ -173,6 +183,9 @@ def main() -> int:
         "memory_growth_mb<=50": out["memory_mb"]["growth"] <= 50.0,
     }
     emit(out, started, args.out)
+    if args.all:
+        for script in OTHER_ATTACKS:
+            subprocess.run([sys.executable, str(Path(__file__).parent / script)], check=True)
     return 0
 
 

@@ -70,7 +70,7 @@ def watchdog_trials(watcher: StateWatcher, endpoint: str, info: P.Info, trials: 
             watcher.wait(lambda s: s.mode == P.ROBOT_TRACK, 2, after=n)
             n = len(watcher.states)  # from here on, a hold is the watchdog's
             while kind == "expiry" and time.monotonic() < expires + 0.2:
-                cmd.send(P.Heartbeat(cmd.sender, cmd.next_seq()))
+                cmd.control(P.Heartbeat, watcher.states[-1][1])
                 time.sleep(0.02)
             _, hold = watcher.wait(lambda s: s.mode == P.ROBOT_HOLD, 3, after=n)
             if kind == "expiry":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from dp.errors import DpError
@@ -26,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dp.infer.export_cmd", "export a trained policy to ONNX"),
     "robot": ("dp.deploy.robot_cmd", "run a robot controller (simulated or through a driver)"),
     "node": ("dp.deploy.node_cmd", "run the inference node that drives a robot controller"),
+    "stop": ("dp.deploy.stop_cmd", "stop a robot controller now (latched), or release its stop"),
     "launch": ("dp.launch", "start the processes a launch file names"),
     "quickstart": ("dp.quickstart", "the whole path on a small embedded default"),
 }
@@ -37,6 +39,16 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`dp <command> --help` explains a command's options."]
     return "\n".join(lines)
+
+
+def error_message(exc: DpError) -> str:
+    """What to print of a DpError: its message, or for one re-raised from a DataLoader worker (torch
+    puts the worker's traceback into the message) the original message, without the traceback."""
+    lines = str(exc).splitlines()
+    if not any(line.startswith("Original Traceback") for line in lines):
+        return str(exc)
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  ")), default=0)
+    return re.sub(r"^[\w.]+: ", "", " ".join(lines[last_frame + 1:]))  # less the exception's class name
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -69,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dp {name}: interrupted", file=sys.stderr)
         return 130
     except DpError as exc:
-        print(f"dp {name}: error: {exc}", file=sys.stderr)
+        print(f"dp {name}: error: {error_message(exc)}", file=sys.stderr)
         return 1
 
 

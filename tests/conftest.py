@@ -1,9 +1,17 @@
-"""Shared test setup: headless MuJoCo rendering and small helpers for building stores."""
+"""Shared test setup: the CPU pinned, headless MuJoCo rendering and small helpers for building stores."""
 
 from __future__ import annotations
 
 import os
 
+# The tests pin the CPU: no CUDA device is visible to torch or ONNX Runtime, here or in the processes
+# the tests start (they inherit the environment), so `train.device=auto` and every figure a test
+# compares are the CPU's on a machine with a GPU too. Set before torch is imported (pytest loads this
+# file before the test modules); tests of the GPU paths simulate devices instead. robosuite picks its
+# EGL rendering device from CUDA_VISIBLE_DEVICES unless MUJOCO_EGL_DEVICE_ID names one (an empty
+# list breaks it): the first, as when neither is set.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ.setdefault("MUJOCO_EGL_DEVICE_ID", "0")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 

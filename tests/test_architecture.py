@@ -27,6 +27,7 @@ RANKS: dict[str, tuple[int, str]] = {
     "dp.files": (0, "foundation"),
     "dp.config": (0, "foundation"),
     "dp.config_docs": (0, "foundation"),
+    "dp.devices": (0, "foundation"),
     "dp.data": (1, "data"),
     "dp.link": (1, "link"),
     "dp.sim": (2, "sim"),

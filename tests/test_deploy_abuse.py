@@ -54,8 +54,8 @@ def test_decode_bounds_a_frame_by_size_and_type_before_unpacking_it():
         P.decode(msgpack.packb({"v": 1, "type": "command", "junk": nested}), accept=P.CONTROL_TYPES)
     with pytest.raises(P.ProtocolError, match="not a msgpack map"):
         P.decode(msgpack.packb([1, 2, 3]))
-    last = msgpack.packb({"sender": 5, "seq": 9, "v": 1, "type": "heartbeat"})  # the type found wherever it is
-    assert P.decode(last, accept=P.CONTROL_TYPES) == P.Heartbeat(5, 9)
+    last = msgpack.packb({"sender": 5, "seq": 9, "boot": 3, "stamp": 1.5, "v": 1, "type": "heartbeat"})  # the type found wherever it is
+    assert P.decode(last, accept=P.CONTROL_TYPES) == P.Heartbeat(5, 9, 3, 1.5)
 
 
 def test_seq_guard_never_evicts_a_sender_heard_within_its_window():
@@ -91,7 +91,7 @@ def rss_mb(pid: int) -> float:
 def new_episode(watcher: StateWatcher, cmd: Commander, seed: int) -> P.State:
     n = len(watcher.states)
     episode = watcher.states[-1][1].episode
-    cmd.send(P.Reset(cmd.sender, cmd.next_seq(), seed))
+    cmd.control(P.Reset, watcher.states[-1][1], seed)
     return watcher.wait(lambda s: s.episode > episode and s.mode == P.ROBOT_HOLD, 60, after=n)[1]
 
 
@@ -120,7 +120,7 @@ def test_a_flood_of_large_frames_neither_stalls_the_ticks_nor_stop(robot):
         for i in range(20_000):
             attackers[i % 20].send_raw(small[i % 3])
         time.sleep(0.5)
-        pilot.send(P.Stop(pilot.sender, pilot.next_seq(), "flood test"))
+        pilot.control(P.Stop, watcher.states[-1][1], "flood test")
         sent_stop = time.monotonic()
         t_stopped, _ = watcher.wait(lambda s: s.mode == P.ROBOT_STOPPED, 30, after=start)
         _, counted = watcher.wait(lambda s: s.rejected - rejected_before >= 20_000, 120, after=start)
@@ -139,7 +139,8 @@ def test_a_flood_of_large_frames_neither_stalls_the_ticks_nor_stop(robot):
     assert t_stopped - sent_stop < 1.0  # the Stop was served in the middle of the flood
     assert counted.rejected - rejected_before == 20_000  # every small junk frame counted; the 8 MB ones never reached it
     assert rss_after - rss_before < 50, (rss_before, rss_after)  # it grew by 516 MB before
-    new_episode(watcher, pilot, seed=2)  # a reset clears the stop: the controller still obeys its node
+    pilot.control(P.Release, watcher.states[-1][1], "flood over")  # an operator's release clears the stop
+    new_episode(watcher, pilot, seed=2)  # the controller still obeys its node
     pilot.close()
 
 
@@ -193,7 +194,7 @@ def test_new_sender_ids_cannot_flush_a_live_sender_and_readmit_a_replay(robot):
 
     def heartbeats():
         while not stop.wait(0.05):
-            node.send(P.Heartbeat(node.sender, node.next_seq()))
+            node.control(P.Heartbeat, watcher.states[-1][1])
 
     beat = threading.Thread(target=heartbeats, daemon=True)
     beat.start()
@@ -201,7 +202,7 @@ def test_new_sender_ids_cannot_flush_a_live_sender_and_readmit_a_replay(robot):
         before = watcher.states[-1][1]
         start = len(watcher.states)
         for i in range(100):
-            attacker.send_raw(P.encode(P.Heartbeat(P.new_id(), 1)))
+            attacker.send_raw(P.encode(P.Heartbeat(P.new_id(), 1, s.boot, watcher.states[-1][1].stamp)))
         # the table holds MAX_SENDERS, the node among them: at least the last 100 - MAX_SENDERS + 1 are refused
         watcher.wait(lambda s: s.rejected - before.rejected >= 100 - MAX_SENDERS + 1, 30, after=start)
         time.sleep(0.5)
@@ -214,7 +215,7 @@ def test_new_sender_ids_cannot_flush_a_live_sender_and_readmit_a_replay(robot):
         assert after.rejected == refused + 1
         time.sleep(CONFIG.safety.max_command_horizon + CONFIG.safety.heartbeat_timeout + 0.3)
         quiet = watcher.states[-1][1].rejected  # the flood's senders have been quiet long enough to make room
-        attacker.send(P.Heartbeat(attacker.sender, attacker.next_seq()))
+        attacker.control(P.Heartbeat, watcher.states[-1][1])
         time.sleep(0.3)
         assert watcher.states[-1][1].rejected == quiet
     finally:
@@ -279,6 +280,33 @@ def test_node_gives_up_when_its_controller_falls_silent_for_good():
         sockets.close()
     assert "the controller fell silent and did not come back within 1.5 s" in node.output, node.output
     assert waited >= 1.5, waited
+
+
+def test_a_node_whose_controller_died_says_so_when_it_gives_up():
+    """Issue 35, item 5: a node waiting for a dead controller said "the connection is up, but the
+    controller sends no State"."""
+    sockets = ControllerSockets("tcp://127.0.0.1:0", 0)
+    boot, zeros = P.new_id(), np.zeros(7)
+    info = P.Info(boot, "fake", 20.0, 100.0, 7, ["ee_delta"], (0.05, 0.5), sockets.command_port, horizon=1000)
+    node = spawn_dp(["node", "--policy", "test_deploy_abuse:StillPolicy", "--robot", sockets.state_endpoint,
+                     "--connect-timeout", "1.5"], env=NODE_ENV)
+    try:
+        end, seq = time.monotonic() + 120, 0
+        while time.monotonic() < end and not any("episode" in line for line in node.lines):
+            sockets.pub.send(P.encode(info))
+            for _ in range(10):
+                now = time.monotonic()
+                sockets.pub.send(P.encode(P.State(boot, seq, now, now, seq, 0, P.ROBOT_HOLD, zeros, zeros, np.zeros(3),
+                                                  np.array([0, 0, 0, 1.0]), np.zeros(2), zeros)))
+                seq += 1
+                time.sleep(0.01)
+    finally:
+        sockets.close()  # the controller dies: its sockets close
+    try:
+        assert node.popen.wait(120) == 1, node.output
+    finally:
+        node.signal(signal.SIGKILL)
+    assert "closed the connection (it stopped or crashed) and has not come back" in node.output, node.output
 
 
 def test_an_end_effector_outside_the_box_holds_then_is_driven_back_with_a_fault():

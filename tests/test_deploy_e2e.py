@@ -71,8 +71,18 @@ def reset(watcher: StateWatcher, endpoint: str, info: P.Info, seed: int = 0) -> 
     cmd = Commander(endpoint, info.command_port)
     time.sleep(0.2)  # connect
     episode = watcher.states[-1][1].episode
-    cmd.send(P.Reset(cmd.sender, cmd.next_seq(), seed))
+    cmd.control(P.Reset, watcher.states[-1][1], seed)
     _, s = watcher.wait(lambda s: s.episode > episode, 10, after=len(watcher.states) - 1)
+    cmd.close()
+    return s
+
+
+def release(watcher: StateWatcher, endpoint: str, info: P.Info) -> P.State:
+    """An operator's Release of a Stop; the first State after it that is not stopped."""
+    cmd = Commander(endpoint, info.command_port)
+    time.sleep(0.2)  # connect
+    cmd.control(P.Release, watcher.states[-1][1], "test over")
+    _, s = watcher.wait(lambda s: s.mode != P.ROBOT_STOPPED, 10, after=len(watcher.states) - 1)
     cmd.close()
     return s
 
@@ -296,7 +306,7 @@ def test_adversarial_commands_are_clamped_never_executed_as_sent(robot):
                 msg = P.Command(attacker.sender, attacker.next_seq(), s.boot, s.obs_stamp, "joint", t, rng.normal(size=(3, 7)) * 10, rng.normal(size=3), t[-1])
             attacker.send(msg)
             time.sleep(0.02)
-        attacker.send(P.Stop(attacker.sender, attacker.next_seq(), "test over"))
+        attacker.control(P.Stop, watcher.states[-1][1], "test over")
         t_stop = time.monotonic()
         t_stopped, _ = watcher.wait(lambda s: s.mode == P.ROBOT_STOPPED, 2, after=len(watcher.states) - 1)
         assert t_stopped - t_stop < 0.1
@@ -326,8 +336,8 @@ def test_adversarial_commands_are_clamped_never_executed_as_sent(robot):
     assert any(f.startswith("clamped:joint") for f in faults) and "clamped:workspace" in faults, faults
     stopped = [s for _, s in watcher.states[-10:]]
     assert all(s.mode == P.ROBOT_STOPPED and s.held for s in stopped)  # the stop latches
-    reset(watcher, endpoint, info)
-    assert watcher.states[-1][1].mode == P.ROBOT_HOLD  # a reset clears it
+    release(watcher, endpoint, info)
+    assert watcher.states[-1][1].mode == P.ROBOT_HOLD  # an operator's release clears it
 
 
 def test_template_driver_dry_run_follows_pose_commands_and_refuses_other_modes():

@@ -44,8 +44,8 @@ def reencode(d: dict) -> bytes:
 
 def test_round_trip_every_message():
     for msg in [make_command(), make_command(mode="ee_pose", waypoints=np.array([[0, 0, 1, 0, 0, 0, 1.0]] * 2)),
-                make_command(mode="joint", waypoints=np.zeros((2, 7))), P.Heartbeat(1, 2), P.Stop(1, 3, "operator"),
-                P.Reset(1, 4, 9), P.Reset(1, 5, None),
+                make_command(mode="joint", waypoints=np.zeros((2, 7))), P.Heartbeat(1, 2, 3, 0.5), P.Stop(1, 3, 3, 0.5, "operator"),
+                P.Release(1, 4, 3, 0.5, "operator"), P.Reset(1, 4, 3, 0.5, 9), P.Reset(1, 5, 3, 0.5, None),
                 P.Info(7, "panda", 20.0, 100.0, 7, ["ee_delta"], (0.05, 0.5), 5556, ["agentview"], {"object": 10}, "lift", "lift the cube", 200, 3)]:
         back = P.decode(P.encode(msg))
         assert type(back) is type(msg)
@@ -164,7 +164,7 @@ def test_seq_guard_rejects_out_of_order_and_replays_per_sender():
 def test_decode_fuzz_only_raises_protocol_error():
     """20,000 mutations of valid frames: decode either returns a message or raises ProtocolError."""
     rng = np.random.default_rng(1)
-    seeds = [P.encode(m) for m in (make_command(), make_state("jpeg"), make_state(), P.Heartbeat(1, 1), P.Reset(1, 1, 3))]
+    seeds = [P.encode(m) for m in (make_command(), make_state("jpeg"), make_state(), P.Heartbeat(1, 1, 2, 0.5), P.Reset(1, 1, 2, 0.5, 3))]
     outcomes = {"ok": 0, "rejected": 0}
     for i in range(20_000):
         frame = bytearray(seeds[i % len(seeds)])

@@ -18,8 +18,8 @@ def exchange(server: ControllerSockets, client: ClientSockets, seconds: float = 
     got_state = got_cmd = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        server.pub.send(P.encode(P.Heartbeat(1, 1)))
-        client.send(P.encode(P.Heartbeat(2, 2)))
+        server.pub.send(P.encode(P.Heartbeat(1, 1, 7, 0.5)))
+        client.send(P.encode(P.Heartbeat(2, 2, 7, 0.5)))
         time.sleep(0.01)
         while client.sub.poll(0):
             client.sub.recv()

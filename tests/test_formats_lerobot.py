@@ -3,7 +3,8 @@
 The round trip (a store with two cameras -> LeRobot folder -> store) gives the same episodes:
 low-dim keys and metadata exactly, camera frames within the H.264 codec's tolerance (PSNR). With
 LeRobot's own virtualenv present (bench/peers/setup_lerobot.sh), LeRobot loads the export and dp
-imports a folder LeRobot wrote.
+imports a folder LeRobot wrote. Bad input (issue 35): data rows whose episode_index disagrees with
+their episode's frame range, and truncated parquet files, are refused with one line, before writing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -145,6 +147,44 @@ def test_bad_input_is_a_clear_error(exported, tmp_path, capsys):
     (out / "meta/info.json").write_text(json.dumps(info))
     _fails(capsys, ["import", "lerobot", str(out), "--out", str(tmp_path / "z.zarr"), "--no-progress"], "'v1.6'; dp reads LeRobotDataset v3.0 and v2.0, v2.1")
     assert not (tmp_path / "y.zarr").exists() and not (tmp_path / "z.zarr").exists()
+
+
+def _swap_episode_index(path: Path, a: int, b: int) -> None:
+    """The attack of issue 35: rows ``a`` and ``b`` of a data file trade their episode_index."""
+    import pyarrow as pa
+
+    table = pq.read_table(path)
+    index = table.column("episode_index").to_numpy().copy()
+    index[[a, b]] = index[[b, a]]
+    pq.write_table(table.set_column(table.schema.get_field_index("episode_index"), "episode_index", pa.array(index)), path)
+
+
+def test_swapped_episode_index_rows_are_refused_before_writing(exported, tmp_path, capsys):
+    src, out = exported
+    _swap_episode_index(out / "data/chunk-000/file-000.parquet", LENS[0] - 1, LENS[0])  # episode 0's last row, episode 1's first
+    back = tmp_path / "swapped.zarr"
+    args = ["import", "lerobot", str(out), "--out", str(back), "--workers", "0", "--no-progress"]
+    _fails(capsys, args, r"data/chunk-000/file-000.parquet: row 8 has episode_index 1, but it lies in episode 0's rows \[0, 9\) "
+                         r"\(by meta/episodes\) \(\+1 more problem\(s\)\); nothing was written")
+    assert not back.exists()
+    assert dp_main([*args, "--skip-bad"]) == 0
+    report = capsys.readouterr().out
+    assert "skipped 2 bad item(s)" in report and all(f"episode {k}: its data rows disagree" in report for k in (0, 1))
+    with EpisodeStore.open(src) as a, EpisodeStore.open(back) as b:
+        assert b.meta_column("source_index") == [2]
+        np.testing.assert_array_equal(b.get_episode(0)["action"], a.get_episode(2)["action"])
+
+
+def test_truncated_parquet_is_one_line_naming_the_file(exported, tmp_path, capsys):
+    _, out = exported
+    for k, name in enumerate(("meta/episodes/chunk-000/file-000.parquet", "data/chunk-000/file-000.parquet", "meta/tasks.parquet")):
+        folder = tmp_path / f"cut{k}"
+        shutil.copytree(out, folder)
+        blob = (folder / name).read_bytes()
+        (folder / name).write_bytes(blob[: len(blob) // 2])
+        _fails(capsys, ["import", "lerobot", str(folder), "--out", str(tmp_path / f"cut{k}.zarr"), "--workers", "0", "--no-progress"],
+               rf"^dp import: error: {re.escape(str(folder / name))}: not a readable parquet file \(Parquet magic bytes not found in footer")
+        assert not (tmp_path / f"cut{k}.zarr").exists()
 
 
 def _as_v21(src: Path, v3: Path, out: Path) -> None:

@@ -1,5 +1,6 @@
 """Integrity attacks on the data side (issue 15, items 4-7 and 9): inconsistent or damaged import
-sources, orphaned decoder workers, a full disk, damaged checkpoints."""
+sources, orphaned decoder workers, a full disk, damaged checkpoints; and (issue 35) a truncated
+chunk of an episode store, which must end a command with one line."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import numpy as np
 import psutil
 import pytest
 import zarr
+from torch.utils import data as torch_data
 
-from dp.cli import main
+from dp.cli import error_message, main
 from dp.data.formats import dp_zarr, libero_import
 from dp.data.formats.cards import card_from_dict, load_card
 from dp.data.formats.pipeline import run_import
@@ -29,7 +31,7 @@ from dp.data.store import EpisodeStore
 from dp.files import sha256_file
 from dp.errors import DpError
 from dp.models import checkpoint_files as ckpt
-from dp.testing.format_fixtures import make_calvin_split, make_dp_zarr, make_libero_file
+from dp.testing.format_fixtures import make_calvin_split, make_dp_zarr, make_libero_file, make_sim_store
 
 ROOT = Path(__file__).resolve().parents[1]
 LENS = (10, 7, 12, 5, 9)
@@ -128,6 +130,39 @@ def test_truncated_chunk_names_the_partial_store_and_the_rerun_continues(tmp_pat
     with EpisodeStore.open(out) as store:
         assert store.meta_column("source_index") == list(range(12))
         np.testing.assert_array_equal(store.array("action")[:], src["action"])
+
+
+# ---------------------------------------------------------------------------- issue 35: a truncated store chunk
+@pytest.mark.parametrize("argv, chunk, first_line", [
+    # one read spans both shards of the camera: zarr decodes their frames in concurrent tasks, and the
+    # ones still pending when the first fails used to print "Task was destroyed but it is pending!" at exit
+    (["export-data", "libero", "s.zarr", "--out", "exported", "--no-progress"], "data/agentview_image/c/0/0/0/0",
+     "dp export-data: error: s.zarr: data/agentview_image: cannot read frames [0, 300) (chunks 0..1 along time; corrupt or truncated?)"),
+    (["info", "s.zarr"], "meta/episode_ends/c/0", "dp info: error: s.zarr: meta/episode_ends: cannot read (corrupt or truncated?)"),
+])
+def test_truncated_zarr_chunk_ends_the_command_with_one_line(tmp_path, argv, chunk, first_line):
+    make_sim_store(tmp_path / "s.zarr", episode_lens=(300,), image_size=8)
+    blob = (tmp_path / "s.zarr" / chunk).read_bytes()
+    (tmp_path / "s.zarr" / chunk).write_bytes(blob[: len(blob) // 2])
+    result = subprocess.run([sys.executable, "-m", "dp", *argv], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(first_line), result.stderr[-3000:]
+
+
+class _CorruptFrames(torch_data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        raise DpError(f"s.zarr/data/img: frame {i} (shard 0, chunk {i}) cannot be decoded: error during blosc decompression: -1")
+
+
+def test_an_error_from_a_dataloader_worker_prints_as_its_own_message():
+    """`dp train` reads camera frames in DataLoader workers, which re-raise a DpError with the worker's traceback in it."""
+    with pytest.raises(DpError) as caught:
+        next(iter(torch_data.DataLoader(_CorruptFrames(), num_workers=1)))
+    assert "Traceback" in str(caught.value)
+    assert error_message(caught.value) == "s.zarr/data/img: frame 0 (shard 0, chunk 0) cannot be decoded: error during blosc decompression: -1"
 
 
 # ---------------------------------------------------------------------------- 9. NaN names the source

@@ -15,6 +15,7 @@ pytest.importorskip("gym_pusht", reason='the Push-T controller needs the optiona
 
 from dp.deploy.node import command_mode  # noqa: E402
 from dp.errors import DpError  # noqa: E402
+from dp.infer.chunked_runtime import ChunkedRuntime  # noqa: E402
 from dp.link import protocol as P  # noqa: E402
 from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 
@@ -32,6 +33,32 @@ class Nudge:
 
     def select_action(self, obs):
         return obs["agent_pos"] + np.array([20.0, 0.0])
+
+
+class SlowPlanner(ChunkedRuntime):
+    """A chunked 2-D policy whose every plan takes 150 ms, longer than half of Push-T's 0.1 s control
+    period: a chunk of 16 agent targets circling the T's start position slowly, a new one every 8 steps."""
+
+    PLAN_SECONDS = 0.15
+
+    def __init__(self):
+        self.lowdim_keys, self.image_keys, self.obs_keys = ["agent_pos"], [], ["agent_pos"]
+        self.shapes, self.pad_lowdim, self.obs_horizon = {"agent_pos": [2]}, False, 1
+        self.action_horizon, self.action_dim, self.action_key, self.discrete_dims = 16, 2, "action", []
+        self.goal_kind, self.tasks, self.instructions, self.goals, self.lang_encoder, self.rti = "none", [], {}, {}, None, False
+        self._start(8, 0)
+
+    def _sample_chunks(self, noise, window, goal, guess):
+        time.sleep(self.PLAN_SECONDS)
+        k = np.arange(self.action_horizon)
+        return (window["agent_pos"][0, -1] + 15.0 * np.stack([np.cos(k / 4), np.sin(k / 4)], 1))[None].astype(np.float32)
+
+    def _goal_input(self, goal):
+        return goal
+
+    @property
+    def lang_dim(self) -> int:
+        return 0
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +103,8 @@ def test_joint_waypoints_move_the_agent_and_are_clamped_to_the_arena(robot):
         assert any(f.startswith("clamped:joint") for f in faults), faults
         assert (s.q >= 0).all() and (s.q <= 512).all() and s.q[0] > 400 and s.q[1] < 40
     finally:
-        cmd.send(P.Stop(cmd.sender, cmd.next_seq(), "test over"))
+        cmd.control(P.Stop, watcher.states[-1][1], "test over")
+        cmd.control(P.Release, watcher.states[-1][1], "the next test drives it")
         cmd.close()
 
 
@@ -101,3 +129,24 @@ def test_a_policy_the_controller_cannot_take_is_refused_by_name():
     assert command_mode(info, 2) == "joint"
     with pytest.raises(DpError, match=r"cannot take this policy's 7-value actions: ee_delta takes 7, joint one per joint"):
         command_mode(info, 7)
+
+
+@pytest.mark.parametrize("plan_ahead", ["off", "auto"])
+def test_plan_ahead_keeps_a_slow_policy_from_holding_at_chunk_boundaries(robot, tmp_path, plan_ahead):
+    """Issue 35, item 1: a node that samples the next chunk only when its queue runs out lets the last
+    waypoint expire while a plan longer than half a period runs: a hold at every chunk boundary.
+    Planning ahead (lead chosen from the measured plan time) leaves none."""
+    proc, endpoint, watcher, info = robot
+    report = tmp_path / "node.json"
+    node = spawn_dp(["node", "--policy", "test_pusht_deploy:SlowPlanner", "--robot", endpoint, "--episodes", "2",
+                     "--max-steps", "40", "--plan-ahead", plan_ahead, "--json-out", str(report)], env=NODE_ENV)
+    assert node.popen.wait(180) == 0, node.output
+    figures = json.loads(report.read_text())
+    assert figures["episodes"] == 2 and figures["policy_errors"] == 0, figures
+    expired = figures["holds"].get("command_expired", 0)
+    if plan_ahead == "off":
+        assert expired >= 6 and figures["plan_ahead"] is None, figures  # about one per chunk boundary: 4 per episode
+    else:
+        lead = figures["plan_ahead"]
+        assert 2 <= lead["min"] <= lead["max"] <= 8, figures  # 1.5 x 150 ms at 0.1 s a step: 3 steps
+        assert expired == 0 and figures["held_ticks"] == 0 and figures["late_plans"] == 0, figures

@@ -16,6 +16,7 @@ from bench.reporting.sections_policy import (
     section_success,
     section_training,
 )
+from bench.reporting.sections_robot import section_robot
 from bench.reporting.sections_systems import section_data, section_deploy, section_formats
 from bench.reporting.spec import BENCHES, HOW, MET, MISSING, NOT_MET
 from bench.reporting.targets import Targets
@@ -78,7 +79,7 @@ def build_page(results: Results, out: Path, img: Path) -> str:
     ablation = section_ablation(results)
     multitask = section_multitask(results, targets)
     latency = section_latency(results, targets, img, rel)
-    deploy = section_deploy(results, targets)
+    deploy = section_deploy(results, targets) + section_robot(results, targets)
     data = section_data(results, targets)
     formats = section_formats(results, targets)
     training = section_training(results, img, rel)

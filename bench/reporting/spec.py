@@ -9,7 +9,9 @@ from dp.sim.tasks import TaskSpec
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
              "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", "sim_collect", "pusht", "pusht_image", "image_train", "peers", *ABLATIONS)
+ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "abuse_stop", "abuse_box", "abuse_data")
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
+           "image_train", "peers", *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -85,6 +87,13 @@ HOW = {
     "train": "python bench/train.py --json-out bench/results/train.json",
     "latency": "python bench/latency.py > bench/results/latency.json",
     "deploy": "python bench/deploy.py --out bench/results/deploy.json",
+    "plan_ahead_pusht": "python bench/plan_ahead.py --robot robots/pusht_sim.yaml --task pusht --policy EXPORT --node-args=--no-rti "
+                        "--parallel 2 --out bench/results/plan_ahead_pusht.json",
+    "plan_ahead_lift": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift --task lift "
+                       "--policy RUN --out bench/results/plan_ahead_lift.json",
+    "abuse_stop": "python bench/abuse_stop.py",
+    "abuse_box": "python bench/abuse_box.py",
+    "abuse_data": "python bench/abuse_data.py",
     "sim_collect": "python bench/sim_collect.py > bench/results/sim_collect.json",
     "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",

@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
             filter_key=args.filter_key, skip_bad=args.skip_bad, skipped=skipped,
         )
     elif args.format == "lerobot":
-        card, items = lerobot_import.plan_import(args.dir, card=card, cameras=args.cameras, image_size=args.image_size)
+        card, items = lerobot_import.plan_import(
+            args.dir, card=card, cameras=args.cameras, image_size=args.image_size, skip_bad=args.skip_bad, skipped=skipped,
+        )
     else:
         card, items = dp_zarr.plan_import(
             args.src, card=card, image=args.image, lowdim=args.lowdim, action=args.action, image_size=args.image_size,

@@ -13,6 +13,14 @@ the one full sampling (the rest are queued actions or RTI warm chunks), is sampl
 episode's first State while the robot still holds (``policy.prime``); the first command goes out at
 the next tick.
 
+Plan-ahead (policies with ``use_plan_ahead``, on by default): the next chunk is sampled in a worker
+thread from the observation of the tick ``lead`` control periods before the current chunk runs out,
+and used from ``lead`` steps in, so the robot never waits at a chunk boundary. ``--plan-ahead auto``
+sets ``lead`` at each episode's start to cover 1.5 times a slow recent plan (the 95th percentile of
+the last 64, the first chunk's full sampling included), shortening the policy's re-planning interval
+when its chunk leaves no room for that lead (:func:`plan_ahead_for`). The report counts the controller's watchdog holds during episodes by
+reason, the ticks held after an episode's first command, and the plans that were late.
+
 Between commands the node sends heartbeats. If the controller falls silent the node stops
 commanding and says so; when a controller (re)appears — a new ``boot`` — the node resets the
 policy and starts over. With ``episodes > 0`` the node runs that many episodes itself: it sends a
@@ -26,14 +34,16 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
+from dp.deploy.node_report import HOLD_REASONS, NodeReport
 from dp.link import protocol as P
 from dp.link.transport import ClientSockets
 from dp.errors import DpError
@@ -42,35 +52,20 @@ from dp.stats import timing_summary
 
 log = logging.getLogger("dp.node")
 
+PLAN_MARGIN = 1.5  # plan ahead by this many times a slow recent plan (95th percentile: a busy machine, the loop's own time)
 
 
-
-@dataclass
-class NodeReport:
-    episodes: list[dict] = field(default_factory=list)  # per episode: seed, success, steps
-    cycle_ms: list[float] = field(default_factory=list)  # State received -> command sent (node clock)
-    policy_ms: list[float] = field(default_factory=list)  # inside the policy
-    prime_ms: list[float] = field(default_factory=list)  # each episode's first chunk, sampled while the robot holds
-    period_ms: list[float] = field(default_factory=list)  # between consecutive cycles of an episode
-    obs_to_command_ms: list[float] = field(default_factory=list)  # measured by the controller (State.cmd_latency)
-    rejected: int = 0  # bad States dropped
-    send_failures: int = 0
-    policy_errors: int = 0
-    resyncs: int = 0
-    period_target_ms: float | None = None  # the control period the node should cycle at
-
-    def summary(self) -> dict[str, Any]:
-        n = len(self.episodes)
-        wins = sum(e["success"] for e in self.episodes)
-        return {
-            "episodes": n, "successes": wins, "success_rate": wins / n if n else None,
-            "mean_episode_length": float(np.mean([e["steps"] for e in self.episodes])) if n else None,
-            **({"mean_score": float(np.mean([e["score"] for e in self.episodes]))} if n and all("score" in e for e in self.episodes) else {}),
-            "obs_to_command_ms": timing_summary(self.obs_to_command_ms), "cycle_ms": timing_summary(self.cycle_ms),
-            "policy_ms": timing_summary(self.policy_ms), "prime_ms": timing_summary(self.prime_ms), "period_ms": timing_summary(self.period_ms, self.period_target_ms),
-            "rejected_states": self.rejected, "send_failures": self.send_failures,
-            "policy_errors": self.policy_errors, "resyncs": self.resyncs, "per_episode": self.episodes,
-        }
+def plan_ahead_for(seconds: list[float], period: float, horizon: int, replan: int) -> tuple[int, int, bool]:
+    """(lead, re-planning interval, covered): the lead in control periods that covers PLAN_MARGIN
+    times the 95th percentile of the plan times ``seconds``, and the policy's re-planning interval
+    ``replan``, shortened when the chunk of ``horizon`` actions leaves no room for that lead (a
+    plan's actions are used from ``lead`` steps in, ``replan`` of them: ``lead + replan <= horizon``,
+    and ``lead <= replan``); ``covered`` is False when even half the chunk is too short."""
+    slow = float(np.percentile(seconds, 95)) if seconds else period
+    need = max(1, math.ceil(PLAN_MARGIN * slow / period))
+    replan = max(1, min(replan, horizon - min(need, horizon // 2)))
+    lead = max(1, min(need, replan, horizon - replan))
+    return lead, replan, lead >= need
 
 
 def command_mode(info: P.Info, width: int) -> str:
@@ -98,6 +93,7 @@ class InferenceNode:
         silence_timeout: float = 0.5,
         heartbeat_period: float = 0.05,
         timings: Path | None = None,
+        plan_ahead: int | str | None = "auto",
         clock=time.monotonic,
     ):
         self.policy = policy
@@ -129,6 +125,13 @@ class InferenceNode:
         self.episode_start_tick = 0
         self.awaiting_reset: tuple[int, float] | None = None  # (episode id to wait for, deadline)
         self.done = False
+        self.counted_tick = -1  # the last tick whose faults the report counted
+        self.commanded = False  # this episode's first command has gone out
+        self.plan_ahead = plan_ahead if callable(getattr(policy, "use_plan_ahead", None)) else None
+        self.replan_every = getattr(policy, "n_action_steps", 1)  # the policy's own interval: auto may shorten it
+        self.plan_warned = False
+        if isinstance(self.plan_ahead, int):
+            policy.use_plan_ahead(self.plan_ahead)
 
     # ------------------------------------------------------------------ main loop
     def run(self, should_stop=lambda: False, connect_timeout: float | None = None) -> NodeReport:
@@ -136,6 +139,7 @@ class InferenceNode:
         the connection did, e.g. a CURVE key mismatch) if no State arrives for ``connect_timeout``
         seconds, at the start or after the controller fell silent (None: wait for it)."""
         gc.freeze()  # the policy's start-up objects leave the collector: shorter pauses in the loop
+        sys.setswitchinterval(0.001)  # the loop gets the GIL back from the plan-ahead worker within 1 ms
         start = self.clock()
         next_log = start + 10.0
         while not should_stop() and not self.done:
@@ -161,7 +165,7 @@ class InferenceNode:
                 self.silent = False
             self._step(now)
             if self._commanding() and now - self.last_tx >= self.heartbeat_period:
-                self._send(P.Heartbeat(self.sender, self._next_seq()))
+                self._send(P.Heartbeat(self.sender, self._next_seq(), self.state.boot, self.state.stamp))
         if self.timings:
             self.timings.close()
         return self.report
@@ -192,10 +196,20 @@ class InferenceNode:
             self.last_rx = self.clock()
             if msg.boot != self.boot:
                 self._resync(msg.boot)
+            self._count_holds(msg)
             self.state = msg
             if msg.command_seq > self.last_latency_seq and msg.cmd_latency >= 0:
                 self.last_latency_seq = msg.command_seq
                 self.report.obs_to_command_ms.append(msg.cmd_latency * 1e3)
+
+    def _count_holds(self, s: P.State) -> None:
+        """Count each tick of the episode being driven once: the watchdog's holds by reason, and the
+        ticks held after the episode's first command."""
+        if s.tick <= self.counted_tick or self.episode_id is None or s.episode != self.episode_id or not self.commanded:
+            return
+        self.counted_tick = s.tick
+        self.report.holds.update(f for f in s.faults if f in HOLD_REASONS)
+        self.report.held_ticks += bool(s.held and s.mode != P.ROBOT_STOPPED)
 
     def _on_info(self, info: P.Info) -> None:
         if self.info is None or info.boot != self.info.boot:
@@ -260,7 +274,7 @@ class InferenceNode:
             return
         if self.awaiting_reset is None:
             seed = seed_for(self.seed, len(self.report.episodes), "eval")
-            if self._send(P.Reset(self.sender, self._next_seq(), seed)):  # not yet connected: try again next wake-up
+            if self._send(P.Reset(self.sender, self._next_seq(), s.boot, s.stamp, seed)):  # not yet connected: try again next wake-up
                 self.awaiting_reset = (s.episode + 1, now + 5.0)
                 self.episode_seed = seed
         elif s.episode >= self.awaiting_reset[0]:
@@ -272,6 +286,7 @@ class InferenceNode:
 
     def _start_episode(self, s: P.State) -> None:
         self.episode_id, self.episode_start_tick, self.last_tick = s.episode, s.tick, -1
+        self.commanded, self.counted_tick = False, s.tick
         self.episode_score: float | None = None
         self.last_cycle = None  # loop periods are timed within an episode, not across a reset
         if not self.episodes:
@@ -281,6 +296,28 @@ class InferenceNode:
         self.policy.reset(self.instruction if self.instruction is not None else self.info.instruction)
         log.info("episode %d started (seed %d)", s.episode, self.episode_seed)
         self._prime(s)
+        if self.plan_ahead == "auto":
+            self._choose_lead()
+        if self.plan_ahead is not None:
+            self.report.plan_ahead.append(int(self.policy.plan_ahead_lead or 0))
+            self.report.replan_every.append(int(self.policy.n_action_steps))
+
+    def _choose_lead(self) -> None:
+        """Set the policy's plan-ahead lead (and, if the chunk needs it, a shorter re-planning
+        interval) from its recent plan times: :func:`plan_ahead_for`."""
+        policy = self.policy
+        lead, replan, covered = plan_ahead_for(list(policy.plan_seconds), 1.0 / self.info.control_hz,
+                                               policy.action_horizon, self.replan_every)
+        if (lead, replan) != (policy.plan_ahead_lead, policy.n_action_steps):
+            log.info("plan-ahead: %d control steps, a new chunk every %d (plans take up to %.0f ms, p95)", lead, replan,
+                     1e3 * float(np.percentile(policy.plan_seconds, 95)))
+        if not covered and not self.plan_warned:
+            self.plan_warned = True
+            log.warning("plans take longer than this policy's chunk (%d actions) can cover: expect holds at chunk "
+                        "boundaries (RTI, a longer chunk or a faster device helps)", policy.action_horizon)
+        policy.use_plan_ahead(None)
+        policy.n_action_steps = replan
+        policy.use_plan_ahead(lead)
 
     def _prime(self, s: P.State) -> None:
         """Sample the episode's first chunk (full sampling, the one slow call) from its first State,
@@ -335,7 +372,9 @@ class InferenceNode:
             sender=self.sender, seq=self._next_seq(), boot=s.boot, obs_stamp=s.obs_stamp, mode=self.command_mode,
             times=times, waypoints=waypoints, gripper=gripper, expires=float(times[-1] + dt / 2),
         )
-        self._send(cmd)
+        if self._send(cmd) and not self.commanded:  # holds count from the first tick this command can move
+            self.commanded, self.counted_tick = True, s.tick
+        self.report.late_plans = getattr(self.policy, "late_plans", 0)
         t2 = time.perf_counter()
         self.report.policy_ms.append((t1 - t0) * 1e3)
         self.report.cycle_ms.append((t2 - t0) * 1e3)

@@ -17,8 +17,10 @@ import argparse
 import json
 import logging
 import signal
+import sys
 from pathlib import Path
 
+from dp.devices import add_device_argument
 from dp.errors import DpError
 from dp.infer.load import is_exported, load_policy
 from dp.link.transport import ClientSockets, split_endpoint
@@ -39,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vote", type=int, default=None, metavar="K",
                         help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
                              "their majority; the arm follows the first (default: one chunk)")
+    add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers for an exported folder)")
+    parser.add_argument("--plan-ahead", type=plan_ahead_arg, default="auto", metavar="auto|off|N",
+                        help="sample each chunk N control steps before the current one runs out, in a worker thread, so the "
+                             "robot never waits at a chunk boundary (auto, the default: enough steps for 1.5x a slow "
+                             "recent plan, chosen at each episode's start, re-planning more often if the chunk is too short "
+                             "for it; off: sample when the queue runs out)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for a trained run (default 1, as ONNX Runtime: the controller and the "
+                             "plan-ahead loop need the other cores)")
     parser.add_argument("--keys", type=Path, help="CURVE key folder (client.key_secret + server.key) for an authenticated controller")
     parser.add_argument("--silence-timeout", type=float, default=0.5, help="seconds without State before the node stops commanding (default 0.5)")
     parser.add_argument("--connect-timeout", type=float,
@@ -50,19 +61,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
 
 
+def plan_ahead_arg(text: str) -> int | str | None:
+    """``--plan-ahead``: "auto", "off" (None) or a whole number of control steps >= 1."""
+    if text in ("auto", "off"):
+        return None if text == "off" else text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected auto, off or a number of control steps >= 1, got {text!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
     if args.connect_timeout is not None and not args.connect_timeout > 0:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
-    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, vote=args.vote, importable=True)
+    if args.threads < 1:
+        raise DpError(f"--threads must be >= 1, got {args.threads}")
+    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, vote=args.vote, importable=True,
+                         device=args.device)
 
     from dp.deploy.node import InferenceNode
+
+    if "torch" in sys.modules:  # a trained run (ONNX Runtime sessions have their own thread setting)
+        sys.modules["torch"].set_num_threads(args.threads)
 
     sockets = ClientSockets(args.robot, args.keys)
     node = InferenceNode(
         policy, sockets, instruction=args.instruction, episodes=args.episodes, seed=args.seed,
-        max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings,
+        max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings, plan_ahead=args.plan_ahead,
     )
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,5 +116,7 @@ def run(args: argparse.Namespace) -> int:
             line += f"; obs->command median {lat['median']:.1f} ms, p99 {lat['p99']:.1f} ms"
         if pol.get("n"):
             line += f"; policy median {pol['median']:.2f} ms"
-        print(line + f"; rejected states {report['rejected_states']}, resyncs {report['resyncs']}", flush=True)
+        holds = ", ".join(f"{k} {v}" for k, v in report["holds"].items()) or "none"
+        print(line + f"; holds during episodes: {holds} (late plans {report['late_plans']}); rejected states "
+              f"{report['rejected_states']}, resyncs {report['resyncs']}", flush=True)
     return 0 if not args.episodes or report["episodes"] >= args.episodes else 1

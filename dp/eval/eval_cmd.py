@@ -14,6 +14,7 @@ steps, score = max over steps of min(coverage / 0.95, 1), success = coverage rea
   dp eval runs/pusht --task pusht --split val --episodes 50
   dp eval expert:can --task can --episodes 20 --video videos/
   dp eval --onnx exported/lift --task lift --episodes 50 --rti --json
+  dp eval runs/lift --task lift --device cuda
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+from dp.devices import add_device_argument
 from dp.errors import DpError
 from dp.sim.tasks import TASKS
 
@@ -52,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vote", type=int, default=None, metavar="K",
                         help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
                              "their majority; the arm follows the first (default: one chunk)")
+    parser.add_argument("--plan-ahead", type=int, default=None, metavar="N",
+                        help="act as `dp node --plan-ahead N` does: each chunk sampled from the observation N control "
+                             "steps before the current chunk runs out, used from N steps in (default: off)")
+    add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers with --onnx)")
     parser.add_argument("--image-size", type=int, default=None, help="camera image size rendered for image policies (default: the task's, 84; Push-T 96)")
     parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
                         help="write MP4s of the first episodes into this folder (default ./videos)")
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
     policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
-                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, ensemble=args.ensemble, vote=args.vote)
+                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, ensemble=args.ensemble, vote=args.vote,
+                         plan_ahead=args.plan_ahead, device=args.device)
     result = evaluate(policy, args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
                       video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
     figures = {"policy": spec, **result.as_dict()}

@@ -6,7 +6,9 @@ Numpy only (no torch here: robots import this).
 from __future__ import annotations
 
 import abc
+import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import numpy as np
 from dp.errors import DpError
 from dp.infer.goals import known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
-from dp.infer.rti_guess import snap_discrete
+from dp.infer.rti_guess import shift_guess, snap_discrete
 
 
 class ChunkedRuntime(abc.ABC):
@@ -40,11 +42,14 @@ class ChunkedRuntime(abc.ABC):
     instructions: dict[str, str]  # task -> instruction
     goals: dict[str, np.ndarray]  # the stored language embeddings, by instruction
     lang_encoder: str | None  # the sentence encoder that made them (None: known instructions only)
+    rti: Any  # truthy: every chunk after the first is warm-started from the previous one (RTI)
 
     @abc.abstractmethod
-    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
-        """(K, H, A) float32 chunks of raw actions from the history and the goal, one per row of
-        ``noise`` (K, H, A), warm-started from ``_previous`` under RTI, discrete dimensions snapped."""
+    def _sample_chunks(self, noise: np.ndarray, window: dict[str, np.ndarray], goal: Any, guess: np.ndarray | None) -> np.ndarray:
+        """(K, H, A) float32 chunks of raw actions from the observation ``window`` (:meth:`_window`)
+        and ``goal``, one per row of ``noise`` (K, H, A), warm-started from ``guess`` (H, A; the
+        previous chunk shifted, under RTI) when given, discrete dimensions snapped. Reads nothing
+        else of the episode: it may run in the plan-ahead worker thread."""
 
     @abc.abstractmethod
     def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -65,6 +70,12 @@ class ChunkedRuntime(abc.ABC):
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
         self._queue: deque[np.ndarray] = deque()
         self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
+        self._previous_t = 0  # the control step of the observation it was sampled from
+        self._lead: int | None = None  # plan-ahead: steps between a plan's observation and its first action used
+        self._worker: ThreadPoolExecutor | None = None
+        self._plan: tuple[int, Future] | None = None  # the plan in flight: (its observation's step, its chunk)
+        self.plan_seconds: deque[float] = deque(maxlen=64)  # how long recent plans took (compute only)
+        self.late_plans = 0  # plans not ready at the step they were due (select_action waited for them)
         self._ensemble: float | None = None  # temporal ensembling's weight decay (None: off)
         self._voters = 1  # chunks sampled per plan; with more than one their majority sets the discrete dimensions
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # with ensembling: (step sampled at, chunk)
@@ -89,6 +100,7 @@ class ChunkedRuntime(abc.ABC):
         encoder (once; needs the `lang` extra, and a policy trained on that encoder's embeddings,
         see :func:`dp.data.language.embed_new_instruction`); known instructions need no text model.
         """
+        self._drop_plan()
         self._history.clear()
         self._queue.clear()
         self._chunks.clear()
@@ -119,12 +131,36 @@ class ChunkedRuntime(abc.ABC):
         return self._rng.standard_normal(shape, dtype=np.float32) if noise is None else check_noise(noise, shape)
 
     def _sample(self, noise: np.ndarray | None) -> np.ndarray:
-        """The next (H, A) chunk: from ``noise`` when given, else from the seeded stream, with the
-        discrete dimensions voted when :meth:`use_discrete_vote` is on; kept as the RTI guess."""
+        """The next (H, A) chunk from the current history: from ``noise`` when given, else from the
+        seeded stream, with the discrete dimensions voted when :meth:`use_discrete_vote` is on; kept
+        as the RTI guess."""
+        return self._keep(self._t, self._plan_inputs(noise)())
+
+    def _plan_inputs(self, noise: np.ndarray | None = None):
+        """A function computing the next plan's chunks from what the episode holds now (history,
+        goal, RTI guess, noise drawn now from the seeded stream), so that it can run later, in the
+        plan-ahead worker, with the same result as at once."""
         self._check_goal()
-        chunks = self._sample_chunks(self._noise(noise, 1 if noise is not None else self._voters))
+        args = (self._noise(noise, 1 if noise is not None else self._voters), self._window(), self._goal, self._guess())
+
+        def compute() -> np.ndarray:
+            started = time.perf_counter()
+            chunks = self._sample_chunks(*args)
+            self.plan_seconds.append(time.perf_counter() - started)
+            return chunks
+        return compute
+
+    def _guess(self) -> np.ndarray | None:
+        """Under RTI, the previous chunk advanced to the current step (None: no warm start)."""
+        if not self.rti or self._previous is None:
+            return None
+        return shift_guess(self._previous, self._t - self._previous_t, self.discrete_dims)
+
+    def _keep(self, t: int, chunks: np.ndarray) -> np.ndarray:
+        """The plan's chunk from its sampled ``chunks`` (the vote applied), kept as the RTI guess with
+        ``t``, the step of the observation it was sampled from."""
         chunk = vote_discrete(chunks, self.discrete_dims)
-        self._previous = chunk.copy()
+        self._previous, self._previous_t = chunk.copy(), t
         return chunk
 
     def _push(self, obs: dict[str, Any]) -> None:
@@ -158,6 +194,8 @@ class ChunkedRuntime(abc.ABC):
         takes effect at the next step."""
         if decay is not None and not np.isfinite(decay):
             raise DpError(f"temporal ensemble decay must be a finite number, got {decay}")
+        if decay is not None and self._lead is not None:
+            raise DpError("temporal ensembling and plan-ahead do not combine: choose one")
         self._ensemble = None if decay is None else float(decay)
         self._queue.clear()
         self._chunks.clear()
@@ -171,19 +209,68 @@ class ChunkedRuntime(abc.ABC):
             raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
         self._voters = int(voters)
 
+    def use_plan_ahead(self, lead: int | None) -> None:
+        """Plan ahead (real-time chunking of the plan's start): sample each chunk ``lead`` control steps
+        before the current one runs out, in a worker thread, from the observation of that step, and
+        act its actions from ``lead`` steps in, so that a robot never waits at a chunk boundary for an
+        inference that takes up to ``lead`` control periods. Under RTI the guess is the chunk in
+        flight. Deterministic: the plan is always used at the step it is due (``select_action`` waits
+        for it there if it is late: ``late_plans``), so simulation (`dp eval --plan-ahead`) acts as a
+        robot does. ``lead`` is at most ``n_action_steps`` and at most the chunk length minus it;
+        None turns it off. May change between steps."""
+        if lead is not None:
+            most = min(self.n_action_steps, self.action_horizon - self.n_action_steps)
+            if int(lead) != lead or not 1 <= lead <= most:
+                raise DpError(f"plan-ahead lead must be a whole number of control steps in [1, {most}] (the re-planning "
+                              f"interval {self.n_action_steps} and the chunk {self.action_horizon} minus it); got {lead}")
+            if self._ensemble is not None:
+                raise DpError("plan-ahead and temporal ensembling do not combine: choose one")
+            self._worker = self._worker or ThreadPoolExecutor(1, thread_name_prefix="plan-ahead")
+        self._lead = None if lead is None else int(lead)
+
+    @property
+    def plan_ahead_lead(self) -> int | None:
+        """The plan-ahead lead in control steps (None: off)."""
+        return self._lead
+
     def select_action(self, obs: dict[str, Any]) -> np.ndarray:
-        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``."""
+        """Add one observation and return the next action (A,); a new chunk every ``n_action_steps``
+        (with plan-ahead, sampled ``lead`` steps before it is used)."""
         self._push(obs)
         if self._ensemble is not None:
             return self._ensembled()
         if not self._queue:
-            self._refill()
+            if self._plan is not None:
+                self._switch()
+            else:
+                self._refill()
+        if self._lead is not None and self._plan is None and len(self._queue) <= self._lead:
+            t = self._t
+            self._plan = (t, self._worker.submit(self._plan_inputs()))
+        self._t += 1
         return self._queue.popleft()
+
+    def _switch(self) -> None:
+        """Queue the plan in flight (waiting for it if it is late) from the current step on."""
+        t, future = self._plan
+        if not future.done():
+            self.late_plans += 1
+        self._plan = None
+        chunk = self._keep(t, future.result())
+        offset = self._t - t
+        self._queue.extend(chunk[offset: offset + self.n_action_steps])
+
+    def _drop_plan(self) -> None:
+        """Forget the plan in flight (a new episode), once its worker is done with it."""
+        if self._plan is not None:
+            self._plan[1].exception()  # waits; its result or error belongs to the old episode
+            self._plan = None
 
     def prime(self, obs: dict[str, Any]) -> None:
         """Add one observation and sample the next chunk into the queue now, so that the next
         ``select_action`` returns at once (a robot computes its first chunk while it still holds)."""
         self._push(obs)
+        self._drop_plan()
         if self._ensemble is not None:
             self._chunks.append((self._t, self._sample(None)))
             return

@@ -1,18 +1,23 @@
 """The export's self-check: each graph in ONNX Runtime against the uncached, routed torch model.
 
 Continuous action dimensions must agree within ``CHECK_TOLERANCE[precision]`` of the action scale,
-discrete ones in sign.
+discrete ones in sign. ONNX Runtime runs the graphs on the CPU provider unless given others
+(`dp export --device cuda` checks them on the CUDA provider too); the torch reference runs where the
+policy is.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from dp.devices import CPU_PROVIDER, onnx_session
 from dp.diffusion.ddim import ddim_sample
 from dp.errors import DpError
+from dp.infer.export_format import FIRST_FILE, FULL_FILE, WARM_FILE
 from dp.infer.graph_inputs import example_inputs
 from dp.infer.policy import Policy
 from dp.infer.rti import warm_sample
@@ -37,14 +42,13 @@ def reference_chunks(policy: Policy, feeds: dict[str, np.ndarray], sigmas: torch
         return model.unnormalize_action(x).cpu().numpy().astype(np.float32)
 
 
-def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: bool, tolerance: float = 1e-4, trials: int = 3) -> float:
-    """Run the exported file in ONNX Runtime and the uncached, routed torch model on ``trials`` random
-    inputs; a DpError if a continuous action dimension differs by more than ``tolerance`` (relative to
-    the action scale) or a discrete one has another sign (where torch is not within the tolerance of
-    0). Returns the largest difference in the continuous dimensions."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: bool, tolerance: float = 1e-4, trials: int = 3,
+                        providers: list[Any] | None = None) -> float:
+    """Run the exported file in ONNX Runtime (on ``providers``, default the CPU's) and the uncached,
+    routed torch model on ``trials`` random inputs; a DpError if a continuous action dimension differs
+    by more than ``tolerance`` (relative to the action scale) or a discrete one has another sign (where
+    torch is not within the tolerance of 0). Returns the largest difference in the continuous dimensions."""
+    session = onnx_session(path, providers or [CPU_PROVIDER])
     continuous = [d for d in range(policy.action_dim) if d not in policy.discrete_dims]
     worst = 0.0
     for trial in range(trials):
@@ -61,3 +65,11 @@ def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: 
             raise DpError(f"{path.name}: ONNX Runtime and the torch model choose another sign for a discrete action dimension; the export is wrong")
         worst = max(worst, diff)
     return worst
+
+
+def check_export(policy: Policy, folder: Path, spec: dict[str, Any], providers: list[Any], tolerance: float) -> dict[str, float]:
+    """Every graph of the export in ``folder`` (``spec``: its policy.yaml) checked against torch with
+    ONNX Runtime on ``providers``; the largest difference of each graph, by file name."""
+    schedules = {FULL_FILE: (spec["sampler"]["sigmas"], False), WARM_FILE: (spec["rti"]["sigmas"], True), FIRST_FILE: (spec["first"]["sigmas"], False)}
+    return {name: check_against_torch(policy, folder / name, torch.tensor(sigmas), warm, tolerance, providers=providers)
+            for name, (sigmas, warm) in schedules.items()}

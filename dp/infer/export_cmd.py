@@ -6,7 +6,8 @@ short sampler), DIR/policy.weights (the weights of all three, each stored once) 
 (keys, shapes, horizons, rates, sampler, RTI and first-chunk settings, goal vocabulary, precision,
 file hashes). Experts are cached, the sampler unrolled, normalisation inside the graphs; every graph
 is validated with the ONNX checker and against the uncached torch model. `--precision fp16|int8`
-shrinks the weights (float16 storage; int8 dynamic quantisation). Run it with
+shrinks the weights (float16 storage; int8 dynamic quantisation). `--device cuda` checks the graphs
+on ONNX Runtime's CUDA provider too (the export itself is traced on the CPU). Run it with
 `dp eval --onnx DIR --task TASK` or `dp node --policy DIR`.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dp.devices import CPU_PROVIDER, add_device_argument, onnx_providers, provider_names
 from dp.errors import DpError
 from dp.infer.export_format import EXPORT_FILES, GRAPH_FILES, PRECISIONS, SPEC_FILE, WEIGHTS_FILE
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch's ONNX exporter: torchscript (default, fast) or dynamo (current; needs onnxscript, ~8x slower)")
     parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk without RTI (default: the run's data.n_action_steps)")
     parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
+    add_device_argument(parser, "where ONNX Runtime also checks the graphs against torch (the CPU check always runs)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
 
 
@@ -59,7 +62,11 @@ def _prepare_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dp.infer.onnx_export import export_policy  # torch and onnx load only when the command runs
+    providers = onnx_providers(args.device)
+    on_device = providers != [CPU_PROVIDER]  # export_policy checks every graph on the CPU provider itself
+
+    from dp.infer.export_check import CHECK_TOLERANCE, check_export  # torch and onnx load only when the command runs
+    from dp.infer.onnx_export import export_policy
     from dp.infer.policy import Policy
     from dp.infer.rti import RTISettings
 
@@ -77,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    with tqdm(total=STAGES, desc="dp export", unit="stage", disable=args.json) as bar:
+    with tqdm(total=STAGES + on_device, desc="dp export", unit="stage", disable=args.json) as bar:
 
         def progress(done: str) -> None:
             bar.set_postfix_str(done)
@@ -86,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             spec = export_policy(policy, tmp, steps=args.steps, rti=rti, control_freq=args.control_freq, source=str(Path(args.run).resolve()),
                                  progress=progress, precision=args.precision, exporter=args.exporter)
+            device_check = None
+            if on_device:
+                device_check = check_export(policy, tmp, spec, providers, CHECK_TOLERANCE[args.precision])
+                progress(f"graphs match torch on {args.device}")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -102,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         "control_freq": spec["control_freq"],
         "seconds": round(time.perf_counter() - start, 1),
     }
+    if device_check is not None:
+        summary["device_check"] = {"device": args.device, "providers": provider_names(providers),
+                                   "max_abs_diff_vs_torch": {name: float(f"{diff:.3g}") for name, diff in device_check.items()}}
     if args.json:
         print(json.dumps(summary))
     else:
@@ -109,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"exported {args.run} -> {out} ({args.precision}: {sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
               f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps, "
               f"first chunk {rti.first_steps} step(s) from sigma {rti.first_sigma}; {summary['seconds']} s")
+        if device_check is not None:
+            print(f"checked against torch on {args.device} ({', '.join(provider_names(providers))}): largest difference "
+                  f"{max(device_check.values()):.3g}")
         if spec["control_freq"] is None:
             print("note: no control rate recorded (training store not found); pass --control-freq HZ")
     return 0

@@ -13,8 +13,11 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from dp.devices import onnx_providers, torch_device
 from dp.errors import DpError
 from dp.infer.export_format import FULL_FILE
+
+DEVICE_FLAG = "--device"  # how errors name the device: the commands' flag
 
 
 def is_exported(spec: str) -> bool:
@@ -34,7 +37,9 @@ def load_policy(
     sampler_steps: int | None = None,
     ensemble: float | None = None,
     vote: int | None = None,
+    plan_ahead: int | None = None,
     importable: bool = False,
+    device: str = "cpu",
 ) -> Any:
     """The policy ``spec`` names (see the module docstring); a DpError naming what was expected otherwise.
 
@@ -45,9 +50,15 @@ def load_policy(
     is sampled. ``sampler_steps`` (trained runs only) overrides the run's full-sampling steps.
     ``ensemble`` turns on temporal ensembling of overlapping chunks with that weight decay (trained
     and exported policies); ``vote`` samples that many chunks per plan and sets the gripper by
-    their majority. ``importable`` also accepts ``package.module:Name``."""
-    policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler_steps, importable)
-    for name, value, switch in (("temporal ensembling", ensemble, "use_temporal_ensemble"), ("the discrete vote", vote, "use_discrete_vote")):
+    their majority; ``plan_ahead`` samples each chunk that many control steps before it is used
+    (:meth:`dp.infer.chunked_runtime.ChunkedRuntime.use_plan_ahead`). ``importable`` also accepts
+    ``package.module:Name``. ``device`` (cpu, cuda, cuda:N, mps, auto; :mod:`dp.devices`) is where a
+    trained policy runs in torch, or an exported one in ONNX Runtime (its providers); it is checked
+    against this machine before anything loads (scripted experts and imported policies run where they run)."""
+    policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler_steps, importable, device)
+    switches = (("temporal ensembling", ensemble, "use_temporal_ensemble"), ("the discrete vote", vote, "use_discrete_vote"),
+                ("plan-ahead", plan_ahead, "use_plan_ahead"))
+    for name, value, switch in switches:
         if value is not None:
             if not callable(getattr(policy, switch, None)):
                 raise DpError(f"policy {spec!r} samples no chunks: {name} applies to trained and exported policies")
@@ -56,9 +67,13 @@ def load_policy(
 
 
 def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, rti_every: int | None,
-          replan_every: int | None, first_chunk: str | None, sampler_steps: int | None, importable: bool) -> Any:
+          replan_every: int | None, first_chunk: str | None, sampler_steps: int | None, importable: bool, device: str) -> Any:
     if sampler_steps is not None and sampler_steps < 1:
         raise DpError(f"sampler steps must be >= 1 (got {sampler_steps})")
+    if is_exported(spec):
+        providers = onnx_providers(device, what=DEVICE_FLAG)
+    else:
+        device = torch_device(device, DEVICE_FLAG)
     if spec.startswith("expert:"):
         from dp.sim.experts import make_expert
 
@@ -79,7 +94,7 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
             raise DpError(f"{spec}: an exported policy's sampler steps are fixed at export; re-export with `dp export --steps N`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
-        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full")
+        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full", providers=providers)
     if first_chunk is not None:
         raise DpError("--first-chunk applies to an exported folder (--onnx) with --rti")
     if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
@@ -89,8 +104,8 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
             default = RTISettings()
             settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma,
                                    rti_every or default.every)
-            return _runtime("Policy").load(path, rti=settings, n_action_steps=replan_every, steps=sampler_steps)
-        return _runtime("Policy").load(path, rti=rti, n_action_steps=replan_every, steps=sampler_steps)
+            return _runtime("Policy").load(path, device=device, rti=settings, n_action_steps=replan_every, steps=sampler_steps)
+        return _runtime("Policy").load(path, device=device, rti=rti, n_action_steps=replan_every, steps=sampler_steps)
     raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
 
 

@@ -14,14 +14,15 @@ default because the short first chunk cost success on `can` (validation 41/50 ag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from dp.devices import check_providers, onnx_providers, onnx_session
 from dp.errors import DpError
 from dp.infer.chunked_runtime import ChunkedRuntime
 from dp.infer.export_format import FIRST_FILE, FULL_FILE, SPEC_FILE, WARM_FILE, read_spec
-from dp.infer.rti_guess import shift_guess
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -42,10 +43,16 @@ class OnnxPolicy(ChunkedRuntime):
     """An exported MoDE policy run by ONNX Runtime. Same API as :class:`dp.infer.Policy`."""
 
     def __init__(
-        self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full"
+        self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full",
+        device: str = "cpu", providers: list[Any] | None = None,
     ):
         if first_chunk not in ("short", "full"):
             raise DpError(f"first_chunk must be 'short' or 'full', got {first_chunk!r}")
+        if providers is None:
+            providers = onnx_providers(device, what="device")
+        else:
+            check_providers(providers)
+        self.providers = list(providers)
         self.folder = Path(folder)
         self.spec = spec = read_spec(self.folder)
         obs, act, goal = spec["observation"], spec["action"], spec["goal"]
@@ -75,19 +82,21 @@ class OnnxPolicy(ChunkedRuntime):
 
     @classmethod
     def load(
-        cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full"
+        cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full",
+        device: str = "cpu", providers: list[Any] | None = None,
     ) -> OnnxPolicy:
         """Load an exported folder. ``first_chunk`` (with ``rti``): "full" (the default) samples an
         episode's first chunk with ``policy.onnx``, "short" with ``policy_first.onnx`` (about the cost of
-        a warm chunk)."""
-        return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads, first_chunk=first_chunk)
+        a warm chunk). The graphs run on ONNX Runtime's ``providers`` (names or (name, options) pairs,
+        most preferred first), by default those of ``device`` (:func:`dp.devices.onnx_providers`: cpu,
+        cuda[:N], auto; TensorRT with ``providers=onnx_providers("cuda", tensorrt=True)``); a provider
+        ONNX Runtime does not have, or cannot start, is refused before the policy acts."""
+        return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads, first_chunk=first_chunk,
+                   device=device, providers=providers)
 
     def _session(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
         path = self.folder / name
-        try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise DpError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+        session = onnx_session(path, self.providers, options)
         declared = self.spec["graphs"].get(name, {}).get("inputs", {})
         actual = {i.name: list(i.shape) for i in session.get_inputs()}
         if {k: v["shape"] for k, v in declared.items()} != actual:
@@ -102,11 +111,12 @@ class OnnxPolicy(ChunkedRuntime):
         return goal
 
     # ------------------------------------------------------------------ acting
-    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
-        feeds = {**self._window(), **self._goal}
-        warm = self._warm is not None and self._previous is not None
+    def _sample_chunks(self, noise: np.ndarray, window: dict[str, np.ndarray], goal: dict[str, np.ndarray],
+                       guess: np.ndarray | None) -> np.ndarray:
+        feeds = {**window, **goal}
+        warm = self._warm is not None and guess is not None
         if warm:
-            feeds["guess"] = shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]
+            feeds["guess"] = guess[None]
         session = self._warm if warm else (self._first if self.rti else self._full)
         # the graphs take one chunk: several voting chunks run one after the other
         return np.stack([session.run(None, {**feeds, "noise": row[None]})[0][0] for row in noise])

@@ -31,7 +31,7 @@ from dp.errors import DpError
 from dp.infer.caching import CachedSampler, ExpertBank
 from dp.infer.chunked_runtime import ChunkedRuntime
 from dp.infer.rti import RTISettings, warm_sample
-from dp.infer.rti_guess import shift_guess, snap_discrete
+from dp.infer.rti_guess import snap_discrete
 from dp.models import checkpoint_files as ckpt
 from dp.models.diffusion_policy import DiffusionPolicy
 
@@ -100,10 +100,6 @@ class Policy(ChunkedRuntime):
     def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(self.device) for k, v in goal.items()}
 
-    def _batch(self) -> dict[str, torch.Tensor]:
-        """The observation history as model inputs (1, To, ...), low-dim keys normalised."""
-        return self.model.observation_batch(self._window())
-
     def _sampler(self, name: str) -> CachedSampler | None:
         """The cached sampler of the full or the warm schedule (None without expert caching)."""
         if not self.cache_experts:
@@ -116,12 +112,13 @@ class Policy(ChunkedRuntime):
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def _sample_chunks(self, noise: np.ndarray) -> np.ndarray:
+    def _sample_chunks(self, noise: np.ndarray, window: dict[str, np.ndarray], goal: dict[str, torch.Tensor],
+                       guess: np.ndarray | None) -> np.ndarray:
         noise_t = torch.from_numpy(noise).to(self.device)
-        cond = self.model.encode(self._batch(), **self._goal).expand(len(noise), -1, -1)  # one encoding for every row
-        if self.rti is not None and self._previous is not None:  # RTI: warm start from the previous chunk
-            guess = torch.from_numpy(shift_guess(self._previous, self.n_action_steps, self.discrete_dims)[None]).to(self.device)
-            chunks = warm_sample(self.model, cond, self.model.normalize_action(guess), noise_t, self._rti_sigmas, self._sampler("warm"))
+        cond = self.model.encode(self.model.observation_batch(window), **goal).expand(len(noise), -1, -1)  # one encoding for every row
+        if guess is not None:  # RTI: warm start from the previous chunk
+            guess_t = self.model.normalize_action(torch.from_numpy(guess[None]).to(self.device))
+            chunks = warm_sample(self.model, cond, guess_t, noise_t, self._rti_sigmas, self._sampler("warm"))
         else:
             chunks = self.model.sample_encoded(cond, noise_t, steps=self.steps, sampler=self._sampler("full"))
         chunks = self.model.unnormalize_action(chunks.float()).cpu().numpy().astype(np.float32)

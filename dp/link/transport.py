@@ -27,7 +27,7 @@ from dp.errors import DpError
 TRANSPORT_CAP = 2 * MAX_MESSAGE_BYTES  # what clients receive (State, Info)
 COMMAND_CAP = 2 * max_frame_bytes(CONTROL_TYPES)  # what the controller receives (at most a Command)
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | sum(_HANDSHAKE_FAILED)
+_WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | sum(_HANDSHAKE_FAILED)
 COMMAND_QUEUE = 16  # frames queued per connection to the command port; then ZeroMQ stops reading it
 
 
@@ -140,6 +140,7 @@ class ClientSockets:
         self._monitor = self.sub.get_monitor_socket(_WATCHED)
         self._seen: set[int] = set()  # monitor events seen so far
         self._failure: int | None = None  # the last handshake failure's event
+        self._up = False  # the last connection event was a handshake that succeeded (not a disconnect since)
         self.sub.connect(endpoint)
         self.push: zmq.Socket | None = None
         self.command_port: int | None = None
@@ -151,6 +152,8 @@ class ClientSockets:
             self._seen.add(event)
             if event in _HANDSHAKE_FAILED:
                 self._failure = event
+            elif event in (zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED):
+                self._up = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
         if self._failure is not None:
             if self._failure == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 return "the controller refused this client's CURVE key: its --keys folder does not hold our client.key"
@@ -158,8 +161,10 @@ class ClientSockets:
                 return "the handshake failed: one side uses CURVE keys (--keys) and the other does not"
             return ("the CURVE handshake failed: likely a key mismatch (the server.key given with --keys is not "
                     "this controller's)" if self._curve else "the handshake failed: the controller may require CURVE keys (--keys)")
-        if zmq.EVENT_HANDSHAKE_SUCCEEDED in self._seen:
+        if self._up:
             return "the connection is up, but the controller sends no State"
+        if zmq.EVENT_DISCONNECTED in self._seen:
+            return f"the controller at {self.endpoint} closed the connection (it stopped or crashed) and has not come back"
         return f"nothing accepts connections at {self.endpoint}: is the controller running there?"
 
     def _secure(self, s: zmq.Socket) -> None:

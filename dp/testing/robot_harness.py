@@ -199,6 +199,13 @@ class Commander:
     def send(self, msg: P.Message) -> None:
         self.push.send(P.encode(msg))
 
+    def control(self, kind: type, state: P.State, *args) -> P.Message:
+        """Send a Heartbeat, Stop, Release or Reset (``args``: its reason or seed) addressed to the
+        controller run of ``state``, stamped with that State's stamp; returns the message."""
+        msg = kind(self.sender, self.next_seq(), state.boot, state.stamp, *args)
+        self.send(msg)
+        return msg
+
     def send_raw(self, frame: bytes) -> None:
         self.push.send(frame)
 

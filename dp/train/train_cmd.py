@@ -6,11 +6,14 @@ Examples:
   dp train --data data/lift.zarr --out runs/lift_img data.images=true
   dp train --out runs/lift --resume                      continue at the same step, same data order
   dp train --data data/lift.zarr --out runs/ddp --nproc 2   (= torchrun --nproc-per-node 2 -m dp.train ...)
+  dp train --data data/lift.zarr --out runs/gpu train.device=cuda
 
 Overrides are `section.key=value` for the sections model, diffusion, train, data (see
 dp/config.py). `--experts 1` trains the dense twin: one expert as wide as the top-k experts
 together, so the same active FLOPs per step. The run folder gets config.yaml, metrics.jsonl,
-loss.png and atomic checkpoints (model.safetensors holds the EMA weights).
+loss.png and atomic checkpoints (model.safetensors holds the EMA weights). `train.device` (cpu,
+cuda, cuda:N, mps; default auto: cuda if there is one, else cpu) is where training runs; on CUDA each
+of the --nproc processes takes its own GPU, so --nproc above the machine's GPU count is refused.
 
 Several machines: start torchrun on each node with the same rendezvous, e.g.
   torchrun --nnodes 2 --node-rank R --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 -m dp.train --data STORE --out RUN
@@ -27,6 +30,7 @@ import sys
 from pathlib import Path
 
 from dp.config import Config, apply_overrides, build_config, load_config, preset_names
+from dp.devices import check_local_processes
 from dp.errors import DpError
 
 # OpenMP threads that spin while waiting make torch up to ~8x slower when another process wants the
@@ -106,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise DpError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and not _in_torchrun():
+        cfg, _ = make_config(args)  # the run's train.device, so that missing GPUs are refused before torchrun starts
+        check_local_processes(cfg.train.device, args.nproc, f"--nproc {args.nproc} with train.device={cfg.train.device}")
         return _spawn_torchrun(args)
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and not args.resume:
         from dp.models import checkpoint_files as ckpt
@@ -121,5 +127,6 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(summary))
         else:
             figures = ", ".join(f"{k}={summary[k]:.4g}" for k in ("loss", "val_loss", "val_action_mse") if isinstance(summary.get(k), float))
-            print(f"trained {summary['step']} steps in {summary['wall_s']:.0f} s ({figures}); checkpoint: {args.out}")
+            print(f"trained {summary['step']} steps in {summary['wall_s']:.0f} s on {summary['device']} ({summary['precision']}; {figures}); "
+                  f"checkpoint: {args.out}")
     return 0

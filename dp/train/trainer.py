@@ -1,9 +1,11 @@
-"""The training loop: AdamW + warmup then cosine, linear or constant learning rate, gradient clipping, EMA, bf16 autocast (GPU, or CPU with AMX), DDP,
+"""The training loop: AdamW + warmup then cosine, linear or constant learning rate, gradient clipping, EMA, bf16 autocast (a GPU with bf16, or a CPU with AMX), DDP,
 validation on held-out episodes, metrics, atomic checkpoints and exact resume.
 
 Exact resume: the data order is a function of (seed, epoch) (:class:`ResumableSampler`), and a
 checkpoint stores the position inside the epoch, the raw and EMA weights, optimiser and scheduler
-state and every rank's RNG state; a resumed run replays the same batches with the same noise.
+state and every rank's RNG state; a resumed run replays the same batches with the same noise. On the
+CPU that gives bitwise-identical weights; GPU kernels are not deterministic by default, so a run
+resumed on a GPU matches an uninterrupted one only to float rounding.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +34,11 @@ from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.train import checkpoint as ckpt
 from dp.train.data import TrainData, build_data, resolve
+from dp.train.distributed import init_distributed
 from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
 from dp.train.resumable_sampler import ResumableSampler
 
 RUN_LOCK_FILE = ".dp-train.lock"  # held by the main training process for the whole run
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
 
 
 def cpu_has_amx() -> bool:
@@ -69,21 +60,13 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, tcfg: TrainConfig) -> torch.o
     return get_scheduler(LR_SCHEDULES[tcfg.lr_schedule], optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=tcfg.steps)
 
 
-def init_distributed(device_pref: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group torchrun set up (gloo on CPU, NCCL on GPU), or run alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    info = DistInfo(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise DpError(f"train.device={device_pref} but no CUDA device is available")
-    if use_cuda:
-        device = torch.device(f"cuda:{info.local_rank}" if world > 1 or device_pref in ("auto", "cuda") else device_pref)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return info, device
+def bf16_autocast_pays(device: torch.device) -> bool:
+    """Whether bf16 autocast trains faster than fp32 on ``device``: a GPU with bf16 arithmetic (CUDA
+    compute capability 8.0 and later, or ROCm) or a CPU with AMX; elsewhere (older GPUs, other CPUs,
+    MPS) bf16 is emulated or unsupported, and training stays fp32."""
+    if device.type == "cuda":
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
+    return device.type == "cpu" and cpu_has_amx()
 
 
 class NonFiniteLoss(DpError):
@@ -102,8 +85,8 @@ class Trainer:
 
     def __init__(self, cfg: Config, data_paths: list[str], run_dir: Path, resume: bool, progress: bool = True):
         self.dist, self.device = init_distributed(cfg.train.device)
-        # bf16 autocast: train.amp on a GPU, or on a CPU with AMX (elsewhere bf16 is emulated and slower)
-        self.bf16 = bool(cfg.train.amp) and (self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_amx()))
+        self.bf16 = bool(cfg.train.amp) and bf16_autocast_pays(self.device)
+        self.precision = "bf16-autocast" if self.bf16 else "fp32"
         self.run_dir = Path(run_dir)
         self.progress = progress
         tcfg = cfg.train
@@ -320,7 +303,7 @@ class Trainer:
         if self.dist.main:
             sizes = {**param_counts(self.policy), **measure_flops(self.policy)}
             append_metrics(self.metrics_path, {"event": "start", "step": self.step, "world_size": self.dist.world, "device": str(self.device),
-                                               "bf16_autocast": self.bf16, "train_windows": len(self.data.train), "val_windows": len(self.data.val) if self.data.val else 0, **sizes},
+                                               "precision": self.precision, "bf16_autocast": self.bf16, "train_windows": len(self.data.train), "val_windows": len(self.data.val) if self.data.val else 0, **sizes},
                            self.tensorboard)
         bar = tqdm(total=tcfg.steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not (self.dist.main and self.progress))
         sums: dict[str, float] = {}
@@ -363,6 +346,7 @@ class Trainer:
         bar.close()
         digests = self._weights_digest()
         summary = {"event": "end", "step": self.step, "run": str(self.run_dir), "wall_s": time.perf_counter() - t0,
+                   "device": str(self.device), "precision": self.precision,
                    "weights_sha256": digests, **{k: v for k, v in last.items() if k not in ("event", "step")}}
         if self.dist.main:
             append_metrics(self.metrics_path, summary, self.tensorboard)

@@ -19,6 +19,9 @@ video_utils.py). This module needs the ``lerobot`` extra (pyarrow, av); LeRobot 
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,19 @@ def require(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         raise DpError(f"LeRobot datasets need the '{name.split('.')[0]}' package: pip install 'dp[lerobot]'") from None
+
+
+@contextmanager
+def parquet_errors(path: Path) -> Iterator[None]:
+    """Turn pyarrow's errors on reading the parquet file ``path`` into one-line DpErrors naming it."""
+    pa = require("pyarrow")
+    try:
+        yield
+    except FileNotFoundError:
+        raise DpError(f"{path}: missing") from None
+    except (OSError, pa.ArrowException) as exc:
+        reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", " ".join(str(exc).split()))
+        raise DpError(f"{path}: not a readable parquet file ({reason})") from exc
 
 
 def next_file(chunk: int, file: int) -> tuple[int, int]:
@@ -191,15 +207,11 @@ def read_episode(root: str, data_file: str, episode_index: int, n: int, videos: 
     where = f"{rootp / data_file}: episode {episode_index}"
     video_of = {feature: (path, from_ts) for feature, path, from_ts in videos}
     wanted = {s.field for spec in specs for s in spec.sources if s.field not in video_of}
-    try:
+    with parquet_errors(rootp / data_file):
         schema = pq.read_schema(rootp / data_file)
         columns = [c for c in schema.names if c in wanted | {"episode_index", "frame_index"}]
         # the filter skips row groups of other episodes by their statistics (a file holds many episodes)
         table = pq.read_table(rootp / data_file, columns=columns, filters=pc.field("episode_index") == episode_index)
-    except FileNotFoundError:
-        raise DpError(f"{rootp / data_file}: data file missing") from None
-    except (OSError, ValueError) as exc:
-        raise DpError(f"{rootp / data_file}: cannot read as parquet ({exc})") from exc
     if "frame_index" in table.column_names:
         table = table.sort_by("frame_index")
     if table.num_rows != n:

@@ -10,6 +10,11 @@ The episode's task text (``meta/tasks.parquet``) becomes its instruction and tas
 ``meta/dp.json``: its card and episode metadata are used, so the store comes back as it was.
 v2.0 / v2.1 folders (one parquet and one MP4 per episode, ``meta/episodes.jsonl``,
 ``meta/tasks.jsonl``) import the same way.
+
+Before anything is written every data row's ``episode_index`` is checked against the episode whose
+frame range (``dataset_from_index`` .. ``dataset_to_index``; v2.x: the episode's own file) holds
+the row: a mismatch refuses the import naming the file, the row and both episodes, or with
+``--skip-bad`` the episodes it touches are listed and skipped.
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ import numpy as np
 from dp.data.formats import lerobot
 from dp.data.formats.cards import DatasetCard, card_from_dict, load_card
 from dp.data.formats.lerobot import (
-    DP_RECORD, EPISODES_DIR, LEGACY_EPISODES_PATH, LEGACY_TASKS_PATH, LEGACY_VERSIONS, TASKS_PATH, read_info, require,
+    DP_RECORD, EPISODES_DIR, LEGACY_EPISODES_PATH, LEGACY_TASKS_PATH, LEGACY_VERSIONS, TASKS_PATH, parquet_errors, read_info,
+    require,
 )
 from dp.data.formats.pipeline import ImportItem
+from dp.data.formats.structure import refuse
 from dp.errors import DpError
 from dp.files import read_json
 
 
 def plan_import(root: str | Path, *, card: DatasetCard | None = None, cameras: list[str] | None = None,
-                image_size: int | None = None) -> tuple[DatasetCard, list[ImportItem]]:
-    """The card in use and one item per episode of the folder."""
+                image_size: int | None = None, skip_bad: bool = False,
+                skipped: list[str] | None = None) -> tuple[DatasetCard, list[ImportItem]]:
+    """The card in use and one item per good episode of the folder; episodes whose data rows
+    disagree with their frame ranges raise DpError, or with ``skip_bad`` go to ``skipped``."""
     root = Path(root)
     if not root.is_dir():
         raise DpError(f"{root}: no such directory (a LeRobotDataset folder holds meta/, data/ and videos/)")
@@ -58,10 +67,12 @@ def plan_import(root: str | Path, *, card: DatasetCard | None = None, cameras: l
         tasks, episodes = _read_tasks(root), _read_episodes(root)
     used = {s.field for spec in card.keys for s in spec.sources}
     videos = [k for k, f in features.items() if f.get("dtype") == "video" and k in used]
-    items = []
+    items, rows_of = [], {}  # data file -> (episode, first row, stop row) of each episode it holds
     for ep in episodes:
         index, n = int(ep["episode_index"]), int(ep["length"])
         data_file, spans = (_legacy_locations if legacy else _locations)(root, info, ep, videos)
+        rows = (0, n) if legacy else (int(ep["dataset_from_index"]), int(ep["dataset_to_index"]))
+        rows_of.setdefault(data_file, []).append((index, *rows))
         if record is not None and len(record["episodes"]) == len(episodes):  # not if episodes were removed since
             meta = _meta_from_json(record["episodes"][index])
         else:
@@ -71,7 +82,57 @@ def plan_import(root: str | Path, *, card: DatasetCard | None = None, cameras: l
             source_file=root.name, source_index=index, label=f"{root}: episode {index}", n_frames=n,
             job=lerobot.read_episode, args=(str(root), data_file, index, n, tuple(spans), fps, card.keys, image_size), meta=meta,
         ))
-    return card, items
+    problems, bad = _check_rows(root, rows_of, LEGACY_EPISODES_PATH if legacy else EPISODES_DIR)
+    if not skip_bad:
+        refuse(problems, "episodes")
+    elif skipped is not None:
+        skipped += [f"{root}: episode {k}: its data rows disagree with its frame range ({bad[k]})" for k in sorted(bad)]
+    return card, [it for it in items if it.source_index not in bad]
+
+
+def _check_rows(root: Path, rows_of: dict[str, list[tuple[int, int, int]]], listing: str) -> tuple[list[str], dict[int, str]]:
+    """The problems of every data file's ``episode_index`` column and the episodes they touch
+    (episode -> its data file). ``rows_of``: per data file, each episode's (index, start, stop) in
+    the dataset's frame numbering; a file's first row is the smallest start of its episodes."""
+    problems, bad = [], {}
+    for data_file, spans in rows_of.items():
+        try:
+            found = _misplaced_rows(root / data_file, spans, listing)
+        except DpError as exc:  # an unreadable file: every episode in it
+            found = [(str(exc), {index for index, _, _ in spans})]
+        for problem, touched in found:
+            problems.append(problem)
+            bad.update((k, data_file) for k in touched if k not in bad)
+    return problems, bad
+
+
+def _misplaced_rows(path: Path, spans: list[tuple[int, int, int]], listing: str) -> list[tuple[str, set[int]]]:
+    """Rows of the data file ``path`` whose ``episode_index`` is not that of the episode whose span
+    (``listing`` gives the spans) holds them, or that claim one of its episodes from outside every
+    span; one problem per (episode expected, episode found) pair, with the episodes it touches."""
+    pq = require("pyarrow.parquet")
+    with parquet_errors(path), pq.ParquetFile(path) as file:
+        if "episode_index" not in file.schema_arrow.names:
+            raise DpError(f"{path}: no column episode_index")
+        found = file.read(columns=["episode_index"]).column(0).to_numpy()
+    first = min(start for _, start, _ in spans)
+    expected = np.full(len(found), -1, np.int64)
+    problems = []
+    for index, start, stop in spans:
+        if stop - first > len(found):
+            problems.append((f"{path}: episode {index}'s rows [{start - first}, {stop - first}) (by {listing}) run past "
+                             f"the file's {len(found)} rows", {index}))
+        expected[start - first:stop - first] = index
+    own = np.array([index for index, _, _ in spans])
+    wrong = np.flatnonzero((found != expected) & ((expected >= 0) | np.isin(found, own)))
+    pairs, firsts, counts = np.unique(np.stack([expected[wrong], found[wrong]], 1), axis=0, return_index=True, return_counts=True)
+    for (want, got), row, count in zip(pairs.tolist(), wrong[firsts].tolist(), counts.tolist()):
+        span = next(((start - first, stop - first) for index, start, stop in spans if index == want), None)
+        place = f"episode {want}'s rows [{span[0]}, {span[1]})" if span else "no episode's rows"
+        more = f" (and {count - 1} more row(s) like it)" if count > 1 else ""
+        problems.append((f"{path}: row {row} has episode_index {got}, but it lies in {place} (by {listing}){more}",
+                         {int(k) for k in (want, got) if k in own}))
+    return problems
 
 
 def _locations(root: Path, info: dict[str, Any], ep: dict[str, Any], videos: list[str]) -> tuple[str, list[tuple[str, str, float]]]:
@@ -149,7 +210,8 @@ def _read_tasks(root: Path) -> dict[int, str]:
     path = root / TASKS_PATH
     if not path.is_file():
         raise DpError(f"{root}: no {TASKS_PATH}")
-    table = pq.read_table(path)
+    with parquet_errors(path):
+        table = pq.read_table(path)
     text = next((c for c in ("task", "__index_level_0__") if c in table.column_names), None)
     if "task_index" not in table.column_names or text is None:
         raise DpError(f"{path}: expected columns task_index and task (got {', '.join(table.column_names)})")
@@ -163,11 +225,10 @@ def _read_episodes(root: Path) -> list[dict[str, Any]]:
         raise DpError(f"{root}: no {EPISODES_DIR}/chunk-*/file-*.parquet (episode metadata)")
     rows: list[dict[str, Any]] = []
     for path in files:
-        try:
+        with parquet_errors(path):
             table = pq.read_table(path)
-        except OSError as exc:
-            raise DpError(f"{path}: cannot read as parquet ({exc})") from exc
-        missing = {"episode_index", "length", "data/chunk_index", "data/file_index"} - set(table.column_names)
+        missing = {"episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+                   "dataset_to_index"} - set(table.column_names)
         if missing:
             raise DpError(f"{path}: no column(s) {', '.join(sorted(missing))}")
         rows += table.select([c for c in table.column_names if not c.startswith("stats/")]).to_pylist()

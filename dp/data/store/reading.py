@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import warnings
 from pathlib import Path
@@ -9,10 +10,42 @@ from typing import Any, Self
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from dp.data.store.layout import decode_meta, infer_roles, take_lock
 from dp.errors import DpError
 from dp.files import release_lock
+
+SETTLE_S = 30.0  # how long a failed read waits for the rest of its chunk tasks
+
+
+async def _others_done(timeout: float) -> None:
+    """Wait (up to ``timeout`` s) until no other task runs on this event loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (others := asyncio.all_tasks() - {asyncio.current_task()}) and loop.time() < deadline:
+        await asyncio.wait(others, timeout=deadline - loop.time())
+
+
+def settle_zarr() -> None:
+    """Let the chunk tasks of a failed zarr read finish.
+
+    zarr 3 reads chunks in concurrent tasks on its own event loop; when one chunk fails, the read
+    raises and leaves the others pending. At exit zarr closes that loop, and every task still
+    pending prints "Task was destroyed but it is pending!" (and "Event loop is closed" tracebacks).
+    """
+    sync(_others_done(SETTLE_S))
+
+
+def read_chunks(arr: zarr.Array, selection: Any, where: str, chunks: str = "") -> np.ndarray:
+    """``arr[selection]``, or a one-line DpError naming ``where`` (store and array) and ``chunks``
+    (which ones, if known) when a chunk cannot be read."""
+    try:
+        return arr[selection]
+    except Exception as exc:  # zarr and its codecs raise many types for a corrupt chunk
+        settle_zarr()
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise DpError(f"{where} ({chunks}corrupt or truncated?): {reason}") from exc
 
 
 class StoreReader:
@@ -37,7 +70,11 @@ class StoreReader:
             raise DpError(f"{path}: not an episode store: 'meta/episode_ends' is missing")
         self._ends_array = group["meta/episode_ends"]
         self._data = group["data"] if "data" in group else None
-        raw_ends = np.asarray(self._ends_array[:], dtype=np.int64)
+        try:
+            raw_ends = self.raw_episode_ends()
+        except DpError:
+            self.close()
+            raise
         self._ends = self._valid_prefix(raw_ends)
         if mode == "a":
             self._drop_torn_tail(len(raw_ends))
@@ -97,7 +134,7 @@ class StoreReader:
     def raw_episode_ends(self) -> np.ndarray:
         """``meta/episode_ends`` as stored, unchecked (:attr:`episode_ends` keeps only its consistent
         prefix): for importers that check a foreign store's structure before reading it."""
-        return np.asarray(self._ends_array[:], dtype=np.int64)
+        return np.asarray(read_chunks(self._ends_array, slice(None), f"{self.path}: meta/episode_ends: cannot read"), dtype=np.int64)
 
     def raw_episode_meta(self, i: int) -> dict[str, Any]:
         """Row ``i`` of the metadata columns, whether or not episode ``i`` is in the consistent prefix
@@ -156,15 +193,10 @@ class StoreReader:
     def read(self, key: str, start: int, stop: int) -> np.ndarray:
         """Frames ``[start, stop)`` of one key, in global frame indices."""
         arr = self.array(key)
-        try:
-            return arr[start:stop]
-        except Exception as exc:  # a codec error means a corrupt chunk: say which
-            chunk = arr.shards[0] if arr.shards else arr.chunks[0]
-            first, last = start // chunk, max(start, stop - 1) // chunk
-            raise DpError(
-                f"{self.path}: data/{key}: cannot read frames [{start}, {stop}) "
-                f"(chunks {first}..{last} along time; corrupt or truncated?): {type(exc).__name__}: {exc}"
-            ) from exc
+        chunk = arr.shards[0] if arr.shards else arr.chunks[0]
+        first, last = start // chunk, max(start, stop - 1) // chunk
+        return read_chunks(arr, slice(start, stop), f"{self.path}: data/{key}: cannot read frames [{start}, {stop})",
+                           f"chunks {first}..{last} along time; ")
 
     def get_episode(self, i: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
         """All frames of episode ``i`` for the given keys (default: every key)."""
@@ -194,12 +226,14 @@ class StoreReader:
             return [None] * len(self)
         arr = self._meta_array(name)
         kind = arr.attrs["kind"]
-        values = [decode_meta(kind, arr.attrs, v) for v in arr[: len(self)]]
+        values = [decode_meta(kind, arr.attrs, v) for v in read_chunks(arr, slice(0, len(self)), f"{self.path}: meta/{name}: cannot read")]
         return values + [None] * (len(self) - len(values))  # later episodes without this field
 
     def _meta_value(self, name: str, i: int) -> Any:
         arr = self._meta_array(name)
-        return decode_meta(arr.attrs["kind"], arr.attrs, arr[i]) if i < arr.shape[0] else None
+        if i >= arr.shape[0]:
+            return None
+        return decode_meta(arr.attrs["kind"], arr.attrs, read_chunks(arr, i, f"{self.path}: meta/{name}: cannot read entry {i}"))
 
     # ------------------------------------------------------------------ crash recovery
     def _valid_prefix(self, ends: np.ndarray) -> np.ndarray:

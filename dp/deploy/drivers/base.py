@@ -80,7 +80,7 @@ class Driver(ABC):
 
     @abstractmethod
     def stop(self) -> None:
-        """Stop all motion now (the controller then calls :meth:`hold` until a reset)."""
+        """Stop all motion now (the controller then calls :meth:`hold` until an operator's Release)."""
 
     @abstractmethod
     def disconnect(self) -> None:

@@ -66,7 +66,7 @@ class TemplateDriver(Driver):
         pass
 
     def stop(self) -> None:
-        # SDK: stop the motion now (e.g. a stop/brake call); the controller holds until a Reset.
+        # SDK: stop the motion now (e.g. a stop/brake call); the controller holds until an operator's Release.
         pass
 
     def disconnect(self) -> None:

@@ -5,8 +5,8 @@ This package is its public surface: :mod:`.schema` (version, limits, modes, the 
 :mod:`.seq_guard` (sequence numbers).
 
 Transport: ZeroMQ. The controller PUBlishes :class:`State` (>= 100 Hz) and :class:`Info` (1 Hz) on
-its state endpoint and PULLs :class:`Command`, :class:`Heartbeat`, :class:`Stop` and :class:`Reset`
-on its command endpoint (by default the state port + 1). Every message is one msgpack map with
+its state endpoint and PULLs :class:`Command`, :class:`Heartbeat`, :class:`Stop`, :class:`Release`
+and :class:`Reset` on its command endpoint (by default the state port + 1). Every message is one msgpack map with
 ``v`` (the schema version, :data:`VERSION`) and ``type``. A numpy array crosses as a 3-list
 ``[dtype, shape, bytes]`` (little-endian dtypes only). Camera frames cross JPEG-encoded (opencv)
 or raw.
@@ -15,8 +15,12 @@ Every message is validated on receipt (:func:`decode`): size, version, types, dt
 finite numbers; per-sender sequence numbers are checked by :class:`SeqGuard`. A bad message raises
 :class:`ProtocolError` naming the field; receivers count it and drop it, never crash. A Command
 names the controller run (``boot``) whose State it was computed from; another run refuses it, so
-nothing computed before a controller restart is ever executed after it. A Stop latches until a
-Reset; a Reset starts a new episode (the sim driver re-draws its scene from the given seed).
+nothing computed before a controller restart is ever executed after it; the other control messages
+name it too, with the ``stamp`` of the newest State their sender saw, and one from another run or
+older than the controller's replay window is refused, so a recording replayed later is refused even
+after its sender left the controller's table of sequence numbers. A Stop is accepted from any
+sender, and latches until an operator's Release (never a Reset); a Reset starts a new episode (the
+sim driver re-draws its scene from the given seed) and is refused while stopped.
 
 Clocks. Every stamp is in the controller's clock (``time.monotonic()`` of the controller process):
 ``State.obs_stamp`` is the scheduled time of the control tick whose observation the State holds
@@ -47,6 +51,7 @@ from dp.link.protocol.messages import (
     Heartbeat,
     Info,
     Message,
+    Release,
     Reset,
     State,
     Stop,
@@ -84,6 +89,6 @@ __all__ = [
     "MAX_EXTRA_KEYS", "MAX_EXTRA_SIZE", "MAX_FAULTS", "MAX_FRAME_BYTES", "MAX_GRIPPER_DIMS", "MAX_IMAGE_SIDE",
     "MAX_JOINTS", "MAX_MESSAGE_BYTES", "MAX_TEXT", "MAX_WAYPOINTS", "MESSAGE_TYPES", "MODES", "MODE_EE_DELTA",
     "MODE_EE_POSE", "MODE_JOINT", "MODE_WIDTH", "Message", "ProtocolError", "ROBOT_HOLD", "ROBOT_MODES",
-    "ROBOT_STOPPED", "ROBOT_TRACK", "Reset", "SeqGuard", "State", "Stop", "VERSION", "decode", "encode",
+    "ROBOT_STOPPED", "ROBOT_TRACK", "Release", "Reset", "SeqGuard", "State", "Stop", "VERSION", "decode", "encode",
     "max_frame_bytes", "new_id", "observation_from_state", "pack_array", "unpack_array",
 ]

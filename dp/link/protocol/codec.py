@@ -11,7 +11,8 @@ from dp.link.protocol.schema import MAX_COMMAND_BYTES, MAX_CONTAINERS, MAX_ARRAY
 
 # The largest frame of each type (bytes): the rest of a frame is not unpacked when it is larger.
 MAX_FRAME_BYTES = {"state": MAX_MESSAGE_BYTES, "info": 64 << 10, "command": MAX_COMMAND_BYTES,
-                   "heartbeat": 256, "reset": 256, "stop": 256 + 4 * MAX_TEXT}
+                   "heartbeat": 256, "reset": 256, "stop": 256 + 4 * MAX_TEXT,
+                   "release": 256 + 4 * MAX_TEXT}
 
 
 def encode(msg: Message) -> bytes:

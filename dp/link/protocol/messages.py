@@ -1,4 +1,4 @@
-"""The messages (State, Info, Command, Heartbeat, Stop, Reset) and camera frames: to and from wire maps.
+"""The messages (State, Info, Command, Heartbeat, Stop, Release, Reset) and camera frames: to and from wire maps.
 
 Each message's ``from_wire`` validates every field (see :mod:`dp.link.protocol` for what the
 messages mean and how their stamps and modes work).
@@ -259,57 +259,90 @@ class Command:
                    times=times, waypoints=wps, gripper=gripper, expires=expires)
 
 
+def _addressed(d: dict, name: str) -> dict[str, Any]:
+    """The fields every message to a controller carries besides a Command: sender, seq, boot, stamp."""
+    return {"sender": int_field(d, "sender", name), "seq": int_field(d, "seq", name), "boot": int_field(d, "boot", name),
+            "stamp": float_field(d, "stamp", name)}
+
+
 @dataclass
 class Heartbeat:
-    """"I am alive and still in charge" from a node; commands count as heartbeats too."""
+    """"I am alive and still in charge" from a node; commands count as heartbeats too.
+
+    Like :class:`Stop`, :class:`Release` and :class:`Reset` it names the controller run (``boot``)
+    and carries ``stamp``, the ``stamp`` of the newest State its sender had seen (controller clock):
+    the controller refuses one from another run or older than its replay window, so a recording
+    replayed later is refused even after its sender left the controller's sender table."""
 
     TYPE: ClassVar[str] = "heartbeat"
     sender: int
     seq: int
+    boot: int
+    stamp: float
 
     def to_wire(self) -> dict:
-        return {"sender": self.sender, "seq": self.seq}
+        return {"sender": self.sender, "seq": self.seq, "boot": self.boot, "stamp": self.stamp}
 
     @classmethod
     def from_wire(cls, d: dict) -> Heartbeat:
-        return cls(sender=int_field(d, "sender", "heartbeat"), seq=int_field(d, "seq", "heartbeat"))
+        return cls(**_addressed(d, cls.TYPE))
 
 
 @dataclass
-class Stop:
-    """Stop now and stay stopped (commands are ignored) until a :class:`Reset`."""
+class _OperatorMessage:
+    """The fields of :class:`Stop` and :class:`Release`: an addressed message with a reason."""
 
-    TYPE: ClassVar[str] = "stop"
+    TYPE: ClassVar[str]
     sender: int
     seq: int
+    boot: int
+    stamp: float
     reason: str = ""
 
     def to_wire(self) -> dict:
-        return {"sender": self.sender, "seq": self.seq, "reason": self.reason}
+        return {"sender": self.sender, "seq": self.seq, "boot": self.boot, "stamp": self.stamp, "reason": self.reason}
 
     @classmethod
-    def from_wire(cls, d: dict) -> Stop:
-        return cls(sender=int_field(d, "sender", "stop"), seq=int_field(d, "seq", "stop"), reason=str_field(d, "reason", "stop"))
+    def from_wire(cls, d: dict):
+        return cls(**_addressed(d, cls.TYPE), reason=str_field(d, "reason", cls.TYPE))
+
+
+@dataclass
+class Stop(_OperatorMessage):
+    """Stop now and stay stopped: commands and Resets are refused until a :class:`Release`. Accepted
+    from any sender the transport admits, however many senders the controller is tracking."""
+
+    TYPE: ClassVar[str] = "stop"
+
+
+@dataclass
+class Release(_OperatorMessage):
+    """An operator's release of a Stop (``dp stop --release``): the robot holds, and commands are
+    followed again. Nothing else clears a Stop; a Release when not stopped changes nothing."""
+
+    TYPE: ClassVar[str] = "release"
 
 
 @dataclass
 class Reset:
-    """Start a new episode (the sim driver resets its scene with ``seed``); clears a stop."""
+    """Start a new episode (the sim driver resets its scene with ``seed``); refused while stopped."""
 
     TYPE: ClassVar[str] = "reset"
     sender: int
     seq: int
+    boot: int
+    stamp: float
     seed: int | None = None
 
     def to_wire(self) -> dict:
-        return {"sender": self.sender, "seq": self.seq, "seed": self.seed}
+        return {"sender": self.sender, "seq": self.seq, "boot": self.boot, "stamp": self.stamp, "seed": self.seed}
 
     @classmethod
     def from_wire(cls, d: dict) -> Reset:
         seed = d.get("seed")
         if seed is not None:
-            seed = int_field(d, "seed", "reset", 0, (1 << 32) - 1)
-        return cls(sender=int_field(d, "sender", "reset"), seq=int_field(d, "seq", "reset"), seed=seed)
+            seed = int_field(d, "seed", cls.TYPE, 0, (1 << 32) - 1)
+        return cls(**_addressed(d, cls.TYPE), seed=seed)
 
 
 def observation_from_state(state: State) -> dict[str, np.ndarray]:
@@ -328,6 +361,6 @@ def observation_from_state(state: State) -> dict[str, np.ndarray]:
     obs.update({f"{cam}_image": frame.pixels for cam, frame in state.images.items()})
     return obs
 
-Message = Union[State, Info, Command, Heartbeat, Stop, Reset]
-MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (State, Info, Command, Heartbeat, Stop, Reset)}
-CONTROL_TYPES = (Command, Heartbeat, Stop, Reset)  # what a controller accepts
+Message = Union[State, Info, Command, Heartbeat, Stop, Release, Reset]
+MESSAGE_TYPES: dict[str, type] = {cls.TYPE: cls for cls in (State, Info, Command, Heartbeat, Stop, Release, Reset)}
+CONTROL_TYPES = (Command, Heartbeat, Stop, Release, Reset)  # what a controller accepts
