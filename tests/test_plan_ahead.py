@@ -83,6 +83,16 @@ def test_a_late_plan_is_waited_for_at_its_step_and_the_steps_before_it_do_not_wa
     assert acted == [2, 3, 202] and policy.late_plans == 1
 
 
+def test_the_chunk_past_its_re_planning_point_is_offered_as_a_look_ahead():
+    policy = Clockwork()
+    policy.use_plan_ahead(2)
+    run(policy, 5)  # step 4 switched to the plan from step 2: its actions 2..5 queued, 6..9 the tail
+    np.testing.assert_array_equal(policy.pending_actions()[:, 0], [203, 204, 205])
+    np.testing.assert_array_equal(policy.lookahead_actions()[:, 0], [206, 207, 208, 209])
+    policy.reset()
+    assert policy.lookahead_actions().shape == (0, 1)
+
+
 def test_the_rti_guess_is_the_chunk_in_flight_advanced_to_the_plans_observation():
     policy = Clockwork(rti=True)
     policy.use_plan_ahead(2)

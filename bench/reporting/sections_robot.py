@@ -8,7 +8,7 @@ from bench.reporting.spec import missing
 from bench.reporting.targets import Targets
 from bench.reporting.text import get, num, pct, table
 
-PLAN_AHEAD = (("plan_ahead_pusht", "Push-T, 10 Hz"), ("plan_ahead_lift", "lift, 20 Hz"))
+PLAN_AHEAD = (("plan_ahead_pusht", "Push-T, 10 Hz"), ("plan_ahead_lift", "lift, 20 Hz"), ("plan_ahead_lift_torch", "lift, 20 Hz, torch"))
 
 
 def count(value: float) -> str:
@@ -47,8 +47,8 @@ def plan_ahead(results: Results, targets: Targets) -> list[str]:
                          f"{num(lead.get('min'), 0)}–{num(lead.get('max'), 0)}" if lead else "—",
                          f"{num(replan.get('min'), 0)}–{num(replan.get('max'), 0)}" if replan else "—",
                          f"{num(o2c.get('median'))} / {num(o2c.get('p99_worst_pair'))}", num(row.get("load_average_1min"))])
-            if mode == "auto":
-                section = f"Plan-ahead ({label})"
+            if mode.startswith("auto"):
+                section = f"Plan-ahead ({label}, {mode})"
                 targets.check(section, "command_expired holds during episodes", get(row, "holds_during_episodes", "command_expired") or 0,
                               "<=", 0, fmt=count)
                 targets.check(section, "obs→command p99 (ms)", o2c.get("p99_worst_pair"), "<=", row.get("half_period_ms", 0), " ms")
@@ -56,8 +56,9 @@ def plan_ahead(results: Results, targets: Targets) -> list[str]:
             out_row = [label, f"`dp eval` ({kind.replace('_', ' ')})", num(ev.get("episodes"), 0), pct(ev.get("success_rate")),
                        num(ev.get("mean_score"), 3)] + [""] * 7
             rows.append(out_row)
+    notes = [f"{label}: {results.bench(name)['note']}" for name, label in PLAN_AHEAD if (results.bench(name) or {}).get("note")]
     if rows:
-        out += [table(["Robot", "Node / reference", "Episodes", "Success", "Mean score", "command_expired holds",
+        out += [f"- {n}" for n in notes] + ([""] if notes else []) + [table(["Robot", "Node / reference", "Episodes", "Success", "Mean score", "command_expired holds",
                        "Held ticks / ticks", "Late plans", "Lead (steps)", "Re-plan every", "obs→command median / p99 (ms)",
                        "Load (1 min)"], rows), ""]
     return out
@@ -87,13 +88,14 @@ def box(results: Results, targets: Targets) -> list[str]:
         return out
     attacks = res.get("attacks") or {}
     rows = [[name.replace("_", " "), f"`{a.get('mode', '?')}`", " ".join(a.get("overrides") or []) or "—", num(a.get("ticks"), 0),
-             num(a.get("started_outside_mm")), num(a.get("ticks_outside"), 0), num(a.get("max_outside_mm")),
-             num(a.get("outward_ticks"), 0), num(a.get("rejected"), 0)] for name, a in attacks.items() if isinstance(a, dict)]
-    out += ["`bench/abuse_box.py`: hostile command sequences against a `dp robot` sim controller, tick by tick. An arm that "
-            "starts outside (a box moved under it) counts its ticks outside until it is back in; outward ticks are ticks "
-            "with motion commanded that took an arm outside the box further from it.", "",
-            table(["Attack", "Mode", "Robot-file overrides", "Ticks", "Started outside (mm)", "Ticks outside", "Max outside (mm)",
-                   "Outward ticks", "Messages refused"], rows), ""]
+             num(a.get("started_outside_mm")), num(a.get("ticks_to_get_inside"), 0), num(a.get("ticks_outside"), 0),
+             num(a.get("max_outside_mm")), num(a.get("outward_ticks"), 0), num(a.get("rejected"), 0)]
+            for name, a in attacks.items() if isinstance(a, dict)]
+    out += ["`bench/abuse_box.py`: hostile command sequences against a `dp robot` sim controller, tick by tick. Where the "
+            "robot file's box is moved below the arm, it starts outside and is driven back in; ticks outside count from then "
+            "on. Outward ticks: ticks with motion commanded that left an arm outside the box further from it.", "",
+            table(["Attack", "Mode", "Robot-file overrides", "Ticks", "Started outside (mm)", "Ticks to get inside",
+                   "Ticks outside after", "Max outside after (mm)", "Outward ticks", "Messages refused"], rows), ""]
     targets.check("Box", "ticks outside the box, all attacks", sum(a.get("ticks_outside", 0) for a in attacks.values() if isinstance(a, dict)),
                   "<=", 0, fmt=count)
     return out

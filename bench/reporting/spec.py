@@ -9,7 +9,7 @@ from dp.sim.tasks import TaskSpec
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
              "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
-ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "abuse_stop", "abuse_box", "abuse_data")
+ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
            "image_train", "peers", *ABLATIONS)
 MISSING = "not measured yet"
@@ -91,6 +91,8 @@ HOW = {
                         "--parallel 2 --out bench/results/plan_ahead_pusht.json",
     "plan_ahead_lift": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift --task lift "
                        "--policy RUN --out bench/results/plan_ahead_lift.json",
+    "plan_ahead_lift_torch": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift "
+                             "--task lift --policy RUN --out bench/results/plan_ahead_lift_torch.json",
     "abuse_stop": "python bench/abuse_stop.py",
     "abuse_box": "python bench/abuse_box.py",
     "abuse_data": "python bench/abuse_data.py",

@@ -17,7 +17,15 @@ Two threads (all clocks ``time.monotonic``):
   slow driver call (a physics step, a reset) never thins the State stream.
 
 The watchdog holds the robot when the command expires or when the commanding node has sent
-neither a command nor a heartbeat for ``safety.heartbeat_timeout``. A Stop latches until a Reset.
+neither a command nor a heartbeat for ``safety.heartbeat_timeout``.
+
+Every control message must name this controller run (``boot``) and be fresh: a Command's
+``obs_stamp``, the others' ``stamp`` (both the controller's clock) no older than the replay window
+(``max_command_horizon + heartbeat_timeout``); sequence numbers rise per sender. A sender is
+forgotten only after a window of silence, when all its messages are stale anyway, so a recording
+replayed later is refused whatever the sender table went through (counted as ``replays``). A Stop
+is accepted from any sender, even with the sender table full, and latches: commands and Resets are
+refused until an operator's Release (``dp stop --release``; it too gets past a full table).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import zmq
 from dp.link import protocol as P
 from dp.deploy.drivers import ArmTarget, Driver, DriverInfo, Reading
 from dp.deploy.robot_config import RobotConfig
-from dp.deploy.safety import Limits
+from dp.deploy.safety import Limits, rotation_delta
 from dp.deploy.trajectory import CommandBuffer
 from dp.link.transport import ControllerSockets
 from dp.errors import DpError
@@ -61,6 +69,8 @@ class ControllerStats:
     late_waypoints: int = 0
     holds: Counter = field(default_factory=Counter)  # why the controller went to hold
     rejected: Counter = field(default_factory=Counter)  # bad messages by field
+    replays: int = 0  # messages refused as replayed or stale (another run's, too old, a repeated seq)
+    stops: int = 0  # Stops accepted (also while already stopped)
     latency: deque = field(default_factory=lambda: deque(maxlen=2000))  # command arrival - its observation ready (s)
 
     def summary(self) -> str:
@@ -70,7 +80,8 @@ class ControllerStats:
         clamped = f" {dict(self.clamped)}" if self.clamped else ""
         return (f"ticks {self.ticks} (overruns {self.overruns}), states {self.states}, commands {self.commands}, "
                 f"clamped ticks {self.clamped_ticks}{clamped}, late waypoints {self.late_waypoints}, {lat_s}; "
-                f"holds {dict(self.holds) or 'none'}; rejected {sum(self.rejected.values())} ({rej})")
+                f"holds {dict(self.holds) or 'none'}; rejected {sum(self.rejected.values())} ({rej}), of them replayed "
+                f"or stale {self.replays}; stops {self.stops}")
 
 
 class Controller:
@@ -82,10 +93,11 @@ class Controller:
         self.dt = 1.0 / config.rates.control_hz
         self.limits = Limits.from_config(config.limits, config.rates.control_hz)
         self.buffer = CommandBuffer(config.rates.control_hz)
-        # replay protection: a sender heard within the command horizon (plus the heartbeat timeout) keeps its
-        # sequence state; anything older is refused by its age (max_command_horizon) anyway
+        # replay protection: a sender heard within the replay window keeps its sequence state; anything
+        # computed before the window is refused by its stamp (see _admit)
         safety = config.safety
-        self.guard = P.SeqGuard(MAX_SENDERS, keep=safety.max_command_horizon + safety.heartbeat_timeout)
+        self.replay_window = safety.max_command_horizon + safety.heartbeat_timeout
+        self.guard = P.SeqGuard(MAX_SENDERS, keep=self.replay_window)
         self.stats = ControllerStats()
         self.boot = P.new_id()
         self.info: DriverInfo | None = None
@@ -100,7 +112,7 @@ class Controller:
         self.last_command_seq = -1
         self.last_latency = -1.0
         self.applied = np.zeros(7)
-        self.prev_ee: np.ndarray | None = None  # the end effector's position before the last tick
+        self.prev_ee: np.ndarray | None = None  # the end effector's pose (position + quaternion) before the last tick
         self.held = True
         self.gripper = -1.0
         self.faults: list[str] = []  # faults of the last tick
@@ -181,35 +193,61 @@ class Controller:
                 return
             try:
                 msg = P.decode(frame, accept=P.CONTROL_TYPES)
-                self.guard.check(msg.sender, msg.seq, f"{msg.TYPE}.seq", now)
+                self._admit(msg, now)
                 self._handle(msg, now)
             except P.ProtocolError as exc:
                 self.stats.rejected[exc.field] += 1
                 if sum(self.stats.rejected.values()) <= 5:
                     log.warning("rejected a message: %s", exc)
 
+    def _admit(self, msg: P.Message, now: float) -> None:
+        """Refuse a message of another controller run, one stamped in the future or before the replay
+        window, and a repeated or out-of-order sequence number (counted as ``replays``). A Stop and
+        an operator's Release get past a full sender table."""
+        key = "obs_stamp" if isinstance(msg, P.Command) else "stamp"
+        stamp = getattr(msg, key)
+        try:
+            if msg.boot != self.boot:
+                raise P.ProtocolError(f"{msg.TYPE}.boot", f"meant for controller run {msg.boot:x}, this is {self.boot:x}")
+            if stamp > now + 1e-3:
+                raise P.ProtocolError(f"{msg.TYPE}.{key}", f"stamp {stamp:.3f} is in the future (now {now:.3f})")
+            if now - stamp > self.replay_window:
+                raise P.ProtocolError(f"{msg.TYPE}.{key}", f"stamped {now - stamp:.2f} s ago, before the replay window "
+                                                           f"({self.replay_window:g} s)")
+            self.guard.check(msg.sender, msg.seq, f"{msg.TYPE}.seq", now, force=isinstance(msg, (P.Stop, P.Release)))
+        except P.ProtocolError as exc:
+            if not exc.field.endswith(".sender"):
+                self.stats.replays += 1
+            raise
+
     def _handle(self, msg: P.Message, now: float) -> None:
         if isinstance(msg, P.Stop):
+            self.stats.stops += 1
             if not self.stopped:
                 log.warning("stop from %x: %s", msg.sender, msg.reason or "(no reason given)")
                 self.driver.stop()
             self.stopped = True
             self.buffer.clear()
             self._freeze()  # published now, not after the rest of the queue
+        elif isinstance(msg, P.Release):
+            if self.stopped:
+                log.warning("stop released by %x: %s", msg.sender, msg.reason or "(no reason given)")
+                self.stopped = False
+                self._freeze()
         elif isinstance(msg, P.Reset):
+            if self.stopped:  # a Reset never clears a Stop (it may move a real arm home)
+                self.stats.holds["reset_while_stopped"] += 1
+                return
             self._reset(msg.seed)
         elif isinstance(msg, P.Command):
             self._command(msg, now)
 
     def _command(self, cmd: P.Command, now: float) -> None:
-        if cmd.boot != self.boot:
-            raise P.ProtocolError("command.boot", f"computed for controller run {cmd.boot:x}, this is {self.boot:x}")
         if cmd.mode not in self.info.modes:
             raise P.ProtocolError("command.mode", f"{cmd.mode!r} is not supported by this robot (supported: {self.info.modes})")
         if cmd.mode == P.MODE_JOINT and cmd.waypoints.shape[1] != self.info.n_joints:
             raise P.ProtocolError("command.waypoints", f"joint mode needs {self.info.n_joints} columns, got {cmd.waypoints.shape[1]}")
-        if cmd.obs_stamp > now + 1e-3:
-            raise P.ProtocolError("command.obs_stamp", f"observation stamp {cmd.obs_stamp:.3f} is in the future (now {now:.3f})")
+        self.limits.refuse_absurd(cmd.mode, cmd.waypoints)
         if now - cmd.obs_stamp > self.config.safety.max_command_horizon:
             raise P.ProtocolError("command.obs_stamp", f"computed from an observation {now - cmd.obs_stamp:.2f} s old")
         if self.stopped:
@@ -225,7 +263,6 @@ class Controller:
 
     def _reset(self, seed: int | None) -> None:
         self.buffer.clear()
-        self.stopped = False
         self.info.seed = self.driver.reset(seed)
         self.episode += 1
         self.gripper = -1.0
@@ -257,22 +294,21 @@ class Controller:
         faults: list[str] = []
         setpoint = None if self.stopped else self.buffer.setpoint(t)
         r = self.reading
-        # how far the end effector moved in the last step beyond what was commanded (e.g. after a fast rotation)
-        drift = None if self.prev_ee is None else r.ee_pos - self.prev_ee - self.applied[:3]
-        self.prev_ee = r.ee_pos
+        before, self.prev_ee = self.prev_ee, np.concatenate([r.ee_pos, r.ee_quat])  # the pose a tick ago, and now
+        motion = None if before is None else np.concatenate([r.ee_pos - before[:3], rotation_delta(before[3:], r.ee_quat)])
         self.held = setpoint is None
         if setpoint is None:  # no motion without a command: outside the box too, the arm holds (and says so)
             self.driver.hold()
             self.applied = np.array([0, 0, 0, 0, 0, 0, self.gripper], dtype=float)
-            if self.limits.outside(r.ee_pos):
-                faults.append(OUTSIDE)
+            faults += [OUTSIDE] if self.limits.outside(r.ee_pos) else []
         else:
             if setpoint.mode == P.MODE_EE_DELTA:
-                target, clamped = self.limits.clamp_delta(r.ee_pos, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, drift)
+                target, clamped = self.limits.clamp_delta(r.ee_pos, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, motion)
             elif setpoint.mode == P.MODE_EE_POSE:
-                target, clamped = self.limits.clamp_pose(r.ee_pos, r.ee_quat, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, drift)
+                target, clamped = self.limits.clamp_pose(r.ee_pos, r.ee_quat, setpoint.value[:3], setpoint.value[3:], setpoint.gripper, motion)
             else:
-                target, clamped = self.limits.clamp_joints(r.q, setpoint.value, setpoint.gripper, r.ee_pos, r.ee_quat, self.driver.forward_kinematics)
+                target, clamped = self.limits.clamp_joints(r.q, setpoint.value, setpoint.gripper, r.ee_pos, r.ee_quat,
+                                                           self.driver.forward_kinematics, motion)
             if clamped:
                 self.stats.clamped_ticks += 1
                 self.stats.clamped.update(clamped)

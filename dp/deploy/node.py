@@ -3,7 +3,8 @@
 One cycle per control tick (a State with a new ``tick`` carries a new observation): the
 observation goes to ``policy.select_action`` (the policy keeps the observation history and its
 action queue, exactly as in `dp eval`), and the action — followed by the rest of the policy's
-current chunk when it offers ``pending_actions()`` — becomes ``ee_delta`` waypoints at
+current chunk when it offers ``pending_actions()``, and what the chunk predicted past its re-planning
+point (``lookahead_actions()``: followed only if the next command comes late) — becomes ``ee_delta`` waypoints at
 ``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.link.protocol`); a policy whose actions have one
 value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis robot in
 pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
@@ -352,8 +353,9 @@ class InferenceNode:
         self.last_tick = s.tick
         try:
             action = np.asarray(self.policy.select_action(P.observation_from_state(s)), dtype=np.float64)
-            pending = getattr(self.policy, "pending_actions", None)
-            chunk = action[None] if pending is None else np.concatenate([action[None], np.asarray(pending(), np.float64).reshape(-1, action.size)])
+            chunk = np.concatenate([action[None]] + [np.asarray(more(), np.float64).reshape(-1, action.size) for more in
+                                                     (getattr(self.policy, name, None) for name in ("pending_actions", "lookahead_actions"))
+                                                     if more is not None])
             if chunk.shape[1] != self.action_width or not np.isfinite(chunk).all():
                 raise ValueError(f"expected finite actions of {self.action_width} values, got shape {chunk.shape}")
         except Exception as exc:  # a policy fault must not send anything; the controller holds

@@ -58,6 +58,14 @@ class LimitsConfig:
     # metres the end effector may move per radian of commanded rotation as the arm's controller executes
     # it (tracking error, tool offset): a step rotates only as far as keeps that inside the box
     rotation_drift: float = 0.1
+    # metres the end effector may stray across its path per metre of commanded step (the arm's controller
+    # couples the axes): near a wall a step is only as long as keeps that inside the box
+    translation_drift: float = 0.1
+    # how far the arm goes on past its target, in its last tick's motion (and its turn's drift): targets
+    # stay that far back from a wall the arm moves toward, and an arm closer than that brakes (0: the
+    # walls stop the robot by themselves)
+    coast_steps: float = 2.0
+    wall_margin: float = 0.002  # metres: targets stay this far inside the box (room to move along a wall)
 
     def step_translation(self, control_hz: float) -> float:
         return min(self.max_step_translation, self.max_speed / control_hz)
@@ -101,8 +109,11 @@ class RobotConfig:
         for key in ("max_step_translation", "max_step_rotation", "max_speed", "max_angular_speed", "max_joint_speed"):
             if not getattr(lim, key) > 0:
                 problems.append(f"limits.{key}: must be > 0")
-        if not lim.rotation_drift >= 0:
-            problems.append("limits.rotation_drift: must be >= 0")
+        for key in ("rotation_drift", "translation_drift", "coast_steps", "wall_margin"):
+            if not getattr(lim, key) >= 0:
+                problems.append(f"limits.{key}: must be >= 0")
+        if lim.translation_drift > 0 and not lim.wall_margin > 0:
+            problems.append("limits.wall_margin: must be > 0 with translation_drift > 0 (a target on a wall leaves no room along it)")
         if not (0 < self.rates.control_hz <= self.rates.state_hz):
             problems.append(f"rates: need 0 < control_hz <= state_hz, got {self.rates.control_hz}, {self.rates.state_hz}")
         if not (self.safety.heartbeat_timeout > 0 and self.safety.max_command_horizon > 0):

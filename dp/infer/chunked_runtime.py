@@ -69,6 +69,7 @@ class ChunkedRuntime(abc.ABC):
         self.seed(seed)
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
         self._queue: deque[np.ndarray] = deque()
+        self._tail = np.zeros((0, self.action_dim), np.float32)  # the current chunk's actions after the queued ones
         self._previous: np.ndarray | None = None  # the last chunk: the RTI guess
         self._previous_t = 0  # the control step of the observation it was sampled from
         self._lead: int | None = None  # plan-ahead: steps between a plan's observation and its first action used
@@ -103,6 +104,7 @@ class ChunkedRuntime(abc.ABC):
         self._drop_plan()
         self._history.clear()
         self._queue.clear()
+        self._tail = self._tail[:0]
         self._chunks.clear()
         self._t = 0
         self._previous = None
@@ -257,8 +259,7 @@ class ChunkedRuntime(abc.ABC):
             self.late_plans += 1
         self._plan = None
         chunk = self._keep(t, future.result())
-        offset = self._t - t
-        self._queue.extend(chunk[offset: offset + self.n_action_steps])
+        self._enqueue(chunk, self._t - t)
 
     def _drop_plan(self) -> None:
         """Forget the plan in flight (a new episode), once its worker is done with it."""
@@ -295,7 +296,19 @@ class ChunkedRuntime(abc.ABC):
 
     def _refill(self) -> None:
         """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
-        self._queue.extend(self._sample(None)[: self.n_action_steps])
+        self._enqueue(self._sample(None), 0)
+
+    def _enqueue(self, chunk: np.ndarray, offset: int) -> None:
+        """Queue ``n_action_steps`` actions of ``chunk`` from ``offset`` on; keep the rest as its tail."""
+        self._queue.extend(chunk[offset: offset + self.n_action_steps])
+        self._tail = chunk[offset + self.n_action_steps:]
+
+    def lookahead_actions(self) -> np.ndarray:
+        """The current chunk's actions after the queued ones (m, A): what it predicted past its
+        re-planning point. A robot may follow them when the next plan comes late, instead of holding
+        (the node sends them after the queue; the next command replaces them). Empty under temporal
+        ensembling."""
+        return self._tail if self._ensemble is None else self._tail[:0]
 
     def pending_actions(self) -> np.ndarray:
         """The queued actions still to come after the last one returned, (n, A); with temporal
