@@ -56,14 +56,18 @@ log = logging.getLogger("dp.node")
 PLAN_MARGIN = 1.5  # plan ahead by this many times a slow recent plan (95th percentile: a busy machine, the loop's own time)
 
 
+def slow_plan(seconds: list[float], period: float) -> float:
+    """A slow recent plan time: the 95th percentile of ``seconds`` (one control ``period`` if none was timed)."""
+    return float(np.percentile(seconds, 95)) if seconds else period
+
+
 def plan_ahead_for(seconds: list[float], period: float, horizon: int, replan: int) -> tuple[int, int, bool]:
     """(lead, re-planning interval, covered): the lead in control periods that covers PLAN_MARGIN
     times the 95th percentile of the plan times ``seconds``, and the policy's re-planning interval
     ``replan``, shortened when the chunk of ``horizon`` actions leaves no room for that lead (a
     plan's actions are used from ``lead`` steps in, ``replan`` of them: ``lead + replan <= horizon``,
     and ``lead <= replan``); ``covered`` is False when even half the chunk is too short."""
-    slow = float(np.percentile(seconds, 95)) if seconds else period
-    need = max(1, math.ceil(PLAN_MARGIN * slow / period))
+    need = max(1, math.ceil(PLAN_MARGIN * slow_plan(seconds, period) / period))
     replan = max(1, min(replan, horizon - min(need, horizon // 2)))
     lead = max(1, min(need, replan, horizon - replan))
     return lead, replan, lead >= need
@@ -169,6 +173,7 @@ class InferenceNode:
                 self._send(P.Heartbeat(self.sender, self._next_seq(), self.state.boot, self.state.stamp))
         if self.timings:
             self.timings.close()
+        self.report.late_plans = getattr(self.policy, "late_plans", 0)
         return self.report
 
     def _log_progress(self) -> None:
@@ -306,19 +311,16 @@ class InferenceNode:
     def _choose_lead(self) -> None:
         """Set the policy's plan-ahead lead (and, if the chunk needs it, a shorter re-planning
         interval) from its recent plan times: :func:`plan_ahead_for`."""
-        policy = self.policy
-        lead, replan, covered = plan_ahead_for(list(policy.plan_seconds), 1.0 / self.info.control_hz,
-                                               policy.action_horizon, self.replan_every)
+        policy, seconds, period = self.policy, list(self.policy.plan_seconds), 1.0 / self.info.control_hz
+        lead, replan, covered = plan_ahead_for(seconds, period, policy.action_horizon, self.replan_every)
         if (lead, replan) != (policy.plan_ahead_lead, policy.n_action_steps):
             log.info("plan-ahead: %d control steps, a new chunk every %d (plans take up to %.0f ms, p95)", lead, replan,
-                     1e3 * float(np.percentile(policy.plan_seconds, 95)))
+                     1e3 * slow_plan(seconds, period))
         if not covered and not self.plan_warned:
             self.plan_warned = True
             log.warning("plans take longer than this policy's chunk (%d actions) can cover: expect holds at chunk "
                         "boundaries (RTI, a longer chunk or a faster device helps)", policy.action_horizon)
-        policy.use_plan_ahead(None)
-        policy.n_action_steps = replan
-        policy.use_plan_ahead(lead)
+        policy.use_plan_ahead(lead, every=replan)
 
     def _prime(self, s: P.State) -> None:
         """Sample the episode's first chunk (full sampling, the one slow call) from its first State,
@@ -376,7 +378,6 @@ class InferenceNode:
         )
         if self._send(cmd) and not self.commanded:  # holds count from the first tick this command can move
             self.commanded, self.counted_tick = True, s.tick
-        self.report.late_plans = getattr(self.policy, "late_plans", 0)
         t2 = time.perf_counter()
         self.report.policy_ms.append((t1 - t0) * 1e3)
         self.report.cycle_ms.append((t2 - t0) * 1e3)

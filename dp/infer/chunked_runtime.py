@@ -211,7 +211,7 @@ class ChunkedRuntime(abc.ABC):
             raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
         self._voters = int(voters)
 
-    def use_plan_ahead(self, lead: int | None) -> None:
+    def use_plan_ahead(self, lead: int | None, every: int | None = None) -> None:
         """Plan ahead (real-time chunking of the plan's start): sample each chunk ``lead`` control steps
         before the current one runs out, in a worker thread, from the observation of that step, and
         act its actions from ``lead`` steps in, so that a robot never waits at a chunk boundary for an
@@ -219,7 +219,12 @@ class ChunkedRuntime(abc.ABC):
         flight. Deterministic: the plan is always used at the step it is due (``select_action`` waits
         for it there if it is late: ``late_plans``), so simulation (`dp eval --plan-ahead`) acts as a
         robot does. ``lead`` is at most ``n_action_steps`` and at most the chunk length minus it;
-        None turns it off. May change between steps."""
+        None turns it off. ``every`` also sets ``n_action_steps`` (the re-planning interval) first.
+        May change between steps."""
+        if every is not None:
+            if int(every) != every or not 1 <= every <= self.action_horizon:
+                raise DpError(f"re-planning interval must be in [1, {self.action_horizon}] (the chunk length); got {every}")
+            self.n_action_steps = int(every)
         if lead is not None:
             most = min(self.n_action_steps, self.action_horizon - self.n_action_steps)
             if int(lead) != lead or not 1 <= lead <= most:
