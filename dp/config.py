@@ -53,6 +53,7 @@ class ModelConfig:
     card_resize: bool = False  # resize each camera to the `resize` of the store's dataset card (the benchmark's MoDE input size)
     image_sizes: dict[str, int] = field(default_factory=dict)  # per-camera resize, wins over image_size (filled from the card by training with card_resize)
     aug_shift: int = 4  # random-shift augmentation in pixels during training (0 = off)
+    aug_crop: int = 0  # square crop of every camera before any resize: random in training, the centre at inference (Diffusion Policy: 84 of 96); 0 = off
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 2
     threads: int = 0  # torch CPU threads per process (0 = cores / processes)
+    noise_draws: int = 1  # noise levels trained per window: the observation is encoded once and the denoiser trained on this many (sigma, noise) draws of it
 
 
 @dataclass

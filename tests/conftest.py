@@ -52,3 +52,35 @@ def make_store(tmp_path):
         return store
 
     return _make
+
+
+PUSHT_SRC = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "pusht", "pusht_cchi_v7_replay.zarr")
+PUSHT_SRC_MISSING = ("needs Diffusion Policy's Push-T data (pusht_cchi_v7_replay.zarr from the data/pusht folder of the "
+                     "Diffusion Policy release) at ../shared/data/pusht/")
+
+
+@pytest.fixture(scope="session")
+def pusht_image_run(tmp_path_factory):
+    """A tiny image Push-T policy trained on Diffusion Policy's first 3 demonstrations (imported with the
+    image card: the 96x96 view and the agent position), with the recipe's 84-pixel random crop and resize
+    to 64; skipped where the shared data is absent."""
+    if not os.path.isdir(PUSHT_SRC):
+        pytest.skip(PUSHT_SRC_MISSING)
+    import zarr
+
+    from dp.cli import main
+
+    tmp = tmp_path_factory.mktemp("pusht_image")
+    src = zarr.open_group(PUSHT_SRC, mode="r")
+    stop = int(src["meta/episode_ends"][2])
+    small = zarr.open_group(str(tmp / "src.zarr"), mode="w", zarr_format=2)
+    for key in ("img", "state", "action"):
+        small.create_array(f"data/{key}", data=src[f"data/{key}"][:stop])
+    small.create_array("meta/episode_ends", data=src["meta/episode_ends"][:3])
+    store, run = tmp / "pusht_img.zarr", tmp / "run"
+    assert main(["import", "dp-zarr", str(tmp / "src.zarr"), "--card", "pusht", "--out", str(store), "--workers", "0", "--no-progress"]) == 0
+    assert main(["train", "--data", str(store), "--preset", "pusht-image", "--out", str(run), "--no-progress",
+                 "train.steps=4", "train.batch_size=8", "train.val_every=4", "train.ckpt_every=4", "train.num_workers=0",
+                 "model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.expert_hidden=32", "model.vision_channels=[8,8,8]",
+                 "model.vision_keypoints=4", "model.aug_crop=84", "model.aug_shift=0", "model.image_size=64"]) == 0
+    return run

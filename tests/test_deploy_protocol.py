@@ -6,6 +6,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from dp.errors import DpError
 from dp.link import protocol as P
 
 
@@ -46,7 +47,8 @@ def test_round_trip_every_message():
     for msg in [make_command(), make_command(mode="ee_pose", waypoints=np.array([[0, 0, 1, 0, 0, 0, 1.0]] * 2)),
                 make_command(mode="joint", waypoints=np.zeros((2, 7))), P.Heartbeat(1, 2, 3, 0.5), P.Stop(1, 3, 3, 0.5, "operator"),
                 P.Release(1, 4, 3, 0.5, "operator"), P.Reset(1, 4, 3, 0.5, 9), P.Reset(1, 5, 3, 0.5, None),
-                P.Info(7, "panda", 20.0, 100.0, 7, ["ee_delta"], (0.05, 0.5), 5556, ["agentview"], {"object": 10}, "lift", "lift the cube", 200, 3)]:
+                P.Info(7, "panda", 20.0, 100.0, 7, ["ee_delta"], (0.05, 0.5), 5556, ["agentview"], {"object": 10}, "lift", "lift the cube", 200, 3),
+                P.Info(7, "pusht", 10.0, 100.0, 2, ["joint"], (0.05, 0.5), 5556, ["top"], {"agent_pos": 2}, camera_keys={"top": "img"})]:
         back = P.decode(P.encode(msg))
         assert type(back) is type(msg)
         for name, value in vars(msg).items():
@@ -203,3 +205,37 @@ def test_node_warns_when_the_controller_rate_differs_from_the_training_data(capl
         assert not caplog.records
         InferenceNode(SimpleNamespace(control_freq=30.0), Sockets())._on_info(info)
     assert "trained on 30 Hz data" in caplog.text and "1.50x too slow" in caplog.text
+
+
+def test_camera_keys_name_observation_keys_and_are_checked():
+    """A camera's observation key is ``<camera>_image`` unless the Info names another (Push-T's ``img``);
+    a key for a camera the robot does not have, or an Info without the field (an older controller), is
+    handled by name."""
+    info = P.Info(7, "pusht", 10.0, 100.0, 2, ["joint"], (0.05, 0.5), 5556, ["top", "wrist"], {"agent_pos": 2}, camera_keys={"top": "img"})
+    assert info.observation_keys()[-3:] == ["agent_pos", "img", "wrist_image"]
+    state = make_state("raw")
+    assert "agentview_image" in P.observation_from_state(state)
+    assert "view" in P.observation_from_state(state, {"agentview": "view"})
+    wire = info.to_wire()
+    wire.pop("camera_keys")
+    assert P.decode(reencode({"type": "info", "v": P.VERSION, **wire})).camera_keys == {}
+    wire["camera_keys"] = {"side": "img"}
+    with pytest.raises(P.ProtocolError, match=r"info.camera_keys.*cameras of \['top', 'wrist'\]"):
+        P.decode(reencode({"type": "info", "v": P.VERSION, **wire}))
+
+
+def test_node_refuses_a_robot_without_the_camera_its_policy_needs():
+    from types import SimpleNamespace
+
+    from dp.deploy.node import InferenceNode
+
+    class Sockets:
+        def connect_commands(self, port):
+            self.port = port
+
+    policy = SimpleNamespace(control_freq=10.0, action_dim=2, obs_keys=["img", "agent_pos"])
+    blind = P.Info(7, "pusht_sim", 10.0, 100.0, 2, ["joint"], (0.05, 0.5), 5556, [], {"agent_pos": 2})
+    with pytest.raises(DpError, match=r"observes \['img'\], which controller pusht_sim does not publish \(its cameras: none"):
+        InferenceNode(policy, Sockets())._on_info(blind)
+    seeing = P.Info(7, "pusht_sim", 10.0, 100.0, 2, ["joint"], (0.05, 0.5), 5556, ["top"], {"agent_pos": 2}, camera_keys={"top": "img"})
+    InferenceNode(policy, Sockets())._on_info(seeing)  # accepted

@@ -8,7 +8,7 @@ import torch
 from dp.config import Config, build_config
 from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
-from dp.models.encoders import random_shift
+from dp.models.encoders import crop, random_shift, resize_matrix
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -180,3 +180,74 @@ def test_random_shift_keeps_content():
     for i in range(6):
         centre = imgs[i, 2:18, 2:18]
         assert any(torch.equal(shifted[i, dy : dy + 16, dx : dx + 16], centre) for dy in range(5) for dx in range(5))
+
+
+def test_crop_is_a_crop_of_the_input():
+    imgs = torch.randint(0, 256, (8, 24, 20, 3), dtype=torch.uint8)
+    centre = crop(imgs, 16, random=False)
+    assert torch.equal(centre, imgs[:, 4:20, 2:18])
+    g = torch.Generator().manual_seed(0)
+    cropped = crop(imgs, 16, random=True, generator=g)
+    assert cropped.shape == (8, 16, 16, 3) and cropped.dtype == torch.uint8
+    offsets = set()
+    for i in range(8):
+        found = [(t, l) for t in range(9) for l in range(5) if torch.equal(cropped[i], imgs[i, t : t + 16, l : l + 16])]
+        assert found, f"crop {i} is not a window of its image"
+        offsets.add(found[0])
+    assert len(offsets) > 1  # one offset per image, not one per batch
+    with pytest.raises(ValueError, match="aug_crop=32 is larger than the 24x20 image"):
+        crop(imgs, 32, random=True)
+
+
+def test_aug_crop_random_in_training_centre_at_inference():
+    cfg = tiny_config(["model.aug_crop=24", "model.aug_shift=0"], images=True)
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(cfg)
+    batch = batch_for(cfg, 2)
+    seen = []
+    policy.net.cameras["cam0"].register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    policy.eval()
+    policy.encode(batch["obs"], batch["task_id"])
+    flat = batch["obs"]["cam0"].reshape(-1, 32, 32, 3)
+    assert torch.equal(seen[-1], flat[:, 4:28, 4:28])  # the centre, deterministic
+    policy.train()
+    policy.encode(batch["obs"], batch["task_id"])
+    policy.encode(batch["obs"], batch["task_id"])
+    assert seen[-1].shape == (2 * cfg.data.obs_horizon, 24, 24, 3) and not torch.equal(seen[-1], seen[-2])  # random windows in training
+
+
+def test_noise_draws_encode_once_and_train_several_sigmas():
+    cfg = tiny_config(["train.noise_draws=3"], images=True)
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(cfg)
+    torch.nn.init.normal_(policy.net.head.weight)  # a zero head (the initial one) passes no gradient back
+    batch = batch_for(cfg, 4)
+    encoded, denoised = [], []
+    policy.net.cameras["cam0"].register_forward_hook(lambda m, args, out: encoded.append(out.shape[0]))
+    policy.net.head.register_forward_hook(lambda m, args, out: denoised.append(out.shape[0]))
+    loss, parts = policy.compute_loss(batch)
+    assert encoded == [4 * cfg.data.obs_horizon]  # every window's frames encoded once
+    assert denoised == [12]  # 3 noise draws of each of the 4 windows
+    loss.backward()
+    assert policy.net.cameras["cam0"].stem[0].weight.grad.abs().sum() > 0
+    encoded.clear(), denoised.clear()
+    policy.compute_loss(batch, draws=1)
+    assert encoded == [4 * cfg.data.obs_horizon] and denoised == [4]
+
+
+def test_resize_matrices_equal_torchs_antialiased_resize():
+    """The encoder resizes by two matrix products (they export to ONNX; the antialiased kernel does not)."""
+    x = torch.rand(3, 2, 96, 80) * 2 - 1
+    ref = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(resize_matrix(96, 64) @ x @ resize_matrix(80, 64).T, ref, atol=1e-5, rtol=0)
+    up = torch.nn.functional.interpolate(x, size=(100, 100), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(resize_matrix(96, 100) @ x @ resize_matrix(80, 100).T, up, atol=1e-5, rtol=0)
+
+
+def test_an_image_of_another_size_is_refused_by_the_encoder():
+    cfg = tiny_config(["model.image_size=16"], images=True)
+    policy = DiffusionPolicy(cfg)
+    batch = batch_for(cfg, 2)
+    batch["obs"]["cam0"] = batch["obs"]["cam0"][:, :, :30]
+    with pytest.raises(ValueError, match=r"takes 32x32 images, got \(30, 32\)"):
+        policy.encode(batch["obs"], batch["task_id"])

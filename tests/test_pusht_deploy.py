@@ -81,9 +81,11 @@ def test_controller_offers_a_2d_position_mode_with_the_task_observation(robot):
     proc, endpoint, watcher, info = robot
     assert (info.modes, info.n_joints, info.control_hz, info.task, info.horizon) == (["joint"], 2, 10.0, "pusht", 300)
     assert info.extra == {"agent_pos": 2, "keypoint": 18, "state": 5, "score": 1}
+    assert info.cameras == ["top"] and info.camera_keys == {"top": "img"}  # the image policies' view, under the stores' key
     _, s = watcher.wait(lambda st: st.tick > 2, 20)
-    obs = P.observation_from_state(s)
+    obs = P.observation_from_state(s, info.camera_keys)
     assert obs["agent_pos"].shape == (2,) and obs["keypoint"].shape == (18,) and 0.0 <= obs["score"][0] <= 1.0
+    assert obs["img"].shape == (96, 96, 3) and obs["img"].dtype == np.uint8 and obs["img"].std() > 10  # a rendered scene
     np.testing.assert_allclose(s.q, obs["agent_pos"], atol=1e-4)
 
 
@@ -152,3 +154,19 @@ def test_plan_ahead_keeps_a_slow_policy_from_holding_at_chunk_boundaries(robot, 
         lead = figures["plan_ahead"]
         assert lead == {"min": 4, "max": 4} and figures["replan_every"] == {"min": 5, "max": 5}, figures  # 1.5 x 250 ms
         assert expired == 0 and figures["held_ticks"] == 0 and figures["late_plans"] == 0, figures
+
+
+def test_node_drives_an_exported_image_policy_from_the_controllers_camera(robot, pusht_image_run, tmp_path):
+    """Issue 36, item 4: the controller publishes the 96x96 view as camera ``top`` (observation key ``img``),
+    so `dp node` runs an image Push-T policy's ONNX export (RTI on: the default) as it runs a state policy."""
+    from dp.cli import main
+
+    proc, endpoint, watcher, info = robot
+    assert main(["export", str(pusht_image_run), "--out", str(tmp_path / "onnx")]) == 0
+    report = tmp_path / "node.json"
+    node = spawn_dp(["node", "--policy", str(tmp_path / "onnx"), "--robot", endpoint, "--episodes", "2", "--max-steps", "15",
+                     "--json-out", str(report)], env=NODE_ENV)
+    assert node.popen.wait(180) == 0, node.output
+    figures = json.loads(report.read_text())
+    assert figures["episodes"] == 2 and figures["policy_errors"] == 0 and figures["rejected_states"] == 0, figures
+    assert [e["steps"] for e in figures["per_episode"]] == [15, 15], figures

@@ -84,11 +84,12 @@ def frames_to_episode(frames: list[Frame], action_scale: tuple[float, float]) ->
     return data
 
 
-def stored_observation(state: P.State) -> dict[str, np.ndarray]:
+def stored_observation(state: P.State, camera_keys: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """The keys a recorded episode stores: the simulator's conventions (no joint keys, so a policy
-    trained on recorded data takes the same observations as one trained in simulation)."""
-    full = P.observation_from_state(state)
-    keep = [*ROBOT_KEYS, *state.extra, *(f"{cam}_image" for cam in state.images)]
+    trained on recorded data takes the same observations as one trained in simulation); cameras
+    under the keys the robot's Info names (``camera_keys``)."""
+    full = P.observation_from_state(state, camera_keys)
+    keep = [*ROBOT_KEYS, *state.extra, *(P.camera_key(cam, camera_keys) for cam in state.images)]
     return {k: full[k] for k in keep}
 
 
@@ -170,7 +171,7 @@ class _Recording:
             self.frames.clear()  # only the observation just before the first commanded tick is kept
         if not s.held:
             self.driven, self.last_command_time = True, time.monotonic()
-        self.frames.append(Frame(stored_observation(s), s.applied.copy(), s.held))
+        self.frames.append(Frame(stored_observation(s, self.info.camera_keys), s.applied.copy(), s.held))
         if s.success:
             self.finish(True)
             self.skip = s.episode  # the rest of this controller episode is after the success

@@ -1,33 +1,31 @@
 """The inference node: subscribes to a controller's State, runs a policy, sends waypoints.
 
-One cycle per control tick (a State with a new ``tick`` carries a new observation): the
-observation goes to ``policy.select_action`` (the policy keeps the observation history and its
-action queue, exactly as in `dp eval`), and the action — followed by the rest of the policy's
-current chunk when it offers ``pending_actions()``, and what the chunk predicted past its re-planning
-point (``lookahead_actions()``: followed only if the next command comes late) — becomes ``ee_delta`` waypoints at
-``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.link.protocol`); a policy whose actions have one
-value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis robot in
-pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
-observation's time, so inference latency is absorbed: if a command arrives late, the controller
-uses the later waypoints of the chunk, and drops the ones already past. The episode's first chunk,
-the one full sampling (the rest are queued actions or RTI warm chunks), is sampled from the
-episode's first State while the robot still holds (``policy.prime``); the first command goes out at
-the next tick.
+One cycle per control tick (a State with a new ``tick`` carries a new observation): the observation goes to
+``policy.select_action`` (the policy keeps the observation history and its action queue, exactly as in `dp eval`),
+and the action — followed by the rest of the policy's current chunk when it offers ``pending_actions()``, and what
+the chunk predicted past its re-planning point (``lookahead_actions()``: followed only if the next command comes
+late) — becomes ``ee_delta`` waypoints at ``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.link.protocol`); a
+policy whose actions have one value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis
+robot in pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
+observation's time, so inference latency is absorbed: if a command arrives late, the controller uses the later
+waypoints of the chunk, and drops the ones already past. The episode's first chunk, the one full sampling (the rest
+are queued actions or RTI warm chunks), is sampled from the episode's first State while the robot still holds
+(``policy.prime``); the first command goes out at the next tick.
 
-Plan-ahead (policies with ``use_plan_ahead``, on by default): the next chunk is sampled in a worker
-thread from the observation of the tick ``lead`` control periods before the current chunk runs out,
-and used from ``lead`` steps in, so the robot never waits at a chunk boundary. ``--plan-ahead auto``
-sets ``lead`` at each episode's start to cover 1.5 times a slow recent plan (the 95th percentile of
-the last 64, the first chunk's full sampling included), shortening the policy's re-planning interval
-when its chunk leaves no room for that lead (:func:`plan_ahead_for`). The report counts the controller's watchdog holds during episodes by
-reason, the ticks held after an episode's first command, and the plans that were late.
+Plan-ahead (policies with ``use_plan_ahead``, on by default): the next chunk is sampled in a worker thread from the
+observation of the tick ``lead`` control periods before the current chunk runs out, and used from ``lead`` steps in,
+so the robot never waits at a chunk boundary. ``--plan-ahead auto`` sets ``lead`` at each episode's start to cover
+1.5 times a slow recent plan (the 95th percentile of the last 64, the first chunk's full sampling included),
+shortening the policy's re-planning interval when its chunk leaves no room for that lead (:func:`plan_ahead_for`).
+The report counts the controller's watchdog holds during episodes by reason, the ticks held after an episode's first
+command, and the plans that were late.
 
-Between commands the node sends heartbeats. If the controller falls silent the node stops
-commanding and says so; when a controller (re)appears — a new ``boot`` — the node resets the
-policy and starts over. With ``episodes > 0`` the node runs that many episodes itself: it sends a
-Reset with the seed `dp eval --seed` gives episode i (``seed_for(seed, i, "eval")``, so the two
-success rates are paired), drives until the State reports success or the horizon passes, and
-reports the success rate.
+A policy observing a key the controller's Info does not offer stops the node with an error naming it. Between
+commands the node sends heartbeats. If the controller falls silent the node stops commanding and says so;
+when a controller (re)appears — a new ``boot`` — the node resets the policy and starts over. With ``episodes > 0``
+the node runs that many episodes itself: it sends a Reset with the seed `dp eval --seed` gives episode i
+(``seed_for(seed, i, "eval")``, so the two success rates are paired), drives until the State reports success or the
+horizon passes, and reports the success rate.
 """
 
 from __future__ import annotations
@@ -226,6 +224,9 @@ class InferenceNode:
                             "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
                             max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
                             "fast" if info.control_hz > trained_hz else "slow")
+            missing = [k for k in getattr(self.policy, "obs_keys", []) if k not in info.observation_keys()]
+            if missing:
+                raise DpError(f"the policy observes {missing}, which controller {info.robot} does not publish ({info.offers()})")
         self.action_width = int(getattr(self.policy, "action_dim", 7))
         self.command_mode = command_mode(info, self.action_width)
         self.info = info
@@ -331,7 +332,7 @@ class InferenceNode:
             return
         t0 = time.perf_counter()
         try:
-            prime(P.observation_from_state(s))
+            prime(P.observation_from_state(s, self.info.camera_keys))
         except Exception as exc:  # reported again, and handled, by the next cycle's select_action
             log.error("policy failed on the episode's first State: %s", exc)
             return
@@ -354,7 +355,7 @@ class InferenceNode:
         self.last_cycle = t0
         self.last_tick = s.tick
         try:
-            action = np.asarray(self.policy.select_action(P.observation_from_state(s)), dtype=np.float64)
+            action = np.asarray(self.policy.select_action(P.observation_from_state(s, self.info.camera_keys)), dtype=np.float64)
             chunk = np.concatenate([action[None]] + [np.asarray(more(), np.float64).reshape(-1, action.size) for more in
                                                      (getattr(self.policy, name, None) for name in ("pending_actions", "lookahead_actions"))
                                                      if more is not None])

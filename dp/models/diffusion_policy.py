@@ -75,10 +75,16 @@ class DiffusionPolicy(nn.Module):
         images = {k: obs[k] for k in self.image_keys}
         return self.net.encode(lowdim, images, task_id, lang_emb)
 
-    def compute_loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Training loss (EDM denoising loss + weighted router losses) and its parts."""
+    def compute_loss(
+        self, batch: dict[str, Any], generator: torch.Generator | None = None, draws: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss (EDM denoising loss + weighted router losses) and its parts, over ``draws``
+        (sigma, noise) pairs per window (default ``train.noise_draws``)."""
         x0 = batch["action"]
         cond = self.encode(batch["obs"], batch.get("task_id"), batch.get("lang_emb"))
+        draws = self.cfg.train.noise_draws if draws is None else draws
+        if draws > 1:  # one encoding, several noise levels: the denoiser's samples without the encoder's cost
+            cond, x0 = cond.repeat_interleave(draws, 0), x0.repeat_interleave(draws, 0)
         sigma = self.edm.sample_sigmas(x0.shape[0], x0.device, generator)
         noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device) if generator else torch.randn_like(x0)
         per_sample, routings = self.edm.loss(self.net, cond, x0, sigma, noise)

@@ -71,8 +71,23 @@ class SpatialSoftmax(nn.Module):
         return torch.cat([(attn.sum(2) * xs).sum(-1), (attn.sum(3) * ys).sum(-1)], dim=-1)  # (B, 2K)
 
 
+def resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in): one axis of torch's antialiased bilinear resize as a matrix, so that
+    ``R_h @ x @ R_w.T`` equals ``F.interpolate(x, mode="bilinear", antialias=True)`` to float rounding.
+
+    Why by hand: ONNX opset 17 has no antialiased resize (torch's exporter refuses
+    ``aten::_upsample_bilinear2d_aa``), while two matrix products trace into any graph, and run as fast.
+    The matrix is read off torch's own kernel applied to a basis (a few columns wide: its one-column
+    path filters differently)."""
+    basis = torch.eye(n_in)[:, None, :, None].expand(n_in, 1, n_in, 4).contiguous()
+    out = F.interpolate(basis, size=(n_out, 4), mode="bilinear", antialias=True, align_corners=False)
+    return out[:, 0, :, 0].T.contiguous()
+
+
 class FiLMResNet(nn.Module):
-    """One camera: uint8 images (N, H, W, C) + goal (N, cond_dim) -> a feature vector (N, dim)."""
+    """One camera: uint8 images (N, H, W, C) + goal (N, cond_dim) -> a feature vector (N, dim).
+
+    ``input_size`` (H, W): the frames it is given; with ``image_size`` it resizes them to that square."""
 
     def __init__(
         self,
@@ -84,11 +99,16 @@ class FiLMResNet(nn.Module):
         n_keypoints: int = 32,
         in_channels: int = 3,
         image_size: int | None = None,
+        input_size: tuple[int, int] = (0, 0),
     ):
         super().__init__()
         if pool not in ("keypoints", "avg"):
             raise ValueError(f"vision_pool must be 'keypoints' or 'avg', not {pool!r}")
-        self.image_size = image_size
+        self.input_size = tuple(input_size)
+        self.resize = image_size is not None and self.input_size != (image_size, image_size)
+        if self.resize:  # not saved: rebuilt from the configuration
+            self.register_buffer("resize_h", resize_matrix(self.input_size[0], image_size), persistent=False)
+            self.register_buffer("resize_w", resize_matrix(self.input_size[1], image_size), persistent=False)
         self.stem = nn.Sequential(  # stride 4 like a ResNet stem: 84 px -> 21
             nn.Conv2d(in_channels, channels[0], 5, 2, 2, bias=False), nn.GroupNorm(_groups(channels[0]), channels[0]), nn.ReLU(),
             nn.MaxPool2d(3, 2, 1),
@@ -108,13 +128,24 @@ class FiLMResNet(nn.Module):
             self.out = nn.Linear(c_prev, dim)
 
     def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[1:3]) != self.input_size:
+            raise ValueError(f"the vision encoder takes {self.input_size[0]}x{self.input_size[1]} images, got {tuple(images.shape[1:3])}")
         x = images.permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
-        if self.image_size is not None and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True, align_corners=False)
+        if self.resize:
+            x = self.resize_h @ x @ self.resize_w.T
         x = self.stem(x)
         for block in self.blocks:
             x = block(x, cond)
         return self.out(self.pool(x))
+
+
+def _crop_each(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Per-image ``h`` x ``w`` windows of channels-first ``x`` (N, C, H, W) at offsets ``top``, ``left`` (N,)."""
+    N, C = x.shape[:2]
+    rows = (top[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(N, C, h, x.shape[-1])
+    x = x.gather(2, rows)
+    cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(N, C, h, w)
+    return x.gather(3, cols)
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -126,13 +157,23 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
         return images
     N, H, W, C = images.shape
     x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
-    dx = torch.randint(0, 2 * pad + 1, (N,), device=images.device, generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (N,), device=images.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(H, device=images.device))[:, None, :, None].expand(N, C, H, W + 2 * pad)
-    x = x.gather(2, rows)
-    cols = (dx[:, None] + torch.arange(W, device=images.device))[:, None, None, :].expand(N, C, H, W)
-    x = x.gather(3, cols)
-    return x.permute(0, 2, 3, 1).to(images.dtype)
+    dx = torch.randint(0, 2 * pad + 1, (N,), device=images.device, generator=generator)
+    return _crop_each(x, dy, dx, H, W).permute(0, 2, 3, 1).to(images.dtype)
+
+
+def crop(images: torch.Tensor, size: int, random: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Square ``size`` crops of images (N, H, W, C): at a random offset per image (training, Diffusion
+    Policy's augmentation) or at the centre (inference, as Diffusion Policy evaluates)."""
+    N, H, W, C = images.shape
+    if size > min(H, W):
+        raise ValueError(f"model.aug_crop={size} is larger than the {H}x{W} image")
+    if not random:
+        top, left = (H - size) // 2, (W - size) // 2
+        return images[:, top : top + size, left : left + size]
+    top = torch.randint(0, H - size + 1, (N,), device=images.device, generator=generator)
+    left = torch.randint(0, W - size + 1, (N,), device=images.device, generator=generator)
+    return _crop_each(images.permute(0, 3, 1, 2), top, left, size, size).permute(0, 2, 3, 1)
 
 
 class GoalEncoder(nn.Module):

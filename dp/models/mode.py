@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dp.config import Config, ModelConfig
-from dp.models.encoders import FiLMResNet, GoalEncoder, StateEncoder, random_shift
+from dp.models.encoders import FiLMResNet, GoalEncoder, StateEncoder, crop, random_shift
 from dp.models.layers import Attention, NoiseEmbedding, RMSNorm
 from dp.models.moe import NoiseRoutedMoE, Routing
 
@@ -45,6 +45,7 @@ class MoDE(nn.Module):
         *,
         lowdim_dim: int,
         image_keys: list[str],
+        image_shapes: dict[str, list[int]],
         image_channels: int,
         action_dim: int,
         obs_horizon: int,
@@ -64,6 +65,7 @@ class MoDE(nn.Module):
                 key: FiLMResNet(
                     d, d, cfg.vision_channels, cfg.vision_blocks, cfg.vision_pool, cfg.vision_keypoints,
                     in_channels=image_channels, image_size=cfg.image_sizes.get(key, cfg.image_size),
+                    input_size=(cfg.aug_crop, cfg.aug_crop) if cfg.aug_crop else tuple(image_shapes[key][:2]),
                 )
                 for key in self.image_keys
             }
@@ -93,6 +95,7 @@ class MoDE(nn.Module):
             cfg.model,
             lowdim_dim=lowdim_dim,
             image_keys=data.image_keys,
+            image_shapes={k: data.shapes[k] for k in data.image_keys},
             image_channels=channels.pop(),
             action_dim=data.action_dim,
             obs_horizon=data.obs_horizon,
@@ -112,7 +115,8 @@ class MoDE(nn.Module):
         """Goal + observation tokens (B, 1 + n_obs_tokens, d).
 
         ``lowdim``: normalised, concatenated low-dim keys (B, To, D); ``images``: key -> uint8
-        (B, To, H, W, C). Random-shift augmentation is applied to images in training mode.
+        (B, To, H, W, C). In training mode images get the random crop (``model.aug_crop``) and shift
+        (``model.aug_shift``) augmentations; in eval mode the crop is the centre one.
         """
         B = (lowdim if lowdim is not None else next(iter(images.values()))).shape[0]
         goal = self.goal(task_id, lang_emb, B)
@@ -122,6 +126,8 @@ class MoDE(nn.Module):
         for key, encoder in self.cameras.items():
             frames = images[key]
             flat = frames.reshape(B * self.obs_horizon, *frames.shape[2:])
+            if self.cfg.aug_crop > 0:
+                flat = crop(flat, self.cfg.aug_crop, random=self.training)
             if self.training and self.cfg.aug_shift > 0:
                 flat = random_shift(flat, self.cfg.aug_shift)
             cond = goal.repeat_interleave(self.obs_horizon, dim=0)

@@ -90,6 +90,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         tcfg = cfg.train
+        if tcfg.noise_draws < 1:
+            raise DpError(f"train.noise_draws must be at least 1 (noise levels trained per encoded window), got {tcfg.noise_draws}")
         for name in ("steps", "log_every", "val_every", "ckpt_every"):
             if getattr(tcfg, name) < 1:
                 raise DpError(f"train.{name} must be at least 1, got {getattr(tcfg, name)} (a value above train.steps means only at the end)")
@@ -243,7 +245,7 @@ class Trainer:
         for start in range(0, n, self.batch_size):
             batch = self._to_device(val.__getitems__(idx[start : start + self.batch_size]), val_map)
             with self._autocast():
-                loss, parts = model.compute_loss(batch, generator=gen)
+                loss, parts = model.compute_loss(batch, generator=gen, draws=1)  # comparable across train.noise_draws
                 noise = torch.randn(batch["action"].shape, generator=gen).to(self.device)
                 pred = model.sample(batch["obs"], batch.get("task_id"), batch.get("lang_emb"), noise=noise)
             losses.append(parts["diffusion_loss"].item())

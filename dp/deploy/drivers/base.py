@@ -57,6 +57,7 @@ class DriverInfo:
     instruction: str | None = None
     horizon: int = 0  # steps per episode, if the driver has an episode length
     seed: int = 0
+    camera_keys: dict[str, str] = field(default_factory=dict)  # camera -> observation key, where not "<camera>_image"
 
 
 class Driver(ABC):

@@ -8,7 +8,12 @@ Cartesian step limits apply in pixels too. The State's ``extra`` carries the obs
 Push-T stores (``agent_pos``, ``keypoint``, ``state``) and ``score`` (min(coverage / 0.95, 1) now: the
 protocol's per-step score, whose maximum over an episode the node reports).
 
-Options (``driver.options``): ``seed`` (first episode's seed; a reset without a seed takes the next).
+With ``cameras: [top]`` the State also carries the top view (``image_size`` pixels square, 96 by
+default: what Diffusion Policy's image policies see) as camera ``top``, whose observation key is ``img``
+(the Push-T stores' image key, named in the Info's ``camera_keys``), so an image policy runs too.
+
+Options (``driver.options``): ``seed`` (first episode's seed; a reset without a seed takes the next),
+``cameras`` (none by default, or ``[top]``), ``image_size`` (96).
 Each :meth:`apply` / :meth:`hold` advances the physics by one control period (0.1 s).
 """
 
@@ -21,7 +26,7 @@ from dp.link.protocol import MODE_JOINT
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
 
-OPTIONS = {"seed"}
+OPTIONS = {"seed", "cameras", "image_size"}
 EXTRA = {"agent_pos": 2, "keypoint": 18, "state": 5, "score": 1}
 
 
@@ -30,6 +35,8 @@ class PushTDriver(SimulatedDriver):
         super().__init__(config, OPTIONS, "pusht")
         if len(config.limits.joint_min) != 2:
             raise DpError("limits.joint_min/max: the pusht robot has 2 joints (agent x, y in pixels)")
+        self.cameras = list(self.options.get("cameras") or [])
+        self.image_size = int(self.options.get("image_size", 96))
 
     def connect(self) -> DriverInfo:
         from dp.sim.tasks import get_task  # gym-pusht loads only when the controller starts
@@ -37,10 +44,11 @@ class PushTDriver(SimulatedDriver):
         spec = get_task("pusht")
         if abs(spec.control_freq - self.control_hz) > 1e-9:
             raise DpError(f"rates.control_hz {self.control_hz} does not match task 'pusht' ({spec.control_freq} Hz)")
-        self.env = spec.make_env()
+        self.env = spec.make_env(self.cameras, self.image_size)  # checks the camera names
         self.env.reset(self.seed)
-        return DriverInfo(n_joints=2, modes=[MODE_JOINT], extra=dict(EXTRA), task=spec.name,
-                          instruction=spec.instruction, horizon=spec.horizon, seed=self.seed)
+        keys = dict(zip(self.cameras, spec.image_keys(self.cameras)))
+        return DriverInfo(n_joints=2, modes=[MODE_JOINT], cameras=list(self.cameras), extra=dict(EXTRA), task=spec.name,
+                          instruction=spec.instruction, horizon=spec.horizon, seed=self.seed, camera_keys=keys)
 
     def read_state(self) -> Reading:
         obs = self.env.observation()
@@ -49,6 +57,7 @@ class PushTDriver(SimulatedDriver):
             q=agent, dq=np.asarray(self.env.env.agent.velocity, dtype=np.float64),
             ee_pos=np.array([agent[0], agent[1], 0.0]), ee_quat=np.array([0.0, 0.0, 0.0, 1.0]), gripper=np.zeros(1),
             extra={**{k: obs[k] for k in ("agent_pos", "keypoint", "state")}, "score": np.array([self.env.score()], np.float32)},
+            images={cam: obs[key] for cam, key in zip(self.cameras, self.env.spec.image_keys(self.cameras))},
             success=self.env.success(),
         )
 

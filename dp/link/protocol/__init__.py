@@ -55,6 +55,8 @@ from dp.link.protocol.messages import (
     Reset,
     State,
     Stop,
+    STATE_KEYS,
+    camera_key,
     observation_from_state,
 )
 from dp.link.protocol.schema import (
@@ -90,5 +92,5 @@ __all__ = [
     "MAX_JOINTS", "MAX_MESSAGE_BYTES", "MAX_TEXT", "MAX_WAYPOINTS", "MESSAGE_TYPES", "MODES", "MODE_EE_DELTA",
     "MODE_EE_POSE", "MODE_JOINT", "MODE_WIDTH", "Message", "ProtocolError", "ROBOT_HOLD", "ROBOT_MODES",
     "ROBOT_STOPPED", "ROBOT_TRACK", "Release", "Reset", "SeqGuard", "State", "Stop", "VERSION", "decode", "encode",
-    "max_frame_bytes", "new_id", "observation_from_state", "pack_array", "unpack_array",
+    "max_frame_bytes", "new_id", "STATE_KEYS", "camera_key", "observation_from_state", "pack_array", "unpack_array",
 ]

@@ -177,6 +177,7 @@ class Info:
     instruction: str | None = None
     horizon: int = 0  # steps per episode where the driver has an episode length (simulation), else 0
     seed: int = 0  # seed of the current episode
+    camera_keys: dict[str, str] = field(default_factory=dict)  # camera -> its observation key, where not "<camera>_image"
 
     def to_wire(self) -> dict:
         return {
@@ -184,6 +185,7 @@ class Info:
             "n_joints": self.n_joints, "modes": list(self.modes), "action_scale": list(self.action_scale),
             "command_port": self.command_port, "cameras": list(self.cameras), "extra": dict(self.extra),
             "task": self.task, "instruction": self.instruction, "horizon": self.horizon, "seed": self.seed,
+            "camera_keys": dict(self.camera_keys),
         }
 
     @classmethod
@@ -198,14 +200,27 @@ class Info:
         extra = map_field(d, "extra", n, MAX_EXTRA_KEYS)
         if not all(type(v) is int and 0 < v <= MAX_EXTRA_SIZE for v in extra.values()):
             raise ProtocolError(f"{n}.extra", "expected key -> length")
+        cameras = strings_field(d, "cameras", n, MAX_CAMERAS)
+        camera_keys = map_field(d, "camera_keys", n, MAX_CAMERAS) if d.get("camera_keys") is not None else {}
+        if not all(k in cameras and isinstance(v, str) and 0 < len(v) <= 64 for k, v in camera_keys.items()):
+            raise ProtocolError(f"{n}.camera_keys", f"expected camera -> observation key for cameras of {cameras}, got {camera_keys!r}")
         return cls(
             boot=int_field(d, "boot", n), robot=str_field(d, "robot", n), control_hz=float_field(d, "control_hz", n, 0.1, 10_000),
             state_hz=float_field(d, "state_hz", n, 0.1, 100_000), n_joints=int_field(d, "n_joints", n, 0, MAX_JOINTS),
             modes=modes, action_scale=(float(scale[0]), float(scale[1])), command_port=int_field(d, "command_port", n, 1, 65535),
-            cameras=strings_field(d, "cameras", n, MAX_CAMERAS), extra=extra, task=str_field(d, "task", n, optional=True),
+            cameras=cameras, extra=extra, task=str_field(d, "task", n, optional=True),
             instruction=str_field(d, "instruction", n, optional=True), horizon=int_field(d, "horizon", n, 0, 10**9),
-            seed=int_field(d, "seed", n, 0, (1 << 32) - 1),
+            seed=int_field(d, "seed", n, 0, (1 << 32) - 1), camera_keys=camera_keys,
         )
+
+    def observation_keys(self) -> list[str]:
+        """The keys :func:`observation_from_state` gives for this robot's States."""
+        return [*STATE_KEYS, *self.extra, *(camera_key(cam, self.camera_keys) for cam in self.cameras)]
+
+    def offers(self) -> str:
+        """The robot's cameras (with their observation keys) and extra keys, in words."""
+        cameras = ", ".join(f"{cam} (as {camera_key(cam, self.camera_keys)})" for cam in self.cameras) or "none"
+        return f"its cameras: {cameras}; its extra keys: {', '.join(self.extra) or 'none'}"
 
 
 @dataclass
@@ -345,11 +360,19 @@ class Reset:
         return cls(**_addressed(d, cls.TYPE), seed=seed)
 
 
-def observation_from_state(state: State) -> dict[str, np.ndarray]:
+STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "robot0_joint_vel")  # every State's
+
+
+def camera_key(camera: str, camera_keys: dict[str, str] | None = None) -> str:
+    """A camera's observation key: what the robot's Info names (``camera_keys``), else ``<camera>_image``."""
+    return (camera_keys or {}).get(camera, f"{camera}_image")
+
+
+def observation_from_state(state: State, camera_keys: dict[str, str] | None = None) -> dict[str, np.ndarray]:
     """A State as one time step of a policy's observation, in the project's key conventions:
     ``robot0_eef_pos``, ``robot0_eef_quat``, ``robot0_gripper_qpos``, ``robot0_joint_pos``,
     ``robot0_joint_vel`` (float32), every ``extra`` key as it is (e.g. ``object``), and each camera
-    as ``<camera>_image`` (uint8 H x W x 3)."""
+    under :func:`camera_key` (uint8 H x W x 3; ``camera_keys``: the robot's ``Info.camera_keys``)."""
     obs = {
         "robot0_eef_pos": state.ee_pos.astype(np.float32),
         "robot0_eef_quat": state.ee_quat.astype(np.float32),
@@ -358,7 +381,7 @@ def observation_from_state(state: State) -> dict[str, np.ndarray]:
         "robot0_joint_vel": state.dq.astype(np.float32),
     }
     obs.update({k: v.astype(np.float32) for k, v in state.extra.items()})
-    obs.update({f"{cam}_image": frame.pixels for cam, frame in state.images.items()})
+    obs.update({camera_key(cam, camera_keys): frame.pixels for cam, frame in state.images.items()})
     return obs
 
 Message = Union[State, Info, Command, Heartbeat, Stop, Release, Reset]
