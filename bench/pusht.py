@@ -84,11 +84,14 @@ def train_times(run: Path) -> dict[int, float]:
     return out
 
 
-def curve(run: Path, work: Path, episodes: int, seed: int) -> list[dict[str, Any]]:
+def curve(run: Path, work: Path, episodes: int, seed: int, steps: list[int] | None = None) -> list[dict[str, Any]]:
+    """Every checkpoint (or those of ``steps``) on ``episodes`` validation seeds, with its training time."""
     times = train_times(run)
     points = []
     for ckpt in sorted((run / "checkpoints").glob("step_*")):
         step = int(ckpt.name.split("_")[1])
+        if steps is not None and step not in steps:
+            continue
         fig = eval_json(work / "val" / f"{ckpt.name}.json", str(ckpt), "--split", "val", "--episodes", str(episodes), "--seed", str(seed))
         points.append({"step": step, "train_s": round(times.get(step, float("nan")), 1), "checkpoint": str(ckpt), **fig})
     return points
@@ -109,6 +112,11 @@ def main() -> None:
     parser.add_argument("--val-episodes", type=int, default=50, help="validation episodes per checkpoint / setting (default 50)")
     parser.add_argument("--test-episodes", type=int, default=100, help="test episodes per reported row (default 100; 0: the curve only)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of both splits (default 0)")
+    parser.add_argument("--curve-steps", type=lambda v: [int(x) for x in v.split(",")], default=None, metavar="S1,S2,...",
+                        help="validate only the checkpoints of these steps (default: every checkpoint)")
+    parser.add_argument("--rti-grid", type=lambda v: [(int(k), float(sg), int(e)) for k, sg, e in (t.split(",") for t in v.split(";"))],
+                        default=None, metavar="K,SIGMA,EVERY;...", help=f"RTI settings tried on validation seeds (default {RTI_GRID})")
+    parser.add_argument("--skip-rti-defaults", action="store_true", help="no test row of the export's default RTI settings")
     parser.add_argument("--skip-rti", action="store_true", help="no RTI grid and no RTI row")
     parser.add_argument("--deploy-episodes", type=int, default=None, help="episodes through the deploy path (default: --test-episodes; 0: none)")
     parser.add_argument("--deploy-parallel", type=int, default=2,
@@ -147,7 +155,7 @@ def main() -> None:
     times = train_times(run)
     out["train_wall_s"] = round(max(times.values()), 1) if times else None
 
-    out["curve"] = curve(run, work, val_n, args.seed)
+    out["curve"] = curve(run, work, val_n, args.seed, args.curve_steps)
     best = choose([p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step])
     out["chosen"] = {"step": best["step"], "checkpoint": best["checkpoint"], "train_s": best["train_s"],
                      "why": "best mean score on validation seeds" + (f" among steps <= {args.last_step}" if args.last_step else "")}
@@ -156,7 +164,7 @@ def main() -> None:
 
     rti_rows = []
     if not args.skip_rti:
-        for steps, sigma, every in quick.get("rti_grid", RTI_GRID):
+        for steps, sigma, every in quick.get("rti_grid", args.rti_grid or RTI_GRID):
             name = f"rti_k{steps}_s{sigma:g}_e{every}"
             fig = eval_json(sub / "val" / f"{name}.json", ckpt, "--split", "val", "--episodes", str(val_n), "--seed", str(args.seed),
                             "--rti-steps", str(steps), "--rti-sigma", str(sigma), "--rti-every", str(every))
@@ -190,9 +198,10 @@ def main() -> None:
             dp("export", ckpt, "--out", str(rti_dir), "--rti-steps", str(rti["steps"]), "--rti-sigma", str(rti["sigma"]),
                "--rti-every", str(every), *first)
         rows["onnx_rti"] = eval_json(test / "onnx_rti.json", "--onnx", str(rti_dir), "--rti", *seed)
-        rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", "--onnx", str(export), "--rti", *seed)  # as shipped
+        if not args.skip_rti_defaults:
+            rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", "--onnx", str(export), "--rti", *seed)  # as shipped
     deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
-    if deploy_n and args.preset == "pusht":
+    if deploy_n:  # the Push-T controller publishes the 96x96 view too, so image policies deploy as state ones do
         # `dp node` runs an export with its RTI settings: the chosen ones when the RTI stage ran
         rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel)
     out["test"] = rows

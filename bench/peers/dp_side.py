@@ -6,6 +6,10 @@ call, with the process's peak RSS (each call is its own process, so the figure i
     python dp_side.py latency --onnx DIR --calls 200 [--rti]          # numpy + onnxruntime only
     python dp_side.py train --store STORE --budget-s 1200 --steps-planned N --out RUN
     python dp_side.py eval --run RUN --seeds 1,2,3 [--budget-s S]      # `dp eval`'s rollout, per seed
+
+``--preset`` (size, throughput, train) picks the preset: ``pusht`` (state: the keypoint store of
+datasets/pusht_keypoints.yaml, the default) or ``pusht-image`` (the 96x96 view + agent position: the
+store of datasets/pusht.yaml); eval renders the cameras the policy observes, as `dp eval` does.
 """
 
 from __future__ import annotations
@@ -14,25 +18,31 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as `dp train` does
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # dp from this checkout
 
 import numpy as np
 
 PRESET = "pusht"  # dp's state Push-T preset (agent_pos + 9 keypoints, 2 obs, 16 predicted, 8 executed)
+# (pusht-image: the 96x96 top view + agent_pos, the same chunking)
 
 
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def trainer(store: Path, run: Path, batch: int, steps: int, overrides: list[str]):
+def trainer(store: Path, run: Path, batch: int | None, steps: int, overrides: list[str], preset: str = PRESET):
+    """dp's Trainer of ``preset`` on ``store``, 1 thread, data loaded in this process; ``batch`` None
+    keeps the preset's batch size."""
     from dp.config import build_config
     from dp.train.trainer import Trainer
 
-    cfg = build_config(PRESET, [f"train.batch_size={batch}", f"train.steps={steps}", "train.threads=1",
+    sized = [] if batch is None else [f"train.batch_size={batch}"]
+    cfg = build_config(preset, [*sized, f"train.steps={steps}", "train.threads=1",
                                 "train.val_every=1000000000", "train.ckpt_every=1000000000", "train.num_workers=0", *overrides])
     return Trainer(cfg, [str(store)], run, resume=False, progress=False)
 
@@ -49,7 +59,7 @@ def cmd_throughput(a) -> dict:
     from dp.models.cost import param_counts
 
     with tempfile.TemporaryDirectory() as tmp:
-        t = trainer(a.store, a.save or Path(tmp) / "run", a.batch, a.steps + a.warmup, a.override)
+        t = trainer(a.store, a.save or Path(tmp) / "run", a.batch, a.steps + a.warmup, a.override, a.preset)
         it = batches(t)
         for _ in range(a.warmup):
             t.train_step(t._to_device(next(it), t.train_map))
@@ -72,14 +82,16 @@ def cmd_throughput(a) -> dict:
         return {"samples_per_s": round(a.steps * a.batch / total, 1), "s_per_step": round(total / a.steps, 4),
                 "cpu_s_per_step": round(cpu / a.steps, 4), "samples_per_cpu_s": round(a.steps * a.batch / cpu, 1),
                 "data_s_per_step": round(data_s / a.steps, 4), "compute_s_per_step": round(compute_s / a.steps, 4),
-                "batch_size": a.batch, "steps": a.steps, "warmup": a.warmup, **param_counts(t.policy),
+                "batch_size": t.cfg.train.batch_size, "steps": a.steps, "warmup": a.warmup, **param_counts(t.policy),
                 "overrides": a.override, "threads": torch.get_num_threads()}
 
 
-def observation(keys: list[str], shapes: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """One Push-T-like observation (pixels)."""
+def observation(keys: list[str], shapes: dict, seed: int = 0, image_keys: list[str] = ()) -> dict[str, np.ndarray]:
+    """One Push-T-like observation: positions in pixels, images uint8 (H, W, C) as the task renders them."""
     rng = np.random.default_rng(seed)
-    return {k: rng.uniform(50, 450, shapes[k]).astype(np.float32) for k in keys}
+    out = {k: rng.uniform(50, 450, shapes[k]).astype(np.float32) for k in keys}
+    out.update({k: rng.integers(0, 256, shapes[k], dtype=np.uint8) for k in image_keys})
+    return out
 
 
 def timed(fn, calls: int, warmup: int) -> dict:
@@ -101,7 +113,7 @@ def cmd_latency(a) -> dict:
         from dp.infer.onnx_policy import OnnxPolicy
 
         policy = OnnxPolicy.load(a.onnx, rti=a.rti, threads=1)
-        obs = observation(policy.lowdim_keys, {k: v for k, v in policy.shapes.items()})
+        obs = observation(policy.lowdim_keys, {k: v for k, v in policy.shapes.items()}, image_keys=policy.image_keys)
         policy.reset()
         policy.predict_chunk(obs)  # with RTI the first chunk is full, every later one warm
         out = timed(lambda: policy.predict_chunk(obs), a.calls, a.warmup)
@@ -114,7 +126,7 @@ def cmd_latency(a) -> dict:
 
         torch.set_num_threads(1)
         policy = Policy.load(a.run)
-        obs = observation(policy.lowdim_keys, policy.shapes)
+        obs = observation(policy.lowdim_keys, policy.shapes, image_keys=policy.image_keys)
         policy.reset()
         out = timed(lambda: policy.predict_chunk(obs), a.calls, a.warmup)
         out.update(runtime="torch (eager, experts routed)", threads=torch.get_num_threads(), sampler_steps=policy.steps)
@@ -122,19 +134,24 @@ def cmd_latency(a) -> dict:
 
 
 def cmd_size(a) -> dict:
-    """Parameters and forward FLOPs per sample and denoising step (torch's flop counter)."""
+    """Parameters and forward FLOPs per sample and denoising step (torch's flop counter); an image
+    policy also gives its observation encoder's FLOPs per sample (once per chunk, all observed steps)."""
     from dp.config import build_config
     from dp.models.diffusion_policy import DiffusionPolicy
     from dp.models.cost import measure_flops, param_counts
     from dp.train.data import resolve
 
-    cfg, _ = resolve(build_config(PRESET, a.override), [str(a.store)])
+    cfg, _ = resolve(build_config(a.preset, a.override), [str(a.store)])
     policy = DiffusionPolicy(cfg)
-    return {**param_counts(policy), "flops_per_sample_step": measure_flops(policy)["flops_per_step"]}
+    flops = measure_flops(policy)
+    out = {**param_counts(policy), "flops_per_sample_step": flops["flops_per_step"]}
+    if policy.image_keys:
+        out["encoder_flops_per_sample"] = flops["encoder_flops"]
+    return out
 
 
 def cmd_train(a) -> dict:
-    t = trainer(a.store, a.out, a.batch, a.steps_planned, a.override)
+    t = trainer(a.store, a.out, a.batch, a.steps_planned, a.override, a.preset)
     it = batches(t)
     t0, losses = time.perf_counter(), []
     while t.step < a.steps_planned and time.perf_counter() - t0 < a.budget_s:
@@ -144,22 +161,26 @@ def cmd_train(a) -> dict:
         losses.append(float(out["loss"]))
     wall = time.perf_counter() - t0
     t.save()
-    return {"steps": t.step, "steps_planned": a.steps_planned, "wall_s": round(wall, 1), "batch_size": a.batch,
+    return {"steps": t.step, "steps_planned": a.steps_planned, "wall_s": round(wall, 1), "batch_size": t.cfg.train.batch_size,
             "final_loss_mean_50": round(float(np.mean(losses[-50:])), 4), "run": str(a.out)}
 
 
 def cmd_eval(a) -> dict:
     """The rollouts of `dp eval --task pusht` (``dp.sim.rollout.run_episode``) on the given seeds, starting
-    no new episode after ``--budget-s`` seconds."""
+    no new episode after ``--budget-s`` seconds. As `dp eval`, the environment renders the cameras the
+    policy observes at the task's size (Push-T: the 96x96 top view, gym-pusht's ``pixels_agent_pos``)."""
     import torch
 
+    from dp.eval.evaluate import check_fit, policy_cameras
     from dp.infer.policy import Policy
     from dp.sim.rollout import run_episode
     from dp.sim.tasks import get_task
 
     torch.set_num_threads(1)
     policy = Policy.load(a.run)
-    env = get_task("pusht").make_env([], None)
+    spec = get_task("pusht")
+    check_fit(policy, spec)
+    env = spec.make_env(policy_cameras(policy, spec), None)
     episodes, t0 = [], time.perf_counter()
     for seed in a.seeds:
         if time.perf_counter() - t0 > a.budget_s:
@@ -167,16 +188,20 @@ def cmd_eval(a) -> dict:
         ep = run_episode(env, policy, seed, record=False)
         episodes.append({"seed": int(seed), "score": float(ep.score), "success": bool(ep.success), "steps": int(ep.length)})
     env.close()
-    return {"episodes": episodes, "wall_s": round(time.perf_counter() - t0, 1), "sampler_steps": policy.steps}
+    return {"episodes": episodes, "wall_s": round(time.perf_counter() - t0, 1), "sampler_steps": policy.steps,
+            "cameras": list(env.cameras)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    preset = {"default": PRESET, "help": f"dp preset (default {PRESET}; pusht-image for the image policy)"}
     for name in ("throughput", "train"):
         p = sub.add_parser(name)
-        p.add_argument("--store", type=Path, required=True, help="the Push-T keypoint store (dp import ... --card pusht_keypoints)")
-        p.add_argument("--batch", type=int, default=64)
+        p.add_argument("--store", type=Path, required=True,
+                       help="the Push-T store (dp import ... --card pusht_keypoints for pusht, --card pusht for pusht-image)")
+        p.add_argument("--preset", **preset)
+        p.add_argument("--batch", type=int, default=None, help="training batch (default: the preset's)")
         p.add_argument("-o", "--override", action="append", default=[], help="config override (section.key=value)")
     sub.choices["throughput"].add_argument("--steps", type=int, default=30)
     sub.choices["throughput"].add_argument("--warmup", type=int, default=3)
@@ -190,6 +215,7 @@ def main() -> None:
     p.add_argument("--budget-s", type=float, default=float("inf"), help="start no new episode after this many seconds")
     p = sub.add_parser("size")
     p.add_argument("--store", type=Path, required=True)
+    p.add_argument("--preset", **preset)
     p.add_argument("-o", "--override", action="append", default=[])
     p = sub.add_parser("latency")
     p.add_argument("--run", type=Path, help="a run / checkpoint folder (torch)")

@@ -8,10 +8,20 @@ at the optimiser preset's norm (10), Adam + cosine schedule from the policy's pr
 ``EpisodeAwareSampler`` (dropping ``drop_n_last_frames``). Data loading runs in the main process
 (``num_workers=0``) so that one thread is one thread.
 
-    python lerobot_side.py throughput --root DS --batch 64 --steps 30 [--down-dims 80,160,320]
-    python lerobot_side.py latency --root DS --calls 200
-    python lerobot_side.py train --root DS --budget-s 1200 --steps-planned N --out RUN
-    python lerobot_side.py eval --run RUN --seeds 1,2,3
+``--obs state`` (the default) observes ``observation.state`` (agent x, y) and
+``observation.environment_state`` (the block's 9 keypoints); ``--obs image`` observes
+``observation.image`` (the 96x96 view) and ``observation.state``, encoded by LeRobot's ResNet-18
+(``vision_backbone="resnet18"``, ``pretrained_backbone_weights=None``: from scratch, nothing is
+downloaded), random 84x84 crops in training and the centre crop at inference (``crop_shape``), group
+norm in place of batch norm (``use_group_norm``) and its spatial-softmax keypoints (the default 32), as
+LeRobot's Push-T recipe. Evaluation observes what gym-pusht gives (``pixels`` uint8 96x96x3 with
+``obs_type="pixels_agent_pos"``, ``agent_pos``; or the keypoints) through LeRobot's own
+``preprocess_observation`` (images to float CHW in 0..1), as ``lerobot-eval`` does.
+
+    python lerobot_side.py throughput --root DS --batch 64 --steps 30 [--down-dims 80,160,320] [--obs image]
+    python lerobot_side.py latency --root DS --calls 200 [--obs image]
+    python lerobot_side.py train --root DS --budget-s 1200 --steps-planned N --out RUN [--obs image]
+    python lerobot_side.py eval --run RUN --seeds 1,2,3                # the mode the run was trained in
 """
 
 from __future__ import annotations
@@ -31,14 +41,20 @@ import torch
 
 REPO_ID = "local/pusht"
 STATE_KEYS = ("observation.state", "observation.environment_state")
+INPUTS = {"state": STATE_KEYS, "image": ("observation.state", "observation.image")}
+# The image policy as LeRobot's Push-T recipe (Diffusion Policy's): set explicitly, not left to the
+# version's defaults (0.4.4 leaves crop_shape None).
+IMAGE_CONFIG = {"vision_backbone": "resnet18", "pretrained_backbone_weights": None, "crop_shape": (84, 84), "crop_is_random": True,
+                "use_group_norm": True}
 
 
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def build(root: Path, down_dims: tuple[int, ...] | None, **overrides):
-    """(config, policy, preprocessor, postprocessor, metadata) of a state Push-T DiffusionPolicy."""
+def build(root: Path, down_dims: tuple[int, ...] | None, obs: str = "state", **overrides):
+    """(config, policy, preprocessor, postprocessor, metadata) of a Push-T DiffusionPolicy observing
+    ``obs`` ("state" or "image", :data:`INPUTS`)."""
     from lerobot.configs.types import FeatureType
     from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
     from lerobot.datasets.utils import dataset_to_policy_features
@@ -49,7 +65,12 @@ def build(root: Path, down_dims: tuple[int, ...] | None, **overrides):
     meta = LeRobotDatasetMetadata(REPO_ID, root=root)
     features = dataset_to_policy_features(meta.features)
     outputs = {k: f for k, f in features.items() if f.type is FeatureType.ACTION}
-    inputs = {k: f for k, f in features.items() if k in STATE_KEYS}
+    missing = [k for k in INPUTS[obs] if k not in features]
+    if missing:
+        raise SystemExit(f"error: the dataset at {root} has no {missing} (convert it without --no-images for --obs image)")
+    inputs = {k: f for k, f in features.items() if k in INPUTS[obs]}
+    if obs == "image":
+        overrides = {**IMAGE_CONFIG, **overrides}
     if down_dims:
         overrides["down_dims"] = tuple(down_dims)
     cfg = DiffusionConfig(input_features=inputs, output_features=outputs, device="cpu", **overrides)
@@ -60,6 +81,16 @@ def build(root: Path, down_dims: tuple[int, ...] | None, **overrides):
 
 def params(policy) -> int:
     return sum(p.numel() for p in policy.parameters())
+
+
+def vision(cfg) -> dict:
+    """The image encoder's settings (empty for a state policy)."""
+    if not cfg.image_features:
+        return {}
+    keys = ("vision_backbone", "pretrained_backbone_weights", "crop_shape", "crop_is_random", "resize_shape", "use_group_norm",
+            "spatial_softmax_num_keypoints", "use_separate_rgb_encoder_per_camera")
+    return {"vision": {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in keys)},
+            "inputs": {k: list(f.shape) for k, f in cfg.input_features.items()}}
 
 
 def loader(cfg, meta, root: Path, batch: int, seed: int):
@@ -100,7 +131,7 @@ def cycle(dl):
 
 
 def cmd_throughput(a) -> dict:
-    cfg, policy, pre, _, meta = build(a.root, a.down_dims)
+    cfg, policy, pre, _, meta = build(a.root, a.down_dims, a.obs)
     batches = cycle(loader(cfg, meta, a.root, a.batch, a.seed))
     step = Stepper(cfg, policy, pre, a.steps + a.warmup)
     for _ in range(a.warmup):
@@ -120,22 +151,39 @@ def cmd_throughput(a) -> dict:
             "cpu_s_per_step": round(cpu / a.steps, 4), "samples_per_cpu_s": round(a.steps * a.batch / cpu, 1),
             "data_s_per_step": round(data_s / a.steps, 4), "compute_s_per_step": round(compute_s / a.steps, 4),
             "batch_size": a.batch, "steps": a.steps, "warmup": a.warmup, "params": params(policy),
-            "down_dims": list(cfg.down_dims), "threads": torch.get_num_threads()}
+            "down_dims": list(cfg.down_dims), "threads": torch.get_num_threads(), **vision(cfg)}
 
 
-def observation(meta, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """One observation inside the dataset's range (what the environment would send)."""
+def from_env(obs: list[dict[str, np.ndarray]], image: bool) -> dict[str, torch.Tensor]:
+    """A batch of Push-T observations (dp.sim.pusht's keys: ``agent_pos``, ``keypoint``, ``img``) as
+    LeRobot's policy takes them: gym-pusht's keys (``agent_pos``, ``pixels`` or ``environment_state``)
+    through LeRobot's own ``preprocess_observation``, as ``lerobot-eval`` feeds its policies."""
+    from lerobot.envs.utils import preprocess_observation
+
+    raw = {"agent_pos": np.stack([o["agent_pos"] for o in obs])}
+    if image:
+        raw["pixels"] = np.stack([o["img"] for o in obs])  # (B, 96, 96, 3) uint8 -> observation.image (B, 3, 96, 96) in 0..1
+    else:
+        raw["environment_state"] = np.stack([o["keypoint"] for o in obs])
+    return preprocess_observation(raw)
+
+
+def observation(meta, rng: np.random.Generator, image: bool) -> dict[str, np.ndarray]:
+    """One observation as the environment sends it (dp.sim.pusht's keys): positions inside the
+    dataset's range, a random uint8 view."""
     out = {}
-    for key in STATE_KEYS:
+    for key, env_key in zip(STATE_KEYS, ("agent_pos", "keypoint")):
         lo, hi = np.asarray(meta.stats[key]["min"]), np.asarray(meta.stats[key]["max"])
-        out[key] = torch.from_numpy(rng.uniform(lo, hi).astype(np.float32))
+        out[env_key] = rng.uniform(lo, hi).astype(np.float32)
+    if image:
+        out["img"] = rng.integers(0, 256, tuple(meta.features["observation.image"]["shape"]), dtype=np.uint8)
     return out
 
 
 def cmd_latency(a) -> dict:
-    cfg, policy, pre, post, meta = build(a.root, a.down_dims)
+    cfg, policy, pre, post, meta = build(a.root, a.down_dims, a.obs)
     policy.eval()
-    obs = observation(meta, np.random.default_rng(0))
+    obs = from_env([observation(meta, np.random.default_rng(0), a.obs == "image")], a.obs == "image")
 
     def chunk() -> None:  # after reset, select_action samples a whole chunk (the queue is empty)
         policy.reset()
@@ -153,25 +201,38 @@ def cmd_latency(a) -> dict:
     return {"median_ms": round(float(np.median(ms)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
             "cpu_ms_mean": round(cpu / a.calls * 1e3, 2), "calls": a.calls,
             "sampler_steps": cfg.num_inference_steps or cfg.num_train_timesteps, "scheduler": cfg.noise_scheduler_type,
-            "params": params(policy), "down_dims": list(cfg.down_dims), "threads": torch.get_num_threads()}
+            "params": params(policy), "down_dims": list(cfg.down_dims), "threads": torch.get_num_threads(), **vision(cfg)}
 
 
 def cmd_size(a) -> dict:
-    """Parameters and the UNet's forward FLOPs per sample and denoising step (torch's flop counter)."""
+    """Parameters and the UNet's forward FLOPs per sample and denoising step (torch's flop counter); an
+    image policy also gives the observation encoder's FLOPs per sample (eval mode: the centre crop; once
+    per chunk, every observed step) and the encoder's parameters."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg, policy, _, _, _ = build(a.root, a.down_dims)
-    cond = torch.zeros(1, sum(cfg.input_features[k].shape[0] for k in STATE_KEYS) * cfg.n_obs_steps)
+    cfg, policy, _, _, _ = build(a.root, a.down_dims, a.obs)
+    policy.eval()
+    obs = {"observation.state": torch.zeros(1, cfg.n_obs_steps, *cfg.robot_state_feature.shape)}
+    if cfg.env_state_feature:
+        obs["observation.environment_state"] = torch.zeros(1, cfg.n_obs_steps, *cfg.env_state_feature.shape)
+    if cfg.image_features:  # (B, steps, cameras, C, H, W), as DiffusionPolicy stacks them
+        obs["observation.images"] = torch.zeros(1, cfg.n_obs_steps, len(cfg.image_features), *next(iter(cfg.image_features.values())).shape)
+    with FlopCounterMode(display=False) as encoder, torch.no_grad():
+        cond = policy.diffusion._prepare_global_conditioning(obs)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         policy.diffusion.unet(torch.zeros(1, cfg.horizon, 2), torch.tensor([10]), global_cond=cond)
-    return {"params": params(policy), "flops_per_sample_step": int(counter.get_total_flops()), "down_dims": list(cfg.down_dims)}
+    out = {"params": params(policy), "flops_per_sample_step": int(counter.get_total_flops()), "down_dims": list(cfg.down_dims)}
+    if cfg.image_features:
+        out.update(encoder_params=params(policy.diffusion.rgb_encoder), encoder_flops_per_sample=int(encoder.get_total_flops()),
+                   sampler_steps=cfg.num_inference_steps or cfg.num_train_timesteps, **vision(cfg))
+    return out
 
 
 def cmd_train(a) -> dict:
     from safetensors.torch import save_file
 
     torch.manual_seed(a.seed)
-    cfg, policy, pre, _, meta = build(a.root, a.down_dims)
+    cfg, policy, pre, _, meta = build(a.root, a.down_dims, a.obs)
     batches = cycle(loader(cfg, meta, a.root, a.batch, a.seed))
     step = Stepper(cfg, policy, pre, a.steps_planned)
     t0, done, losses = time.perf_counter(), 0, []
@@ -181,27 +242,30 @@ def cmd_train(a) -> dict:
     wall = time.perf_counter() - t0
     a.out.mkdir(parents=True, exist_ok=True)
     save_file(policy.state_dict(), str(a.out / "model.safetensors"))
-    (a.out / "run.json").write_text(json.dumps({"root": str(a.root), "down_dims": list(cfg.down_dims)}))
+    (a.out / "run.json").write_text(json.dumps({"root": str(a.root), "down_dims": list(cfg.down_dims), "obs": a.obs}))
     return {"steps": done, "steps_planned": a.steps_planned, "wall_s": round(wall, 1), "batch_size": a.batch,
-            "final_loss_mean_50": round(float(np.mean(losses[-50:])), 4), "params": params(policy), "down_dims": list(cfg.down_dims)}
+            "final_loss_mean_50": round(float(np.mean(losses[-50:])), 4), "params": params(policy), "down_dims": list(cfg.down_dims),
+            **vision(cfg)}
 
 
 def cmd_eval(a) -> dict:
     """Rollouts through dp's own Push-T task (dp/sim/pusht.py: the same gym-pusht environment, observation
-    keys, keypoints and protocol as `dp eval --task pusht`), ``--envs`` episodes at a time batched through
-    the policy as ``lerobot-eval`` batches its vectorised environments; an episode ends at success or
-    after 300 steps. Starts no new batch of episodes after ``--budget-s`` seconds."""
+    keys, keypoints and protocol as `dp eval --task pusht`; an image policy gets the task's ``top`` camera,
+    gym-pusht's 96x96 ``pixels``), ``--envs`` episodes at a time batched through the policy as
+    ``lerobot-eval`` batches its vectorised environments; an episode ends at success or after 300 steps.
+    Starts no new batch of episodes after ``--budget-s`` seconds."""
     from safetensors.torch import load_file
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # dp.sim.pusht needs only numpy + gym-pusht
     from dp.sim.pusht import PushTTask, episode_score
 
     run = json.loads((a.run / "run.json").read_text())
-    cfg, policy, pre, post, _ = build(Path(run["root"]), run["down_dims"])
+    image = run.get("obs", "state") == "image"
+    cfg, policy, pre, post, _ = build(Path(run["root"]), run["down_dims"], run.get("obs", "state"))
     policy.load_state_dict(load_file(str(a.run / "model.safetensors")))
     policy.eval()
     task = PushTTask()
-    envs = [task.make_env() for _ in range(a.envs)]
+    envs = [task.make_env(["top"] if image else None) for _ in range(a.envs)]
     episodes, t0 = [], time.perf_counter()
     for start in range(0, len(a.seeds), a.envs):
         if time.perf_counter() - t0 > a.budget_s:
@@ -213,9 +277,7 @@ def cmd_eval(a) -> dict:
         coverages: list[list[float]] = [[] for _ in seeds]
         done = [False] * len(seeds)
         for _ in range(task.horizon):
-            batch = {"observation.state": torch.from_numpy(np.stack([o["agent_pos"] for o in obs])),
-                     "observation.environment_state": torch.from_numpy(np.stack([o["keypoint"] for o in obs]))}
-            actions = post(policy.select_action(pre(batch))).numpy()
+            actions = post(policy.select_action(pre(from_env(obs, image)))).numpy()
             for k, env in enumerate(envs[: len(seeds)]):
                 if not done[k]:  # a finished episode's observation is held; its actions are dropped
                     obs[k], info = env.step(actions[k])
@@ -229,7 +291,7 @@ def cmd_eval(a) -> dict:
     for env in envs:
         env.close()
     return {"episodes": episodes, "wall_s": round(time.perf_counter() - t0, 1), "envs": a.envs,
-            "sampler_steps": cfg.num_inference_steps or cfg.num_train_timesteps}
+            "sampler_steps": cfg.num_inference_steps or cfg.num_train_timesteps, "obs": run.get("obs", "state")}
 
 
 def main() -> None:
@@ -238,7 +300,9 @@ def main() -> None:
     dims = {"type": lambda s: tuple(int(v) for v in s.split(",")), "default": None, "help": "UNet widths (default: LeRobot's)"}
     for name in ("throughput", "latency", "train", "size"):
         p = sub.add_parser(name)
-        p.add_argument("--root", type=Path, required=True, help="the converted LeRobotDataset (state-only)")
+        p.add_argument("--root", type=Path, required=True, help="the converted LeRobotDataset (convert_pusht.py)")
+        p.add_argument("--obs", choices=sorted(INPUTS), default="state",
+                       help="state: agent + block keypoints (default); image: the 96x96 view + agent (ResNet-18, crop 84)")
         p.add_argument("--down-dims", **dims)
         p.add_argument("--seed", type=int, default=0)
     sub.choices["throughput"].add_argument("--batch", type=int, default=64)

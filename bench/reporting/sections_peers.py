@@ -30,11 +30,11 @@ def _every_seed_common(peers: dict | None) -> bool:
     return get(peers, "eval", "common_episodes") == get(peers, "eval", "dp", "episodes") == get(peers, "eval", "lerobot", "episodes")
 
 
-def peers_success_rows(peers: dict | None) -> list[list[str]]:
+def peers_success_rows(peers: dict | None, dp_label: str = "dp, `pusht` preset") -> list[list[str]]:
     """Rows of the equal-training-time comparison: each tool on all its episodes, then on the seeds both finished."""
     rows = []
     for common in ((False,) if _every_seed_common(peers) else (False, True)):
-        for side, label in (("dp", "dp, `pusht` preset"), ("lerobot", "LeRobot, matched size")):
+        for side, label in (("dp", dp_label), ("lerobot", "LeRobot, matched size")):
             tr, ev = get(peers, "train", side) or {}, get(peers, "eval", side) or {}
             ev = ev.get("on_common_seeds") if common else ev
             if not ev:
@@ -59,6 +59,9 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
                   available=peers is not None)
     targets.check("LeRobot", "Push-T score at equal training time, dp − LeRobot (same seeds)", peers_score_gap(peers), ">=", 0.0,
                   fmt=lambda v: f"{v:+.3f}", available=peers is not None)
+    image = get(peers, "image")
+    targets.check("LeRobot", "image Push-T score at equal training time, dp − LeRobot (same seeds)", peers_score_gap(image), ">=", 0.0,
+                  fmt=lambda v: f"{v:+.3f}", available=image is not None)
     if peers is None:
         return out + [missing("peers"), ""]
     speed, machine = peers.get("speed") or {}, peers.get("machine") or {}
@@ -132,6 +135,14 @@ def section_peers(results: Results, targets: Targets) -> list[str]:
                 "all the observation and action tokens, where the UNet halves the 16-step sequence at each stage), while it "
                 f"turns CPU time into FLOPs {sd * fd / (sl * fl):.1f}x as fast.{bf16} Reaching 3x at matched size would take a model "
                 "with fewer FLOPs per sample (narrower, or fewer tokens per layer), not a faster training loop.", ""]
+    rows = peers_success_rows(image, "dp, `pusht-image` preset")
+    out += ["### Image Push-T at equal training time", "",
+            "The same comparison from pixels (`--obs image`): both observe the 96x96 view and the agent position; LeRobot with "
+            "its ResNet-18 encoder (no pretrained weights), random 84x84 crops, GroupNorm and spatial-softmax keypoints, the "
+            "UNet at the matched size above; dp with the `pusht-image` preset.", ""]
+    out += [table(["Tool", "steps × batch", "Success", "95% CI", "Successes / episodes", "mean score (95% CI)"], rows), ""] if rows else [
+        f"*{MISSING}* — `nice -n 10 python bench/peers/compare_lerobot.py --obs image --parts speed,train,eval --budget-s 3600 "
+        "--eval-budget-s 1800`", ""]
     return out
 
 

@@ -53,14 +53,13 @@ def section_pusht(results: Results, targets: Targets) -> list[str]:
            "Choices (checkpoint, RTI settings) on validation seeds (`dp eval --split val`), figures on test seeds "
            "(`--split test`, base seed 0); mean score with a 95% t-interval, success with a 95% Wilson interval.", ""]
     for name, label, score_target, minutes in (("pusht", "state (agent position + 9 keypoints)", 0.90, 90),
-                                               ("pusht_image", "image (96x96 view + agent position)", 0.85, 150)):
+                                               ("pusht_image", "image (96x96 view + agent position)", 0.90, 180)):
         b = results.bench(name)
         torch_row = get(b, "test", "torch")
         targets.check("Push-T", f"{name}: test mean score (torch)", get(torch_row, "mean_score"), ">=", score_target,
                       available=b is not None)
-        if name == "pusht":
-            targets.check("Push-T", "pusht: test success (torch)", get(torch_row, "success_rate"), ">=", 0.60, fmt=pct,
-                          available=b is not None)
+        targets.check("Push-T", f"{name}: test success (torch)", get(torch_row, "success_rate"), ">=", 0.60 if name == "pusht" else 0.50,
+                      fmt=pct, available=b is not None)
         if b is None:
             out += [missing(name), ""]
             continue
@@ -95,4 +94,38 @@ def section_pusht(results: Results, targets: Targets) -> list[str]:
                     table(["Steps", "Start sigma", "Every", "Episodes", "Mean score", "Success"],
                           [[r.get("steps"), r.get("sigma"), r.get("every"), r.get("episodes"), num(r.get("mean_score"), 3),
                             pct(r.get("success_rate"))] for r in rti]), "", PUSHT_RTI_WHY, ""]
+    return out
+
+
+def section_image_recipe(results: Results) -> list[str]:
+    """Issue 36: the image recipe's choices at equal CPU time (bench/image_recipe.py) and where an image
+    training step spends its time before and after (bench/image_step.py)."""
+    out = ["### Push-T from pixels: the recipe at equal CPU time", ""]
+    b = results.bench("image_recipe")
+    if b is None:
+        out += [missing("image_recipe"), ""]
+    else:
+        out += [f"`bench/image_recipe.py`: each variant is the former `pusht-image` preset (64-pixel resize, 6-pixel shift, experts of "
+                f"512) plus its overrides, trained on Diffusion Policy's 206 demonstrations with one thread for "
+                f"{num(b.get('budget_cpu_min'), 0)} CPU minutes (its step time measured first, its step count set to fit, the cosine "
+                "schedule ending at the budget; two variants at a time). Figures: the EMA weights at the end on the held-out "
+                "demonstration episodes (1,024 windows): the diffusion loss at fixed sigmas and noise, and the mean squared error of "
+                "sampled chunks against the demonstrations (normalised actions). One run per variant (seed 0): differences of a "
+                f"few percent are no difference. {b.get('note', '')}", "",
+                table(["Variant", "Overrides", "Step (s, 1 thread)", "Windows/s", "Steps in the budget", "Val loss", "Val action MSE"],
+                      [[r.get("name"), " ".join(r.get("overrides") or []) or "—", num(r.get("s_per_step"), 2), num(r.get("windows_per_s"), 0),
+                        r.get("steps"), num(r.get("val_loss"), 4), num(r.get("val_action_mse"), 4)]
+                       for r in b.get("variants") or [] if isinstance(r, dict)]), ""]
+        out += [f"- {line}" for line in b.get("findings") or []] + ([""] if b.get("findings") else [])
+    rows = [(name, results.bench(name)) for name in ("image_step_preset", "image_step")]
+    if all(r is None for _, r in rows):
+        return out + [missing("image_step"), ""]
+    out += ["Where a training step spends its time (`bench/image_step.py`, one thread, batch 64, the same real batches; "
+            "the former preset, then the chosen recipe):", "",
+            table(["Recipe", "Step (ms)", "Windows/s", "Encoders fwd+bwd (ms)", "Denoiser + optimiser (ms)", "Augmentation (ms)",
+                   "One batch of data, one core (ms)", "Load (1 min)"],
+                  [[label, num(r.get("step_ms"), 0), num(r.get("windows_per_s"), 1), num(r.get("encoder_fwd_bwd_ms"), 0),
+                    num(r.get("denoiser_and_optimiser_ms"), 0), num(r.get("augment_ms"), 0), num(r.get("data_ms_one_core"), 0),
+                    num(r.get("load_average_1min"), 2)]
+                   for (name, r), label in zip(rows, ("former preset", "chosen recipe")) if r is not None]), ""]
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.reporting.load import Results
-from bench.reporting.sections_pusht import section_pusht
+from bench.reporting.sections_pusht import section_image_recipe, section_pusht
 from bench.reporting.spec import EXPERT_TARGET, EXPERT_TARGET_DEFAULT, MISSING, TASKS, missing
 from bench.reporting.targets import Targets
 from bench.reporting.text import ci, get, num, pct, shown, table
@@ -138,7 +138,7 @@ def section_formats(results: Results, targets: Targets) -> list[str]:
     """Training on foreign-format data: Push-T (Diffusion Policy zarr) and CALVIN-shaped image inputs."""
     out = ["## Training on imported data", ""]
     image = results.bench("image_train")
-    out += section_pusht(results, targets)
+    out += section_pusht(results, targets) + section_image_recipe(results)
     loader = get(image, "loader_over_step_ratio")
     targets.check("Formats", "CALVIN-shaped images: loader rate / training consumption", loader, ">=", 3.0, "x",
                   fmt=lambda v: f"{v:.1f}", available=image is not None)

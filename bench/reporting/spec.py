@@ -11,7 +11,7 @@ ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": 
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
-           "image_train", "peers", *ABLATIONS)
+           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -98,7 +98,11 @@ HOW = {
     "abuse_data": "python bench/abuse_data.py",
     "sim_collect": "python bench/sim_collect.py > bench/results/sim_collect.json",
     "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
-    "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --skip-rti --json-out bench/results/pusht_image.json",
+    "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --json-out bench/results/pusht_image.json",
+    "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
+    "image_step": "python bench/image_step.py --store PUSHT_IMG_ZARR --json-out bench/results/image_step.json",
+    "image_step_preset": "python bench/image_step.py --store PUSHT_IMG_ZARR model.aug_crop=0 model.aug_shift=6 model.image_size=64 "
+                         "model.expert_hidden=512 --json-out bench/results/image_step_preset.json",
     "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
     **{name: "the dp train / dp eval --split val commands each row lists" for name in ABLATIONS},
