@@ -70,15 +70,16 @@ def eval_json(out: Path, *argv: str) -> dict[str, Any]:
             "latency_ms": figures["latency_ms"]}
 
 
-def train_times(run: Path) -> dict[int, float]:
-    """Training wall time (s) at each logged step, summed over the segments of a resumed run."""
+def train_times(run: Path, clock: str = "elapsed_s") -> dict[int, float]:
+    """Training wall time (s; ``clock="cpu_s"``: the trainer's CPU time, where logged) at each logged
+    step, summed over the segments of a resumed run."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("event") == "train" and "elapsed_s" in r]
+    rows = [r for r in rows if r.get("event") == "train" and clock in r]
     total, offset, last, out = 0.0, 0.0, 0.0, {}
     for r in rows:
-        if r["elapsed_s"] < last:  # a resumed segment starts its clock again
+        if r[clock] < last:  # a resumed segment starts its clock again
             offset = total
-        last = r["elapsed_s"]
+        last = r[clock]
         total = offset + last
         out[int(r["step"])] = total
     return out
@@ -154,6 +155,8 @@ def main() -> None:
     out["run"] = str(run)
     times = train_times(run)
     out["train_wall_s"] = round(max(times.values()), 1) if times else None
+    cpu = train_times(run, "cpu_s")
+    out["train_cpu_s"] = round(max(cpu.values()), 1) if cpu else None  # the trainer process's own CPU time (runs logging it)
 
     out["curve"] = curve(run, work, val_n, args.seed, args.curve_steps)
     best = choose([p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step])

@@ -63,10 +63,12 @@ def section_pusht(results: Results, targets: Targets) -> list[str]:
         if b is None:
             out += [missing(name), ""]
             continue
-        trained = get(b, "chosen", "train_s")
+        trained, cpu = get(b, "chosen", "train_s"), b.get("train_cpu_s")
+        spent = (f"the run trained {num((b.get('train_wall_s') or 0) / 60, 1)} min of wall time in all"
+                 + (f", {num(cpu / 60, 0)} CPU minutes of its training process" if finite(cpu) else ", on a shared machine"))
         out += [f"**{label}**, preset `{b.get('preset')}`: checkpoint of step {get(b, 'chosen', 'step')}, the "
-                f"{get(b, 'chosen', 'why')} ({num(trained / 60 if finite(trained) else None, 1)} min of training, the target allows {minutes}; "
-                f"the run trained {num((b.get('train_wall_s') or 0) / 60, 1)} min in all, on a shared machine).", ""]
+                f"{get(b, 'chosen', 'why')} ({num(trained / 60 if finite(trained) else None, 1)} min of training; the target allows {minutes} "
+                f"{'CPU ' if name == 'pusht_image' else ''}minutes; {spent}).", ""]
         rows = _pusht_rows(b.get("test"))
         out += [table(PUSHT_HEADER, rows) if rows else "No test rows: the validation curve only (`--test-episodes 0`).", ""]
         cont = b.get("continued")

@@ -309,7 +309,7 @@ class Trainer:
                            self.tensorboard)
         bar = tqdm(total=tcfg.steps, initial=self.step, desc="train", dynamic_ncols=True, disable=not (self.dist.main and self.progress))
         sums: dict[str, float] = {}
-        count, t_log, t0 = 0, time.perf_counter(), time.perf_counter()
+        count, t_log, t0, cpu0 = 0, time.perf_counter(), time.perf_counter(), time.process_time()  # cpu_s: this process's CPU, all threads
         last: dict[str, Any] = {}
         while self.step < tcfg.steps:
             self.sampler.set_position(self.epoch, self.batch_in_epoch * self.batch_size)
@@ -326,7 +326,7 @@ class Trainer:
                     means = self._all_mean({k: v / count for k, v in sums.items()})
                     sps = count * self.batch_size * self.dist.world / max(elapsed, 1e-9)
                     last = {"event": "train", "step": self.step, "epoch": self.epoch, **means, "lr": self.scheduler.get_last_lr()[0],
-                            "samples_per_s": sps, "elapsed_s": time.perf_counter() - t0}
+                            "samples_per_s": sps, "elapsed_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
                     bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{sps:.0f}", refresh=False)
                     if self.dist.main:
                         append_metrics(self.metrics_path, last, self.tensorboard)
