@@ -1,8 +1,8 @@
 """Image Push-T recipe choices at equal CPU time: which choice learns the most per CPU-minute? Prints JSON.
 
 Each variant is the `pusht-image` preset plus overrides, trained on Diffusion Policy's Push-T images with
-ONE thread for the same CPU budget: its step time is measured first (a few `train_step`s through the
-Trainer itself), its step count set to budget / step time (the cosine schedule then ends at the budget),
+ONE thread for the same CPU budget: its step time is measured first (bench/image_step.py: a few
+`train_step`s through the Trainer itself), its step count set to budget / step time (the cosine schedule then ends at the budget),
 and `dp train` runs it to the end. Reported per variant: the step time, windows/s, steps, and the EMA
 weights' validation figures at the end on held-out demonstration episodes (diffusion loss at fixed
 sigmas and noise, and the MSE of sampled chunks against the demonstrations, normalised action units).
@@ -48,22 +48,14 @@ COMMON = ["train.threads=1", "train.num_workers=0", "train.val_batches=16", "tra
 
 
 def step_seconds(store: Path, overrides: list[str], steps: int = 6) -> float:
-    """Seconds per training step of this variant (one thread), through the Trainer on real batches."""
-    code = (
-        "import sys, json, time, tempfile, torch\n"
-        "from dp.config import build_config\nfrom dp.train.trainer import Trainer\n"
-        f"cfg = build_config('pusht-image', {[*COMMON, *overrides]!r} + ['train.val_every=1000000', 'train.ckpt_every=1000000'])\n"
-        f"tr = Trainer(cfg, [{str(store)!r}], tempfile.mkdtemp() + '/run', resume=False, progress=False)\n"
-        "it = iter(tr.loader); batches = [tr._to_device(next(it), tr.train_map) for _ in range(3)]\n"
-        "for b in batches[:2]: tr.train_step(b)\n"
-        f"t0 = time.perf_counter()\nfor i in range({steps}): tr.train_step(batches[i % 3])\n"
-        f"print(json.dumps((time.perf_counter() - t0) / {steps}))\n"
-    )
+    """Seconds per training step of this variant (one thread), as bench/image_step.py measures it: the
+    Trainer's own `train_step` on real batches, in a process of its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    argv = [sys.executable, str(ROOT / "bench" / "image_step.py"), "--store", str(store), "--steps", str(steps), *COMMON, *overrides]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"timing {overrides} failed:\n{done.stderr[-2000:]}")
-    return float(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout)["step_ms"] / 1000
 
 
 def final_row(run: Path) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """Image Push-T through every path: a policy trained on Diffusion Policy's 96x96 views, evaluated from
-the pixels gym-pusht renders in torch and ONNX (+ RTI), and the errors an image policy gives."""
+the pixels gym-pusht renders in torch and ONNX (+ RTI), and the errors an image policy gives (a store
+without the image key: tests/test_pusht.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import pytest
 pytest.importorskip("gym_pusht", reason='Push-T tests need the optional extra: pip install -e ".[pusht]"')
 
 from dp.cli import main  # noqa: E402
-from dp.data.store import EpisodeStore  # noqa: E402
 from dp.errors import DpError  # noqa: E402
 from dp.infer import OnnxPolicy, Policy  # noqa: E402
 from dp.sim.rollout import seed_for  # noqa: E402
@@ -63,10 +63,3 @@ def test_a_frame_of_the_wrong_size_or_channels_is_refused_by_name(pusht_image_ru
     with pytest.raises(DpError, match=r"'img'.*\(96, 96, 3\).*\(96, 96, 4\)"):
         policy.select_action(obs)
 
-
-def test_a_store_without_the_image_key_is_refused_by_name(tmp_path, capsys):
-    store = EpisodeStore.create(tmp_path / "state.zarr", control_freq=10.0, robot="pusht")
-    store.add_episode({"agent_pos": np.zeros((12, 2), np.float32), "action": np.zeros((12, 2), np.float32)}, meta={"task": "pusht"})
-    store.close()
-    assert main(["train", "--data", str(tmp_path / "state.zarr"), "--preset", "pusht-image", "--out", str(tmp_path / "run"), "--no-progress"]) != 0
-    assert "no key(s) ['img']" in capsys.readouterr().err

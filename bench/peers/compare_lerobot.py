@@ -223,16 +223,15 @@ def speed(s: Sides, a, keep) -> dict:
         "train_samples_per_s_dp_vs_lerobot_matched": ratio(tp[dp]["samples_per_s"], tp["lerobot_matched"]["samples_per_s"]),
         "train_samples_per_cpu_s_dp_vs_lerobot_matched": ratio(tp[dp]["samples_per_cpu_s"], tp["lerobot_matched"]["samples_per_cpu_s"]),
         "train_samples_per_s_dp_fp32_vs_lerobot_matched": ratio(tp[f"{dp}_fp32"]["samples_per_s"], tp["lerobot_matched"]["samples_per_s"]),
+        "chunk_median_lerobot_matched_vs_dp_onnx_rti": ratio(lat["lerobot_matched"]["median_ms"], lat["dp_onnx_rti"]["median_ms"]),
     }
-    if state:
+    if state:  # LeRobot's default UNet was timed too
         res["ratios"].update({
             "train_samples_per_s_dp_vs_lerobot_default": ratio(tp[dp]["samples_per_s"], tp["lerobot_default"]["samples_per_s"]),
             "train_samples_per_cpu_s_dp_vs_lerobot_default": ratio(tp[dp]["samples_per_cpu_s"], tp["lerobot_default"]["samples_per_cpu_s"]),
             "chunk_median_lerobot_default_vs_dp_onnx_rti": ratio(lat["lerobot_default"]["median_ms"], lat["dp_onnx_rti"]["median_ms"]),
+            "chunk_median_lerobot_default_vs_dp_torch": ratio(lat["lerobot_default"]["median_ms"], lat["dp_torch"]["median_ms"]),
         })
-    res["ratios"]["chunk_median_lerobot_matched_vs_dp_onnx_rti"] = ratio(lat["lerobot_matched"]["median_ms"], lat["dp_onnx_rti"]["median_ms"])
-    if state:
-        res["ratios"]["chunk_median_lerobot_default_vs_dp_torch"] = ratio(lat["lerobot_default"]["median_ms"], lat["dp_torch"]["median_ms"])
     return res
 
 

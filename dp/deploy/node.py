@@ -224,7 +224,8 @@ class InferenceNode:
                             "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
                             max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
                             "fast" if info.control_hz > trained_hz else "slow")
-            missing = [k for k in getattr(self.policy, "obs_keys", []) if k not in info.observation_keys()]
+            offered = set(info.observation_keys())
+            missing = [k for k in getattr(self.policy, "obs_keys", []) if k not in offered]
             if missing:
                 raise DpError(f"the policy observes {missing}, which controller {info.robot} does not publish ({info.offers()})")
         self.action_width = int(getattr(self.policy, "action_dim", 7))

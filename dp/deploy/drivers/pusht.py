@@ -46,9 +46,9 @@ class PushTDriver(SimulatedDriver):
             raise DpError(f"rates.control_hz {self.control_hz} does not match task 'pusht' ({spec.control_freq} Hz)")
         self.env = spec.make_env(self.cameras, self.image_size)  # checks the camera names
         self.env.reset(self.seed)
-        keys = dict(zip(self.cameras, spec.image_keys(self.cameras)))
+        self.camera_keys = dict(zip(self.cameras, spec.image_keys(self.cameras)))
         return DriverInfo(n_joints=2, modes=[MODE_JOINT], cameras=list(self.cameras), extra=dict(EXTRA), task=spec.name,
-                          instruction=spec.instruction, horizon=spec.horizon, seed=self.seed, camera_keys=keys)
+                          instruction=spec.instruction, horizon=spec.horizon, seed=self.seed, camera_keys=dict(self.camera_keys))
 
     def read_state(self) -> Reading:
         obs = self.env.observation()
@@ -57,7 +57,7 @@ class PushTDriver(SimulatedDriver):
             q=agent, dq=np.asarray(self.env.env.agent.velocity, dtype=np.float64),
             ee_pos=np.array([agent[0], agent[1], 0.0]), ee_quat=np.array([0.0, 0.0, 0.0, 1.0]), gripper=np.zeros(1),
             extra={**{k: obs[k] for k in ("agent_pos", "keypoint", "state")}, "score": np.array([self.env.score()], np.float32)},
-            images={cam: obs[key] for cam, key in zip(self.cameras, self.env.spec.image_keys(self.cameras))},
+            images={cam: obs[key] for cam, key in self.camera_keys.items()},
             success=self.env.success(),
         )
 

@@ -373,13 +373,7 @@ def observation_from_state(state: State, camera_keys: dict[str, str] | None = No
     ``robot0_eef_pos``, ``robot0_eef_quat``, ``robot0_gripper_qpos``, ``robot0_joint_pos``,
     ``robot0_joint_vel`` (float32), every ``extra`` key as it is (e.g. ``object``), and each camera
     under :func:`camera_key` (uint8 H x W x 3; ``camera_keys``: the robot's ``Info.camera_keys``)."""
-    obs = {
-        "robot0_eef_pos": state.ee_pos.astype(np.float32),
-        "robot0_eef_quat": state.ee_quat.astype(np.float32),
-        "robot0_gripper_qpos": state.gripper.astype(np.float32),
-        "robot0_joint_pos": state.q.astype(np.float32),
-        "robot0_joint_vel": state.dq.astype(np.float32),
-    }
+    obs = {key: value.astype(np.float32) for key, value in zip(STATE_KEYS, (state.ee_pos, state.ee_quat, state.gripper, state.q, state.dq))}
     obs.update({k: v.astype(np.float32) for k, v in state.extra.items()})
     obs.update({camera_key(cam, camera_keys): frame.pixels for cam, frame in state.images.items()})
     return obs
