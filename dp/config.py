@@ -56,6 +56,10 @@ class ModelConfig:
     aug_crop: int = 0  # square crop of every camera before any resize: random in training, the centre at inference (Diffusion Policy: 84 of 96); 0 = off
 
 
+SCHEDULES = ("exponential", "karras", "fitted")  # diffusion.schedule (dp.diffusion.schedules)
+SOLVERS = ("ddim", "dpmpp2m")  # diffusion.solver (dp.diffusion.solvers)
+
+
 @dataclass
 class DiffusionConfig:
     """EDM preconditioning, training sigmas and the sampler."""
@@ -65,7 +69,11 @@ class DiffusionConfig:
     sigma_max: float = 80.0
     train_loc: float | None = None  # log-logistic location of log(sigma); None = log(sigma_data)
     train_scale: float = 0.5  # log-logistic scale
-    steps: int = 10  # DDIM steps at inference
+    steps: int = 10  # sampler steps (network passes) per chunk at inference
+    schedule: str = "exponential"  # the sampler's sigmas: "exponential", "karras" or "fitted" (dp.diffusion.schedules)
+    rho: float = 7.0  # Karras schedule exponent
+    trim: float = 0.0  # p > 0: sample only between the training sigmas' p and 1 - p quantiles
+    solver: str = "ddim"  # "ddim" (first order) or "dpmpp2m" (DPM-Solver++ 2M; dp.diffusion.solvers)
 
 
 @dataclass

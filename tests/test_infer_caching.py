@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dp.config import build_config
-from dp.diffusion.ddim import exponential_sigmas
+from dp.diffusion.schedules import exponential_sigmas
 from dp.infer.caching import CachedSampler, ExpertBank, step_routing
 from dp.models.diffusion_policy import DiffusionPolicy
 
@@ -41,9 +41,10 @@ def inputs(model: DiffusionPolicy, B: int = 3, seed: int = 1) -> tuple[dict, tor
     return obs, task, noise
 
 
-@pytest.mark.parametrize("images,attention", [(False, "causal"), (True, "causal"), (False, "full")])
-def test_cached_sampling_matches_routed_sampling(images, attention):
-    model = random_model(images, [f"model.attention={attention}"])
+@pytest.mark.parametrize("images,attention,sampler", [(False, "causal", []), (True, "causal", []), (False, "full", []),
+                                                     (False, "causal", ["diffusion.schedule=karras", "diffusion.solver=dpmpp2m", "diffusion.steps=5"])])
+def test_cached_sampling_matches_routed_sampling(images, attention, sampler):
+    model = random_model(images, [f"model.attention={attention}", *sampler])
     routes = step_routing(model, model.sigmas)
     assert len({tuple(tuple(e) for e, _ in step) for step in routes}) > 1  # routing really changes with sigma
     cached = CachedSampler(model, model.sigmas).eval()

@@ -30,10 +30,12 @@ LOWDIM = {"robot0_eef_pos": [3], "object": [5]}
 INSTRUCTIONS = {"lift": "lift the cube", "can": "pick the can"}
 
 
-def random_policy(images: bool, goal: str, seed: int = 0, **kwargs) -> Policy:
+def random_policy(images: bool, goal: str, seed: int = 0, overrides: tuple[str, ...] = (), gripper: tuple[float, float] = (-1, 1),
+                  **kwargs) -> Policy:
     """A tiny torch Policy with randomised weights and a non-trivial normaliser (gripper dim 3 discrete)."""
     torch.manual_seed(seed)
-    cfg = build_config("tiny", [f"model.goal={goal}", "model.lang_dim=16", "data.obs_horizon=2", "data.action_horizon=8", "data.n_action_steps=5"])
+    cfg = build_config("tiny", [f"model.goal={goal}", "model.lang_dim=16", "data.obs_horizon=2", "data.action_horizon=8", "data.n_action_steps=5",
+                                *overrides])
     cfg.data.lowdim_keys = list(LOWDIM)
     cfg.data.shapes = {k: list(v) for k, v in LOWDIM.items()}
     if images:
@@ -49,7 +51,7 @@ def random_policy(images: bool, goal: str, seed: int = 0, **kwargs) -> Policy:
     rng = np.random.default_rng(seed)
     stats = {"robot0_eef_pos": {"min": rng.uniform(-2, -1, 3), "max": rng.uniform(1, 3, 3)},
              "object": {"min": rng.uniform(-1, 0, 5), "max": rng.uniform(0.5, 1, 5)},
-             "action": {"min": np.array([-0.5, -1, -2, -1]), "max": np.array([0.5, 1, 0, 1])}}
+             "action": {"min": np.array([-0.5, -1, -2, gripper[0]]), "max": np.array([0.5, 1, 0, gripper[1]])}}
     goals = {text: rng.normal(size=16).astype(np.float32) for text in INSTRUCTIONS.values()} if goal == "lang" else None
     return Policy(model, Normalizer(stats, {"action": [3]}), goals, **kwargs)
 
@@ -285,6 +287,43 @@ def test_fp16_and_int8_exports_are_smaller_and_act_like_torch(tmp_path, precisio
     onnx_policy.reset("lift")
     chunk = onnx_policy.predict_chunk(observation(policy, np.random.default_rng(0)))
     assert chunk.shape == (8, 4) and np.isfinite(chunk).all()
+
+
+def test_the_export_traces_the_checkpoints_schedule_and_solver(tmp_path):
+    sampler = ("diffusion.schedule=karras", "diffusion.solver=dpmpp2m", "diffusion.steps=4", "diffusion.trim=0.001")
+    policy = random_policy(False, "task", overrides=sampler)
+    spec = export_policy(policy, tmp_path / "2m", rti=RTISettings(steps=1, first_steps=1), control_freq=20.0)
+    assert (spec["sampler"]["schedule"], spec["sampler"]["solver"], spec["sampler"]["steps"]) == ("karras", "dpmpp2m", 4)
+    np.testing.assert_allclose(spec["sampler"]["sigmas"], policy.model.sigmas.tolist(), rtol=1e-7)
+    assert spec["sampler"]["sigmas"][0] < 80 * 0.5  # trimmed: not the training range's top
+    ddim = tmp_path / "ddim"
+    export_policy(random_policy(False, "task", overrides=sampler[:1] + sampler[2:]), ddim, rti=RTISettings(steps=1, first_steps=1), control_freq=20.0)
+    graphs = {"2m": OnnxPolicy.load(tmp_path / "2m"), "ddim": OnnxPolicy.load(ddim)}
+    obs, noise = observation(policy, np.random.default_rng(4)), np.random.default_rng(5).standard_normal((8, 4)).astype(np.float32)
+    chunks = {}
+    for name, p in [*graphs.items(), ("torch", policy)]:
+        p.reset("lift")
+        chunks[name] = p.predict_chunk(obs, noise=noise)
+    assert np.abs(chunks["2m"] - chunks["torch"]).max() < 1e-4
+    assert np.abs(chunks["2m"][:, :3] - chunks["ddim"][:, :3]).max() > 1e-3  # the graph really runs the second-order update
+
+
+def test_a_0_1_gripper_comes_out_at_its_levels_in_torch_and_onnx(tmp_path):
+    """A gripper recorded as 0/1: both runtimes act 0 or 1 (not the -1/+1 the model works in), the
+    same on the same noise, first chunk and warm ones."""
+    policy = random_policy(False, "task", gripper=(0.0, 1.0), rti=RTISettings(steps=1, first_steps=1))
+    export_policy(policy, tmp_path / "p", rti=RTISettings(steps=1, first_steps=1), control_freq=20.0)
+    onnx_policy = OnnxPolicy.load(tmp_path / "p", rti=True, first_chunk="full")
+    rng = np.random.default_rng(6)
+    levels = set()
+    for p in (policy, onnx_policy):
+        p.reset("lift")
+    for _ in range(4):
+        obs, noise = observation(policy, rng), rng.standard_normal((8, 4)).astype(np.float32)
+        want, got = policy.predict_chunk(obs, noise=noise), onnx_policy.predict_chunk(obs, noise=noise)
+        np.testing.assert_array_equal(got[:, 3], want[:, 3])
+        levels |= set(want[:, 3].tolist())
+    assert levels <= {0.0, 1.0} and levels, levels
 
 
 def test_dynamo_exporter_gives_the_same_policy(tmp_path):

@@ -43,6 +43,27 @@ def batch_for(cfg: Config, B: int, seed: int = 0) -> dict:
     return {"obs": obs, "action": action, "task_id": torch.randint(0, len(cfg.vocab.tasks), (B,), generator=g)}
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_every_router_and_layer_learns_from_the_diffusion_loss_alone(top_k):
+    """Without the router losses, the denoising loss itself moves every router (also at top_k 1, where
+    the gate is a straight-through 1) and every other parameter; the top-1 gate's value stays 1."""
+    cfg = tiny_config(["model.n_experts=4", f"model.top_k={top_k}"])
+    policy = DiffusionPolicy(cfg)
+    torch.nn.init.normal_(policy.net.head.weight, std=0.1)  # a zero head (the initial one) passes no gradient back
+    batch = batch_for(cfg, 8)
+    cond = policy.encode(batch["obs"], batch["task_id"])
+    g = torch.Generator().manual_seed(0)
+    sigma = policy.edm.sample_sigmas(8, generator=g)
+    per_sample, routings = policy.edm.loss(policy.net, cond, batch["action"], sigma, torch.randn(batch["action"].shape, generator=g))
+    per_sample.mean().backward()
+    for i, block in enumerate(policy.net.blocks):
+        assert block.moe.router.weight.grad.abs().sum() > 0, f"block {i}'s router gets no gradient at top_k={top_k}"
+    idle = [n for n, p in policy.named_parameters() if "experts" not in n and (p.grad is None or p.grad.abs().sum() == 0)]
+    assert not idle, idle
+    if top_k == 1:
+        assert all(torch.equal(r.gates, torch.ones_like(r.gates)) for r in routings)
+
+
 @pytest.mark.parametrize("images", [False, True])
 def test_loss_and_sample_shapes(images):
     cfg = tiny_config(images=images)
@@ -53,6 +74,7 @@ def test_loss_and_sample_shapes(images):
     assert parts["lb_loss"].item() == pytest.approx(1.0, abs=1e-4)  # router starts uniform: perfectly balanced
     loss.backward()
     assert all(p.grad is not None for n, p in policy.named_parameters() if "experts" not in n)
+    assert policy.net.head.weight.grad.abs().sum() > 0  # the zero head: the one layer a first step can move
     policy.eval()
     noise = torch.randn(5, cfg.data.action_horizon, 4)
     a = policy.sample(batch["obs"], batch["task_id"], noise=noise)

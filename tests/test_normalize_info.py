@@ -99,3 +99,43 @@ def test_dp_info_on_a_format2_store_and_bad_path(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dp", "info", str(tmp_path / "nope.zarr")], capture_output=True, text=True)
     assert bad.returncode == 1 and "no episode store there" in bad.stderr and "Traceback" not in bad.stderr
     assert isinstance(EpisodeStore.open(tmp_path / "pusht.zarr").roles, dict)
+
+
+def _gripper_store(tmp_path, name: str, levels: tuple[float, ...]) -> EpisodeStore:
+    """A store whose action dimension 6 (declared discrete) cycles through ``levels``."""
+    store = EpisodeStore.create(tmp_path / name, control_freq=20.0, robot="panda", discrete_dims={"action": [6]})
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        action = rng.uniform(-1, 1, size=(12, 7)).astype(np.float32)
+        action[:, 6] = np.resize(np.array(levels, np.float32), 12)
+        store.add_episode({"action": action, "robot0_eef_pos": rng.normal(size=(12, 3)).astype(np.float32)}, meta={"task": "lift"})
+    return store
+
+
+def test_a_0_1_gripper_is_trained_at_minus_one_plus_one_and_snapped_back_to_0_1(tmp_path):
+    from dp.infer.rti_guess import snap_discrete, vote_discrete
+
+    store = _gripper_store(tmp_path, "g.zarr", (0.0, 1.0))
+    norm = Normalizer.fit([store], ["action"])
+    act = store.read("action", 0, store.n_frames)
+    z = norm.normalize("action", act)
+    np.testing.assert_array_equal(np.unique(z[:, 6]), [-1.0, 1.0])  # the model sees -1/+1
+    np.testing.assert_allclose(norm.unnormalize("action", z), act, atol=1e-6)
+    levels = norm.discrete_levels("action")
+    assert levels[0].tolist() == [0.0] and levels[1].tolist() == [1.0]
+    raw = norm.unnormalize("action", np.array([[0, 0, 0, 0, 0, 0, 0.1], [0, 0, 0, 0, 0, 0, -0.1]], np.float32))
+    np.testing.assert_array_equal(snap_discrete(raw, [6], levels)[:, 6], [1.0, 0.0])  # 0.55 -> 1, 0.45 -> 0 (not +-1)
+    chunks = np.zeros((3, 2, 7), np.float32)
+    chunks[:2, :, 6] = 1.0  # two of three vote closed
+    np.testing.assert_array_equal(vote_discrete(chunks, [6], levels)[:, 6], [1.0, 1.0])
+    # a -1/+1 gripper passes through unchanged, as before
+    pm = Normalizer.fit([_gripper_store(tmp_path, "pm.zarr", (-1.0, 1.0))], ["action"])
+    assert pm.affine("action")[0][6] == 1.0 and pm.affine("action")[1][6] == 0.0
+
+
+def test_a_discrete_dimension_with_more_than_two_levels_is_refused_by_name(tmp_path):
+    with pytest.raises(DpError, match=r"'action' dimension 6 is declared discrete .* holds 0, 0\.5, 1"):
+        Normalizer.fit([_gripper_store(tmp_path, "three.zarr", (0.0, 0.5, 1.0))], ["action"])
+    stores = [_gripper_store(tmp_path, "a.zarr", (0.0, 1.0)), _gripper_store(tmp_path, "b.zarr", (-1.0, 1.0))]
+    with pytest.raises(DpError, match="dimension 6 is declared discrete .* holds -1, 0, 1"):  # two stores, three levels together
+        Normalizer.fit(stores, ["action"])

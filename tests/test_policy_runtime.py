@@ -9,7 +9,7 @@ from dp.cli import main as dp_main
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
-from dp.infer.chunked_runtime import vote_discrete
+from dp.infer.rti_guess import vote_discrete
 from dp.infer.load import load_policy
 from dp.testing.reach_store import make_store
 

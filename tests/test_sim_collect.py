@@ -215,7 +215,7 @@ def test_bad_flags_are_clear_errors(tmp_path, capsys):
 def test_release_slips_record_the_experts_open_command(tmp_path):
     """DART-style slips: the hand re-closes at the release, but the store keeps what the expert meant (open),
     so the recorded gripper closes once (the grasp) and opens once; the expert recovers and succeeds."""
-    env, spec = get_task("can").make_env(), get_task("can")
+    env = get_task("can").make_env()
     expert = make_expert("can", release_slips=1.0)
     executed, waypoints = [], []
 

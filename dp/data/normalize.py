@@ -1,4 +1,8 @@
-"""Per-key normalisation: min-max to [-1, 1] per dimension, discrete dimensions passed through.
+"""Per-key normalisation: min-max to [-1, 1] per dimension; discrete dimensions at their two levels.
+
+A discrete dimension (a gripper open/closed) must hold two levels in the data. At -1/+1 it passes
+through unchanged; at other levels (0/1, say) it is mapped min-max like the others, so the model
+always sees -1/+1 and the runtimes snap its output back to the data's levels (:func:`discrete_levels`).
 
 Statistics are computed in one chunked pass over a store, cached in the store's root attributes
 (keyed by the frame count they were computed on) and saved inside every checkpoint as safetensors.
@@ -74,6 +78,33 @@ def invert_affine(x: Any, scale: Any, offset: Any) -> Any:
     return (x - offset) / scale
 
 
+def discrete_levels(lo: np.ndarray, hi: np.ndarray, dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 of each discrete dimension in ``dims``: -1/+1 where the data's levels (its
+    min ``lo`` and max ``hi``) are within -1/+1, else the data's own two levels."""
+    low, high = np.full(len(dims), -1.0, np.float32), np.full(len(dims), 1.0, np.float32)
+    for i, d in enumerate(dims):
+        if not {float(lo[d]), float(hi[d])} <= {-1.0, 1.0}:
+            low[i], high[i] = lo[d], hi[d]
+    return low, high
+
+
+def check_two_levels(stores: list[EpisodeStore], key: str, dims: list[int], chunk_frames: int = 65536) -> None:
+    """A DpError naming the key and dimension when a discrete dimension holds more than two values
+    over ``stores`` together (one pass over the key)."""
+    seen: dict[int, set[float]] = {d: set() for d in dims}
+    for store in stores:
+        for start in range(0, store.n_frames, chunk_frames):
+            x = store.read(key, start, min(store.n_frames, start + chunk_frames))
+            x = x.reshape(len(x), -1)
+            for d in (d for d in dims if d < x.shape[1]):
+                seen[d].update(np.unique(x[:, d]).tolist())
+                if len(seen[d]) > 2:
+                    found = ", ".join(f"{v:g}" for v in sorted(seen[d])[:5])
+                    raise DpError(f"{store.path}: {key!r} dimension {d} is declared discrete (two levels, such as a gripper's "
+                                  f"-1/+1 or 0/1) but the data holds {found}{', ...' if len(seen[d]) > 5 else ''}; if it is "
+                                  "continuous, remove it from the dataset card's discrete_dims and import again")
+
+
 def merge_stats(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Combine the statistics of one key over several stores."""
     count = sum(float(p["count"][0]) for p in parts)
@@ -116,7 +147,13 @@ class Normalizer:
                 for k, dims in s.discrete_dims.items():
                     if k in keys:
                         discrete_dims[k] = sorted(set(discrete_dims.get(k, [])) | set(dims))
+        for k, dims in discrete_dims.items():
+            check_two_levels(stores, k, [d for d in dims if d < len(stats[k]["min"])])
         return cls(stats, discrete_dims)
+
+    def discrete_levels(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of ``key``'s discrete dimensions, in the order of ``discrete_dims[key]``."""
+        return discrete_levels(self.stats[key]["min"], self.stats[key]["max"], self.discrete_dims.get(key, []))
 
     @property
     def keys(self) -> list[str]:
@@ -128,10 +165,14 @@ class Normalizer:
         flat = span < MIN_RANGE
         scale = np.where(flat, 1.0, 2.0 / np.where(flat, 1.0, span))
         offset = np.where(flat, -(hi + lo) / 2.0, -1.0 - lo * scale)
-        for d in self.discrete_dims.get(key, []):
+        dims = self.discrete_dims.get(key, [])
+        for d in dims:
             if d >= len(scale):
                 raise DpError(f"normalizer: discrete dimension {d} of {key!r} is out of range (key has {len(scale)} dims)")
-            scale[d], offset[d] = 1.0, 0.0
+        low, high = discrete_levels(lo, hi, dims)
+        for d, a, b in zip(dims, low, high):
+            if (a, b) == (-1.0, 1.0):  # -1/+1 passes through; other levels are mapped min-max (above) to -1/+1
+                scale[d], offset[d] = 1.0, 0.0
         return scale.astype(np.float32), offset.astype(np.float32)
 
     def affine(self, key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,1 +1,1 @@
-"""Diffusion: EDM preconditioning and training sigmas (:mod:`.edm`), the DDIM sampler (:mod:`.sampler`)."""
+"""Diffusion: EDM preconditioning and training sigmas (:mod:`.edm`), the sampler's noise schedules (:mod:`.schedules`) and its solvers (:mod:`.solvers`)."""

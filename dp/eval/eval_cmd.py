@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dp.devices import add_device_argument
 from dp.errors import DpError
+from dp.infer.load import add_sampler_arguments
 from dp.sim.tasks import TASKS
 
 
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --onnx --rti: an episode's first chunk by full sampling (the default) or from the short first-chunk graph")
     parser.add_argument("--sampler-steps", type=int, default=None,
                         help="with a run folder: full-sampling denoising steps (default: the run's diffusion.steps)")
+    add_sampler_arguments(parser, "with a run folder: ")
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling (ACT): act the mean of every overlapping chunk's prediction, weights "
                              "exp(-DECAY * i), i = 0 for the oldest chunk (ACT uses 0.01); with --replan-every 1 it re-plans every step")
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
     policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
-                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, ensemble=args.ensemble, vote=args.vote,
+                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule, solver=args.solver, ensemble=args.ensemble, vote=args.vote,
                          plan_ahead=args.plan_ahead, device=args.device)
     result = evaluate(policy, args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
                       video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dp.diffusion.ddim import ddim_sample
 from dp.infer.policy import Policy
 from dp.infer.rti import RTISettings, contraction_profile, warm_sample
 from dp.infer.rti_guess import shift_guess, snap_discrete
@@ -69,7 +68,7 @@ def evaluate_warm_starts(
     stats: dict[RTISettings, dict[str, list]] = {s: {"warm": [], "vs_full": [], "guess": [], "grip": [], "contraction": []} for s in settings}
 
     def raw(chunk_n: torch.Tensor) -> np.ndarray:
-        return snap_discrete(model.unnormalize_action(chunk_n[0]).cpu().numpy().astype(np.float32), policy.discrete_dims)
+        return snap_discrete(model.unnormalize_action(chunk_n[0]).cpu().numpy().astype(np.float32), policy.discrete_dims, policy.discrete_levels)
 
     for episode, instruction in episodes:
         goal = policy.lookup_goal(instruction)
@@ -80,13 +79,13 @@ def evaluate_warm_starts(
             truth = episode[key][np.minimum(np.arange(t, t + H), length - 1)]
             noise = torch.randn(1, H, policy.action_dim, generator=generator).to(policy.device)
             cond = model.encode(obs, **goal)
-            full = raw(ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], noise * schedule[0], schedule))
+            full = raw(model.solve(cond, noise * schedule[0], schedule))
             full_err.append(float(np.abs(full - truth)[:, continuous].mean()))
             for s in settings:
                 if previous[s] is None:
                     previous[s] = full
                     continue
-                guess = shift_guess(previous[s], n, policy.discrete_dims)
+                guess = shift_guess(previous[s], n, policy.discrete_dims, policy.discrete_levels)
                 guess_n = model.normalize_action(torch.from_numpy(guess[None]).to(policy.device))
                 chunk = raw(warm_sample(model, cond, guess_n, noise, sigmas[s]))
                 delta = torch.randn(guess_n.shape, generator=generator).to(policy.device) * perturbation

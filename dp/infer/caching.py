@@ -4,7 +4,7 @@ For each step of a fixed schedule, each layer's top-k experts and their gates ar
 (eval mode: deterministic top-k of the router, which sees only the noise embedding) and become
 constants of the unrolled step: ``sum_i g_i * expert_i(x)`` with the expert indices and gates
 ``g_i`` as plain numbers. The router, the noise-embedding MLP and the EDM scalings become per-step
-constants too, so a cached sampler is plain matmuls and the DDIM loop unrolls into one graph (see
+constants too, so a cached sampler is plain matmuls and the sampler's loop unrolls into one graph (see
 :mod:`dp.infer.onnx_export`).
 
 Every weight is stored once: an :class:`ExpertBank` holds each expert a schedule uses once, shared by
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dp.diffusion.solvers import solve_indexed
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.models.layers import Attention
 from dp.models.moe import NoiseRoutedMoE
@@ -117,7 +118,7 @@ class CachedAttention(nn.Module):
 
 
 class CachedSampler(nn.Module):
-    """DDIM over one fixed schedule with cached experts: ``(cond, x_init) -> x_0`` (normalised actions).
+    """The policy's solver over one fixed schedule with cached experts: ``(cond, x_init) -> x_0`` (normalised actions).
 
     Shares the norms, action projection, head and attention weights of ``policy.net`` and the experts
     of ``bank`` (a new one if None; pass one bank to several samplers to store each expert once);
@@ -145,10 +146,9 @@ class CachedSampler(nn.Module):
         with torch.no_grad():
             c_skip, c_out, c_in, c_noise = policy.edm.scalings(steps)
             self.register_buffer("noise_emb", net.noise_emb(c_noise).detach().clone())  # (S, d)
-            ratios = (sigmas[1:] / sigmas[:-1]).float()
         # Plain floats become graph constants: the same float32 values the uncached sampler computes.
         self.c_skip, self.c_out, self.c_in = (t.flatten().tolist() for t in (c_skip, c_out, c_in))
-        self.ratios = ratios.tolist()
+        self.solver = policy.solver
         self.bank = bank if bank is not None else ExpertBank(policy)
         self.ffn = nn.ModuleList(
             nn.ModuleList(RoutedFFN(self.bank, layer, experts, gates) for layer, (experts, gates) in enumerate(per_layer))
@@ -175,7 +175,7 @@ class CachedSampler(nn.Module):
 
     @property
     def n_steps(self) -> int:
-        return len(self.ratios)
+        return len(self.sigmas) - 1
 
     def denoise(self, step: int, cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """EDM's ``D(x; sigmas[step])`` for chunks ``x`` (B, Ta, A) given encoder tokens ``cond``."""
@@ -202,7 +202,4 @@ class CachedSampler(nn.Module):
 
     def forward(self, cond: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Integrate ``x`` (already scaled to ``sigmas[0]``) down to sigma 0."""
-        for i, ratio in enumerate(self.ratios):
-            denoised = self.denoise(i, cond, x)
-            x = ratio * x + (1 - ratio) * denoised
-        return x
+        return solve_indexed(lambda i, x: self.denoise(i, cond, x), x, self.sigmas, self.solver)

@@ -16,7 +16,7 @@ import numpy as np
 from dp.errors import DpError
 from dp.infer.goals import known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
-from dp.infer.rti_guess import shift_guess, snap_discrete
+from dp.infer.rti_guess import Levels, shift_guess, snap_discrete, vote_discrete
 
 
 class ChunkedRuntime(abc.ABC):
@@ -37,6 +37,7 @@ class ChunkedRuntime(abc.ABC):
     action_dim: int
     action_key: str
     discrete_dims: list[int]
+    discrete_levels: Levels  # (low, high) of each discrete dimension (the data's two levels)
     goal_kind: str  # "none", "task" or "lang"
     tasks: list[str]
     instructions: dict[str, str]  # task -> instruction
@@ -156,12 +157,12 @@ class ChunkedRuntime(abc.ABC):
         """Under RTI, the previous chunk advanced to the current step (None: no warm start)."""
         if not self.rti or self._previous is None:
             return None
-        return shift_guess(self._previous, self._t - self._previous_t, self.discrete_dims)
+        return shift_guess(self._previous, self._t - self._previous_t, self.discrete_dims, self.discrete_levels)
 
     def _keep(self, t: int, chunks: np.ndarray) -> np.ndarray:
         """The plan's chunk from its sampled ``chunks`` (the vote applied), kept as the RTI guess with
         ``t``, the step of the observation it was sampled from."""
-        chunk = vote_discrete(chunks, self.discrete_dims)
+        chunk = vote_discrete(chunks, self.discrete_dims, self.discrete_levels)
         self._previous, self._previous_t = chunk.copy(), t
         return chunk
 
@@ -297,7 +298,7 @@ class ChunkedRuntime(abc.ABC):
         """The ensembled action (A,) for control step ``t`` from the chunks held now that cover it."""
         predictions = np.stack([chunk[t - start] for start, chunk in self._chunks if t - start < self.action_horizon])
         weights = np.exp(-self._ensemble * np.arange(len(predictions)))
-        return snap_discrete((weights @ predictions / weights.sum()).astype(np.float32), self.discrete_dims)
+        return snap_discrete((weights @ predictions / weights.sum()).astype(np.float32), self.discrete_dims, self.discrete_levels)
 
     def _refill(self) -> None:
         """Queue the first ``n_action_steps`` actions of a freshly sampled chunk."""
@@ -324,11 +325,3 @@ class ChunkedRuntime(abc.ABC):
             steps = range(self._t, replan)
             return np.array([self._ensemble_at(t) for t in steps], dtype=np.float32).reshape(-1, self.action_dim)
         return np.array(list(self._queue), dtype=np.float32).reshape(-1, self.action_dim)
-
-
-def vote_discrete(chunks: np.ndarray, discrete_dims: list[int]) -> np.ndarray:
-    """The first of ``chunks`` (K, H, A) with each discrete dimension (+-1) set to the majority of all K."""
-    chunk = chunks[0].copy()
-    for d in discrete_dims:
-        chunk[:, d] = np.where(chunks[:, :, d].mean(0) >= 0, 1.0, -1.0)
-    return chunk

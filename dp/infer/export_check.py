@@ -1,7 +1,7 @@
 """The export's self-check: each graph in ONNX Runtime against the uncached, routed torch model.
 
 Continuous action dimensions must agree within ``CHECK_TOLERANCE[precision]`` of the action scale,
-discrete ones in sign. ONNX Runtime runs the graphs on the CPU provider unless given others
+discrete ones in level. ONNX Runtime runs the graphs on the CPU provider unless given others
 (`dp export --device cuda` checks them on the CUDA provider too); the torch reference runs where the
 policy is.
 """
@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from dp.devices import CPU_PROVIDER, onnx_session
-from dp.diffusion.ddim import ddim_sample
 from dp.errors import DpError
 from dp.infer.export_format import FIRST_FILE, FULL_FILE, WARM_FILE
 from dp.infer.graph_inputs import example_inputs
@@ -38,7 +37,7 @@ def reference_chunks(policy: Policy, feeds: dict[str, np.ndarray], sigmas: torch
             guess = model.normalize_action(torch.from_numpy(feeds["guess"]).to(policy.device))
             x = warm_sample(model, cond, guess, noise, sigmas)
         else:
-            x = ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], noise * sigmas[0], sigmas)
+            x = model.solve(cond, noise * sigmas[0], sigmas)
         return model.unnormalize_action(x).cpu().numpy().astype(np.float32)
 
 
@@ -46,8 +45,8 @@ def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: 
                         providers: list[Any] | None = None) -> float:
     """Run the exported file in ONNX Runtime (on ``providers``, default the CPU's) and the uncached,
     routed torch model on ``trials`` random inputs; a DpError if a continuous action dimension differs
-    by more than ``tolerance`` (relative to the action scale) or a discrete one has another sign (where
-    torch is not within the tolerance of 0). Returns the largest difference in the continuous dimensions."""
+    by more than ``tolerance`` (relative to the action scale) or a discrete one another level (where
+    torch is not within the tolerance of the levels' middle). Returns the largest difference in the continuous dimensions."""
     session = onnx_session(path, providers or [CPU_PROVIDER])
     continuous = [d for d in range(policy.action_dim) if d not in policy.discrete_dims]
     worst = 0.0
@@ -59,10 +58,11 @@ def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: 
         diff = float(np.abs(got - want)[..., continuous].max()) if continuous else 0.0
         if not diff <= tolerance * scale:
             raise DpError(f"{path.name}: ONNX Runtime and the torch model disagree by {diff:.3g} (tolerance {tolerance * scale:.3g}); the export is wrong")
+        low, high = policy.discrete_levels
         grip = want[..., policy.discrete_dims]
-        clear = np.abs(grip) > tolerance * scale
-        if np.any((np.sign(grip) != got[..., policy.discrete_dims]) & clear):
-            raise DpError(f"{path.name}: ONNX Runtime and the torch model choose another sign for a discrete action dimension; the export is wrong")
+        clear = np.abs(grip - (low + high) / 2) > tolerance * scale
+        if np.any((np.where(grip >= (low + high) / 2, high, low) != got[..., policy.discrete_dims]) & clear):
+            raise DpError(f"{path.name}: ONNX Runtime and the torch model choose another level for a discrete action dimension; the export is wrong")
         worst = max(worst, diff)
     return worst
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from dp.devices import CPU_PROVIDER, add_device_argument, onnx_providers, provider_names
 from dp.errors import DpError
+from dp.infer.load import add_sampler_arguments
 from dp.infer.export_format import EXPORT_FILES, GRAPH_FILES, PRECISIONS, SPEC_FILE, WEIGHTS_FILE
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (its latest checkpoint) or checkpoint folder to export")
     parser.add_argument("--out", required=True, help="folder to write the graphs, policy.weights and policy.yaml into")
     parser.add_argument("--steps", type=int, default=None, help="sampler steps of policy.onnx (default: the run's diffusion.steps)")
+    add_sampler_arguments(parser)
     parser.add_argument("--rti-steps", type=int, default=DEFAULT_RTI_STEPS, help=f"denoising steps of policy_warm.onnx (default {DEFAULT_RTI_STEPS})")
     parser.add_argument("--rti-sigma", type=float, default=DEFAULT_RTI_SIGMA, help=f"noise level the warm start's guess is noised to (default {DEFAULT_RTI_SIGMA})")
     parser.add_argument("--rti-every", type=int, default=DEFAULT_RTI_EVERY,
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None and args.steps < 1:
         raise DpError(f"--steps must be >= 1, got {args.steps}")
     start = time.perf_counter()
-    policy = Policy.load(args.run, n_action_steps=args.n_action_steps)
+    policy = Policy.load(args.run, n_action_steps=args.n_action_steps, sampler={"schedule": args.schedule, "solver": args.solver})
     rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every, args.first_steps, args.first_sigma)
     if not 1 <= rti.every <= policy.action_horizon:
         raise DpError(f"--rti-every must be in [1, {policy.action_horizon}] (the chunk length), got {rti.every}")

@@ -50,8 +50,8 @@ def example_inputs(policy: Policy, warm: bool, seed: int = 0) -> dict[str, np.nd
             out[name] = np.asarray(emb, dtype=np.float32).reshape(shape) if emb is not None else rng.normal(size=shape).astype(np.float32)
         elif name == "noise":
             out[name] = rng.standard_normal(shape).astype(np.float32)
-        else:  # guess: a raw action chunk, discrete dims at +-1
+        else:  # guess: a raw action chunk, discrete dims at -1/+1 normalised (at the data's levels raw)
             unit = rng.uniform(-1, 1, shape).astype(np.float32)
-            unit[..., policy.discrete_dims] = np.sign(unit[..., policy.discrete_dims])
+            unit[..., policy.discrete_dims] = np.where(unit[..., policy.discrete_dims] >= 0, 1.0, -1.0)
             out[name] = policy.normalizer.unnormalize(policy.action_key, unit).astype(np.float32)
     return out

@@ -9,15 +9,25 @@ importable class or factory called with no arguments that has the Policy runtime
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from pathlib import Path
 from typing import Any
 
+from dp.config import SCHEDULES, SOLVERS
 from dp.devices import onnx_providers, torch_device
 from dp.errors import DpError
 from dp.infer.export_format import FULL_FILE
 
 DEVICE_FLAG = "--device"  # how errors name the device: the commands' flag
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser, where: str = "") -> None:
+    """``--schedule`` and ``--solver``: the sampler's settings over the run's (``diffusion.*``)."""
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None,
+                        help=f"{where}the sampler's noise levels (default: the run's diffusion.schedule; docs/configuration.md)")
+    parser.add_argument("--solver", choices=SOLVERS, default=None,
+                        help=f"{where}ddim (first order) or dpmpp2m (DPM-Solver++ 2M) (default: the run's diffusion.solver)")
 
 
 def is_exported(spec: str) -> bool:
@@ -35,6 +45,8 @@ def load_policy(
     replan_every: int | None = None,
     first_chunk: str | None = None,
     sampler_steps: int | None = None,
+    schedule: str | None = None,
+    solver: str | None = None,
     ensemble: float | None = None,
     vote: int | None = None,
     plan_ahead: int | None = None,
@@ -47,7 +59,8 @@ def load_policy(
     (trained runs only: an export fixes them) choose its steps, start sigma and re-planning interval.
     ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval;
     ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
-    is sampled. ``sampler_steps`` (trained runs only) overrides the run's full-sampling steps.
+    is sampled. ``sampler_steps``, ``schedule`` and ``solver`` (trained runs only) override the run's
+    full-sampling steps, noise schedule and solver (:mod:`dp.diffusion.schedules`, :mod:`dp.diffusion.solvers`).
     ``ensemble`` turns on temporal ensembling of overlapping chunks with that weight decay (trained
     and exported policies); ``vote`` samples that many chunks per plan and sets the gripper by
     their majority; ``plan_ahead`` samples each chunk that many control steps before it is used
@@ -55,7 +68,8 @@ def load_policy(
     ``package.module:Name``. ``device`` (cpu, cuda, cuda:N, mps, auto; :mod:`dp.devices`) is where a
     trained policy runs in torch, or an exported one in ONNX Runtime (its providers); it is checked
     against this machine before anything loads (scripted experts and imported policies run where they run)."""
-    policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler_steps, importable, device)
+    sampler = {k: v for k, v in (("steps", sampler_steps), ("schedule", schedule), ("solver", solver)) if v is not None}
+    policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler, importable, device)
     switches = (("temporal ensembling", ensemble, "use_temporal_ensemble"), ("the discrete vote", vote, "use_discrete_vote"),
                 ("plan-ahead", plan_ahead, "use_plan_ahead"))
     for name, value, switch in switches:
@@ -67,9 +81,9 @@ def load_policy(
 
 
 def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, rti_every: int | None,
-          replan_every: int | None, first_chunk: str | None, sampler_steps: int | None, importable: bool, device: str) -> Any:
-    if sampler_steps is not None and sampler_steps < 1:
-        raise DpError(f"sampler steps must be >= 1 (got {sampler_steps})")
+          replan_every: int | None, first_chunk: str | None, sampler: dict[str, Any], importable: bool, device: str) -> Any:
+    if sampler.get("steps", 1) < 1:
+        raise DpError(f"sampler steps must be >= 1 (got {sampler['steps']})")
     if is_exported(spec):
         providers = onnx_providers(device, what=DEVICE_FLAG)
     else:
@@ -77,8 +91,8 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
     if spec.startswith("expert:"):
         from dp.sim.experts import make_expert
 
-        if rti or sampler_steps is not None:
-            raise DpError("--rti and --sampler-steps apply to trained policies, not to a scripted expert")
+        if rti or sampler:
+            raise DpError("--rti and the sampler's settings apply to trained policies, not to a scripted expert")
         return make_expert(spec.split(":", 1)[1])
     path = Path(spec)
     if not path.exists():
@@ -90,8 +104,9 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
         if tuned:
             raise DpError(f"{spec}: an exported policy's warm start is fixed at export; "
                           "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
-        if sampler_steps is not None:
-            raise DpError(f"{spec}: an exported policy's sampler steps are fixed at export; re-export with `dp export --steps N`")
+        if sampler:
+            raise DpError(f"{spec}: an exported policy's sampler ({', '.join(sampler)}) is fixed at export; "
+                          "re-export with `dp export --steps N --schedule S --solver S`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
         return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full", providers=providers)
@@ -104,8 +119,8 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
             default = RTISettings()
             settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma,
                                    rti_every or default.every)
-            return _runtime("Policy").load(path, device=device, rti=settings, n_action_steps=replan_every, steps=sampler_steps)
-        return _runtime("Policy").load(path, device=device, rti=rti, n_action_steps=replan_every, steps=sampler_steps)
+            return _runtime("Policy").load(path, device=device, rti=settings, n_action_steps=replan_every, sampler=sampler)
+        return _runtime("Policy").load(path, device=device, rti=rti, n_action_steps=replan_every, sampler=sampler)
     raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
 
 

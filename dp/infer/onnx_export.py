@@ -82,6 +82,10 @@ class PolicyGraph(nn.Module):
         mask = torch.zeros(policy.action_dim, dtype=torch.bool)
         mask[policy.discrete_dims] = True
         self.register_buffer("discrete", mask)
+        low, high = (torch.zeros(policy.action_dim) for _ in range(2))
+        low[policy.discrete_dims], high[policy.discrete_dims] = (torch.from_numpy(v) for v in policy.discrete_levels)
+        self.register_buffer("low", low)
+        self.register_buffer("high", high)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         values = list(inputs)
@@ -97,7 +101,7 @@ class PolicyGraph(nn.Module):
         else:
             x = noise * sigma0
         action = self.model.unnormalize_action(self.sampler(cond, x))
-        return torch.where(self.discrete, torch.where(action >= 0, 1.0, -1.0), action)
+        return torch.where(self.discrete, torch.where(action >= (self.low + self.high) / 2, self.high, self.low), action)
 
 
 def build_graphs(policy: Policy, steps: int | None, rti: RTISettings) -> dict[str, PolicyGraph]:
@@ -182,6 +186,8 @@ def build_spec(policy: Policy, graphs: dict[str, PolicyGraph], rti: RTISettings,
         "control_freq": control_freq,
         "sampler": {
             "steps": full.sampler.n_steps,
+            "schedule": cfg.diffusion.schedule,
+            "solver": cfg.diffusion.solver,
             "sigmas": full.sampler.sigmas,
             "sigma_data": cfg.diffusion.sigma_data,
             "sigma_min": cfg.diffusion.sigma_min,

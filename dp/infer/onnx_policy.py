@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from dp.data.normalize import discrete_levels
 from dp.devices import check_providers, onnx_providers, onnx_session
 from dp.errors import DpError
 from dp.infer.chunked_runtime import ChunkedRuntime
@@ -64,6 +65,8 @@ class OnnxPolicy(ChunkedRuntime):
             self.pad_lowdim = bool(obs.get("pad_lowdim", False))
             self.action_key, self.action_dim, self.action_horizon = str(act["key"]), int(act["dim"]), int(act["horizon"])
             self.discrete_dims = [int(d) for d in act["discrete_dims"]]
+            action_range = spec["normalizer"][self.action_key]
+            self.discrete_levels = discrete_levels(np.asarray(action_range["min"]), np.asarray(action_range["max"]), self.discrete_dims)
             self.goal_kind = str(goal["kind"])
             self.tasks, self.instructions = list(goal["tasks"]), dict(goal["instructions"])
             self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}

@@ -17,8 +17,10 @@ as the routed model to within 1e-5, with only the chosen experts' weights run.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning OpenMP threads stall on a busy machine
 
@@ -69,6 +71,7 @@ class Policy(ChunkedRuntime):
         self.tasks = list(self.cfg.vocab.tasks)
         self.instructions = dict(self.cfg.vocab.instructions)
         self.discrete_dims = list(normalizer.discrete_dims.get(self.action_key, []))
+        self.discrete_levels = normalizer.discrete_levels(self.action_key)
         self.rti = RTISettings() if rti is True else (rti or None)
         self._rti_sigmas = self.rti.for_model(self.model, self.steps) if self.rti else None
         self.cache_experts = cache_experts
@@ -77,11 +80,16 @@ class Policy(ChunkedRuntime):
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False,
-             cache_experts: bool = True) -> Policy:
-        """Load a run folder (its latest checkpoint) or a checkpoint folder."""
+             cache_experts: bool = True, sampler: dict[str, Any] | None = None) -> Policy:
+        """Load a run folder (its latest checkpoint) or a checkpoint folder. ``sampler`` overrides the
+        run's sampler settings (``diffusion.schedule``, ``solver``, ``rho``, ``trim``, ``steps``)."""
         folder = ckpt.resolve_checkpoint(path)
         ckpt.verify_checkpoint(folder)  # damaged weights never reach eval, export or a robot
         cfg = ckpt.load_checkpoint_config(folder)
+        unknown = sorted(set(sampler or {}) - {"schedule", "solver", "rho", "trim", "steps"})
+        if unknown:
+            raise DpError(f"sampler settings {unknown} unknown (known: schedule, solver, rho, trim, steps)")
+        cfg.diffusion = dataclasses.replace(cfg.diffusion, **{k: v for k, v in (sampler or {}).items() if v is not None})
         try:
             model = DiffusionPolicy(cfg)
         except (ValueError, KeyError) as exc:
@@ -122,4 +130,4 @@ class Policy(ChunkedRuntime):
         else:
             chunks = self.model.sample_encoded(cond, noise_t, steps=self.steps, sampler=self._sampler("full"))
         chunks = self.model.unnormalize_action(chunks.float()).cpu().numpy().astype(np.float32)
-        return snap_discrete(chunks, self.discrete_dims)
+        return snap_discrete(chunks, self.discrete_dims, self.discrete_levels)

@@ -2,7 +2,7 @@
 
 After the first chunk, the previous chunk shifted by the executed steps (last action repeated,
 discrete dimensions snapped to +-1: :func:`dp.infer.rti_guess.shift_guess`) is a good guess of
-the next one. It is noised to an intermediate ``sigma_start`` and only ``steps`` DDIM steps run,
+the next one. It is noised to an intermediate ``sigma_start`` and only ``steps`` sampler steps run,
 spaced as the full schedule (the same ratio between consecutive sigmas), the last one down to 0.
 With ``sigma_start`` at the full schedule's ``sigmas[N - steps]`` the tail is exactly the last
 ``steps`` steps of the full schedule; a larger ``sigma_start`` lets the new observation move the
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dp.diffusion.ddim import ddim_sample
+from dp.diffusion.solvers import solve_indexed
 from dp.errors import DpError
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 from dp.models.diffusion_policy import DiffusionPolicy
@@ -53,7 +53,7 @@ from dp.models.diffusion_policy import DiffusionPolicy
 
 @dataclass(frozen=True)
 class RTISettings:
-    """How a warm start runs: ``steps`` DDIM steps from ``sigma_start``, a new chunk every ``every``
+    """How a warm start runs: ``steps`` sampler steps from ``sigma_start``, a new chunk every ``every``
     control steps (the actions executed per chunk: the shift of the guess). An episode's first chunk
     (no previous one) is the same tail sampler from a zero guess (the middle of the action range):
     ``first_steps`` steps from ``first_sigma`` (exported as ``policy_first.onnx``)."""
@@ -103,7 +103,7 @@ def warm_sample(
     x = guess.float() + sigmas[0] * noise.float()
     if sampler is not None:
         return sampler(cond, x)
-    return ddim_sample(lambda x, s: model.edm.denoise(model.net, cond, x, s)[0], x, sigmas)
+    return model.solve(cond, x, sigmas)
 
 
 @torch.no_grad()
@@ -118,14 +118,14 @@ def contraction_profile(
     """How an error in the guess shrinks over the warm steps: the ratio ``|x_j(g + d) - x_j(g)| / |d|``
     after each step j = 0..steps (j = 0: the noised start, ratio 1), same noise for both runs."""
     x_a = guess.float() + sigmas[0] * noise.float()
-    x_b = x_a + perturbation
     base = perturbation.flatten(1).norm(dim=1)
     ratios = [1.0]
-    ones = x_a.new_ones(x_a.shape[0])
-    for i in range(len(sigmas) - 1):
-        r = sigmas[i + 1] / sigmas[i]
-        x_a = r * x_a + (1 - r) * model.edm.denoise(model.net, cond, x_a, sigmas[i] * ones)[0]
-        x_b = r * x_b + (1 - r) * model.edm.denoise(model.net, cond, x_b, sigmas[i] * ones)[0]
-        ratios.append(float(((x_b - x_a).flatten(1).norm(dim=1) / base).mean()))
-    return ratios
+    B = x_a.shape[0]
+    pair = torch.cat([cond, cond])  # both runs as one batch: the same steps, the same solver
 
+    def record(x: torch.Tensor) -> None:
+        ratios.append(float(((x[B:] - x[:B]).flatten(1).norm(dim=1) / base).mean()))
+
+    solve_indexed(lambda i, x: model.edm.denoise(model.net, pair, x, sigmas[i] * x.new_ones(2 * B))[0],
+                  torch.cat([x_a, x_a + perturbation]), sigmas, model.solver, record)
+    return ratios

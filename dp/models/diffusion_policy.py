@@ -11,8 +11,10 @@ from torch import nn
 
 from dp.config import Config
 from dp.data.normalize import Normalizer
-from dp.diffusion.ddim import ddim_sample, exponential_sigmas
 from dp.diffusion.edm import EDM
+from dp.diffusion.schedules import sampler_sigmas
+from dp.diffusion.solvers import solve, step_coefficients
+from dp.errors import DpError
 from dp.models.mode import MoDE
 from dp.models.normalization import Normalization
 
@@ -33,7 +35,12 @@ class DiffusionPolicy(nn.Module):
         self.image_keys = list(cfg.data.image_keys)
         self.net = MoDE.from_config(cfg)
         self.edm = EDM.from_config(cfg.diffusion)
-        sigmas = exponential_sigmas(cfg.diffusion.steps, cfg.diffusion.sigma_min, cfg.diffusion.sigma_max)
+        try:
+            sigmas = sampler_sigmas(cfg.diffusion)
+            step_coefficients(sigmas, cfg.diffusion.solver)
+        except ValueError as exc:
+            raise DpError(f"the sampler: {exc}") from None
+        self.solver = cfg.diffusion.solver
         self.register_buffer("sigmas", sigmas, persistent=False)  # the fixed sampler schedule
         self.action_key = cfg.data.action_key
         self.normalization: Normalization | None = None  # set by the runtime from the checkpoint's normaliser
@@ -97,10 +104,17 @@ class DiffusionPolicy(nn.Module):
         return self.compute_loss(batch)
 
     def schedule(self, steps: int | None = None) -> torch.Tensor:
-        """The sampler's sigmas (steps + 1,), ending at 0."""
+        """The sampler's sigmas (steps + 1,), ending at 0 (``diffusion.schedule``)."""
         if steps is None or steps == self.cfg.diffusion.steps:
             return self.sigmas
-        return exponential_sigmas(steps, self.cfg.diffusion.sigma_min, self.cfg.diffusion.sigma_max).to(self.sigmas.device)
+        try:
+            return sampler_sigmas(self.cfg.diffusion, steps).to(self.sigmas.device)
+        except ValueError as exc:
+            raise DpError(f"the sampler: {exc}") from None
+
+    def solve(self, cond: torch.Tensor, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        """Integrate chunks ``x`` at ``sigmas[0]`` down to 0 with the routed network and ``diffusion.solver``."""
+        return solve(lambda x, s: self.edm.denoise(self.net, cond, x, s)[0], x, sigmas, self.solver)
 
     @torch.no_grad()
     def sample(
@@ -112,7 +126,7 @@ class DiffusionPolicy(nn.Module):
         steps: int | None = None,
         sampler: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Normalised action chunks (B, Ta, A) by DDIM from ``noise`` (standard normal; drawn if None).
+        """Normalised action chunks (B, Ta, A) sampled from ``noise`` (standard normal; drawn if None).
 
         ``sampler``: a cached sampler over this schedule (``sampler(cond, x) -> x0``,
         :class:`dp.infer.caching.CachedSampler`); by default the routed network runs every step."""
@@ -137,4 +151,4 @@ class DiffusionPolicy(nn.Module):
         x = noise.to(cond.device).float() * sigmas[0]
         if sampler is not None:
             return sampler(cond, x)
-        return ddim_sample(lambda x, s: self.edm.denoise(self.net, cond, x, s)[0], x, sigmas)
+        return self.solve(cond, x, sigmas)

@@ -3,7 +3,9 @@
 The router sees only the noise embedding, so every token of a sample goes to the same experts and,
 at inference, the choice at each sampler sigma is the same for every observation. In training the
 top-k experts are *sampled* from the router's distribution (exploration, as in MoDE); in eval they
-are the deterministic top-k. With one expert the layer is a plain dense SwiGLU (the dense baseline)
+are the deterministic top-k; their gates are the router's probabilities renormalised over the chosen
+experts (with ``top_k`` 1 a straight-through gate of value 1, so that the router still learns from
+the loss). With one expert the layer is a plain dense SwiGLU (the dense baseline)
 and has no router.
 """
 
@@ -56,7 +58,12 @@ class NoiseRoutedMoE(nn.Module):
         else:
             experts = probs.topk(self.top_k, dim=-1).indices
         gates = probs.gather(1, experts)
-        gates = gates / gates.sum(-1, keepdim=True)
+        if self.top_k == 1:
+            # One renormalised gate is the constant 1, which passes the router no gradient from the
+            # diffusion loss. Straight through: the value stays 1, the gradient is d/dp of p.
+            gates = gates / gates.detach()
+        else:
+            gates = gates / gates.sum(-1, keepdim=True)
         return Routing(experts, gates, probs, logits)
 
     def forward(self, x: torch.Tensor, noise_emb: torch.Tensor) -> tuple[torch.Tensor, Routing]:
