@@ -84,3 +84,13 @@ def pusht_image_run(tmp_path_factory):
                  "model.d_model=32", "model.n_heads=2", "model.n_layers=1", "model.expert_hidden=32", "model.vision_channels=[8,8,8]",
                  "model.vision_keypoints=4", "model.aug_crop=84", "model.aug_shift=0", "model.image_size=64"]) == 0
     return run
+
+
+@pytest.fixture(scope="session")
+def pusht_image_export(pusht_image_run, tmp_path_factory):
+    """:func:`pusht_image_run` exported to ONNX with 2 warm steps every 4 control steps."""
+    from dp.cli import main
+
+    out = tmp_path_factory.mktemp("pusht_image_export") / "onnx"
+    assert main(["export", str(pusht_image_run), "--out", str(out), "--rti-steps", "2", "--rti-every", "4"]) == 0
+    return out

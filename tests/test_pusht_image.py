@@ -19,10 +19,8 @@ from dp.sim.tasks import get_task  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def exported(pusht_image_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pusht_image_export") / "onnx"
-    assert main(["export", str(pusht_image_run), "--out", str(out), "--rti-steps", "2", "--rti-every", "4"]) == 0
-    return out
+def exported(pusht_image_export):
+    return pusht_image_export
 
 
 def _eval(capsys, *argv: str) -> dict:
