@@ -1,68 +1,121 @@
-"""The README's ``## Results`` section, rewritten from the same inputs."""
+"""The README's ``## Results`` section: at most ten headline rows, every one on test seeds with its 95%
+interval (or saying what it is instead), each linking to the results page section that holds the rest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from bench.reporting.load import Results
-from bench.reporting.sections_peers import peers_readme_table
-from bench.reporting.sections_policy import headline_table, multitask_table
-from bench.reporting.spec import LATENCY_CASES, MISSING, MULTITASK, latency_modes
-from bench.reporting.text import get, num, pct, shown, table
+from bench.reporting.load import Results, SuccessRow
+from bench.reporting.sections_policy import multitask_table
+from bench.reporting.text import get, num, pct
 
-
+PAGE = "docs/results.md"
 README_INTRO = (
-    "Measured on this project's reference machine (2 CPU cores, no GPU); every figure, its command and\n"
-    "the plots are on the [results page](docs/results.md). Policies use the `small` preset and state\n"
-    "observations unless the task says `image`. Seeds: `test` rows ran on `dp eval --split test` seeds that\n"
-    "chose nothing; rows from before the split ran on seeds that also chose their RTI settings. Latency is\n"
-    "per `select_action` call (median: a queued action; p99: a new chunk) while other jobs shared the\n"
-    "machine; the clean per-chunk figures are in the latency table below."
+    "Measured on this project's reference machine (2 CPU cores, no GPU). Success and score are on `test`\n"
+    "seeds that chose nothing (`dp eval --split test`; every setting was chosen on `val` seeds), with 95%\n"
+    "intervals; a difference inside the intervals is no difference. Every figure with its command, the\n"
+    "curves and the rows behind these are on the [results page](docs/results.md)."
 )
+Row = list[str]
+
+
+def _interval(bounds: list[float] | None, fmt: Callable[[float], str]) -> str:
+    return f"{fmt(bounds[0])}–{fmt(bounds[1])}" if bounds and len(bounds) == 2 else "—"
+
+
+def _score_and_success(run: dict | None) -> str | None:
+    """"score 0.96 (0.93–0.99), success 51% (41–61%)" of an eval JSON."""
+    if not isinstance(run, dict) or run.get("mean_score") is None:
+        return None
+    score = f"score {num(run['mean_score'], 3)} ({_interval(run.get('score_ci95'), lambda v: f'{v:.3f}')})"
+    return f"{score}, success {pct(run.get('success_rate'))} ({_interval(run.get('success_ci95'), lambda v: f'{100 * v:.0f}%')})"
+
+
+def _success(row: SuccessRow | None) -> str | None:
+    if row is None or row.rate is None:
+        return None
+    return f"{pct(row.rate)} ({row.successes}/{row.episodes}; {_interval(row.ci95, lambda v: f'{100 * v:.1f}%')})"
+
+
+def _find(results: Results, task: str, method: str) -> SuccessRow | None:
+    return next((r for r in results.success if (r.task, r.method) == (task, method)), None)
+
+
+def _pusht_rows(results: Results) -> list[Row]:
+    rows = []
+    state = get(results.bench("pusht"), "continued") or results.bench("pusht") or {}
+    if (fig := _score_and_success(get(state, "test", "torch"))) is not None:
+        minutes = get(state, "chosen", "train_s")
+        rows.append(["Push-T from state (Diffusion Policy's human demonstrations, gym-pusht)", fig, "test, 100",
+                     f"{num(minutes / 60, 0)} min of training on 2 cores" if minutes else "", "#push-t-human-demonstrations-the-real-environment"])
+    image = results.bench("pusht_image") or {}
+    if (fig := _score_and_success(get(image, "test", "torch"))) is not None:
+        cpu = image.get("train_cpu_s")
+        rows.append(["Push-T from the 96x96 view (same data, pixels only)", fig, "test, 100",
+                     f"{num(cpu / 60, 0)} CPU-min of training" if cpu else "", "#push-t-human-demonstrations-the-real-environment"])
+    return rows
+
+
+def _peer_rows(results: Results) -> list[Row]:
+    peers = results.bench("peers") or {}
+    rows = []
+    for mode, what, source in (("state", "state", peers), ("image", "the 96x96 view", peers.get("image") or {})):
+        ev = get(source, "eval") or {}
+        if ev.get("dp") and ev.get("lerobot"):
+            budget = get(source, "train", "budget_s")
+            rows.append([f"Push-T from {what}, dp against LeRobot's diffusion policy at equal training time",
+                         f"dp {num(ev['dp'].get('mean_score'), 3)} / {pct(ev['dp'].get('success_rate'))}, "
+                         f"LeRobot {num(ev['lerobot'].get('mean_score'), 3)} / {pct(ev['lerobot'].get('success_rate'))} (score / success)",
+                         f"test, {num(ev['dp'].get('episodes'), 0)} / {num(ev['lerobot'].get('episodes'), 0)}",
+                         f"{num(budget / 60, 0)} min each, one thread, one run" if budget else "", "#compared-with-lerobot"])
+    lat, ratios = get(peers, "speed", "latency") or {}, get(peers, "speed", "ratios") or {}
+    if get(lat, "lerobot_matched", "median_ms") and get(lat, "dp_onnx_rti", "median_ms"):
+        rows.append(["Time per action chunk against LeRobot at matched size (Push-T state, batch 1, one thread)",
+                     f"dp {num(lat['dp_onnx_rti']['median_ms'], 1)} ms (ONNX Runtime + RTI), LeRobot "
+                     f"{num(lat['lerobot_matched']['median_ms'], 0)} ms: {num(ratios.get('chunk_median_lerobot_matched_vs_dp_onnx_rti'), 0)}x",
+                     "median of 200 calls", "dp's 10-step full sampling: "
+                     f"{num(get(lat, 'dp_onnx', 'median_ms'), 1)} ms", "#compared-with-lerobot"])
+    return rows
+
+
+def _robosuite_rows(results: Results) -> list[Row]:
+    rows = []
+    for task, method, what, note in (("lift", "deploy", "lift, deployed: `dp node` drives the simulated controller", "ONNX + RTI over ZeroMQ, 20 Hz"),
+                                     ("can", "preset", "can (robosuite, state)", "`small` preset, checkpoint chosen on validation"),
+                                     ("square", "torch_every4", "square (robosuite, state): the hardest single task", "a new chunk every 4 steps")):
+        if (fig := _success(_find(results, task, method))) is not None:
+            row = _find(results, task, method)
+            rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note, "#success-in-simulation"])
+    _, means, pooled = multitask_table(results)
+    if means.get("mode") is not None and "mode" in pooled:
+        k, n = pooled["mode"]
+        worst = min((r for r in results.success if r.task.startswith("multitask_") and r.method == "mode"), key=lambda r: r.rate or 0)
+        rows.append(["Five robosuite tasks in one language-conditioned MoDE policy", f"average success {pct(means['mode'])} ({k}/{n})",
+                     f"test, {n}", f"weakest: {worst.task.removeprefix('multitask_')} {pct(worst.rate)}", "#multitask-language-conditioned"])
+    return rows
+
+
+def _latency_rows(results: Results) -> list[Row]:
+    state = get(results.bench("latency"), "small_state") or {}
+    if not get(state, "onnx_rti", "median_ms"):
+        return []
+    return [["Time per action chunk, `small` preset (state, batch 1, one thread)",
+             f"{num(get(state, 'onnx_rti', 'median_ms'), 1)} ms ONNX Runtime + RTI (p99 {num(get(state, 'onnx_rti', 'p99_ms'), 1)})",
+             "held-out windows", f"full 10-step sampling {num(get(state, 'onnx_full', 'median_ms'), 1)} ms", "#inference-latency"]]
+
+
+def headline_rows(results: Results) -> list[Row]:
+    """The README's rows: [what, figure, seeds, note, anchor on the results page], at most ten."""
+    rows = [*_pusht_rows(results), *_peer_rows(results), *_robosuite_rows(results), *_latency_rows(results)]
+    return rows[:10]
 
 
 def readme_section(results: Results) -> str:
-    """The README's Results section: the measured headline rows, the multitask table, per-chunk latency
-    and one line of data, training and deploy figures, all from the benchmark JSONs."""
-    out = ["## Results", "", README_INTRO, "", *(line for line in headline_table(results).splitlines() if MISSING not in line and not line.startswith("| multitask_")), ""]
-    text, means, _ = multitask_table(results)
-    if any(v is not None for v in means.values()):
-        out += [f"Multitask, language-conditioned ({', '.join(MULTITASK)} in one policy; MoDE against its dense twin):", "", text, ""]
-    lat = results.bench("latency")
-    if lat is not None:
-        cases = [k for k, _ in LATENCY_CASES if isinstance(lat.get(k), dict)]
-        rows = [[label, *(f"{num(get(lat, k, mode, 'median_ms'), 1)} / {num(get(lat, k, mode, 'p99_ms'), 1)}" for k in cases)]
-                for mode, label in latency_modes(lat)]
-        headers = ["Inference, `small` preset, batch 1, 1 thread", *(f"{label}: median / p99 ms per chunk" for k, label in LATENCY_CASES if k in cases)]
-        out += [table(headers, rows), ""]
-    out += peers_readme_table(results)
-    data, imp, train, image, dep = (results.bench(n) or {} for n in ("data_throughput", "import_throughput", "train", "image_train", "deploy"))
-    facts = []
-    if data:
-        facts.append(f"Store: {num(data.get('lowdim_windows_per_s_loader'))} low-dim and {num(data.get('image_windows_per_s'))} image "
-                     "windows/s through the loader.")
-    if imp:
-        facts.append(f"Import: CALVIN {num(get(imp, 'calvin', 'frames_per_s'), 0)} frames/s, LIBERO {num(get(imp, 'libero', 'frames_per_s'), 0)} frames/s.")
-    if train:
-        facts.append(f"Training: {num(get(train, 'state', 'samples_per_s'), 0)} samples/s (state), "
-                     f"{num(get(train, 'two_cameras_84', 'samples_per_s'), 0)} samples/s (two cameras).")
-    for name, what in (("pusht", "state"), ("pusht_image", "image")):
-        rows = get(results.bench(name), "test") or {}
-        if isinstance(rows.get("torch"), dict):
-            parts = ", ".join(f"{label} {num(get(rows, k, 'mean_score'), 3)} / {pct(get(rows, k, 'success_rate'))}"
-                              for k, label in (("torch", "torch"), ("onnx", "ONNX"), ("onnx_rti", "ONNX + RTI"), ("deploy", "deploy"))
-                              if isinstance(rows.get(k), dict))
-            facts.append(f"Push-T ({what}, human demonstrations, gym-pusht, {get(rows, 'torch', 'episodes')} test episodes; "
-                         f"mean score / success): {parts}.")
-    if image:
-        facts.append(f"CALVIN-shaped image training: the loader delivers {num(get(image, 'loader_over_step_ratio'), 1)}x what the model consumes.")
-    if dep:
-        facts.append(f"Deploy path ({shown(dep.get('policy', '?'))}): {pct(get(dep, 'success', 'success_rate'))} success, "
-                     f"observation-to-command median {num(get(dep, 'obs_to_command_ms', 'median'))} ms, "
-                     f"p99 {num(get(dep, 'obs_to_command_ms', 'p99'))} ms.")
-    if facts:
-        out += [" ".join(facts), ""]
-    return "\n".join(out)
+    """The README's Results section."""
+    rows = [f"| {what} | {figure} | {seeds} | {note} | [more]({PAGE}{anchor}) |" for what, figure, seeds, note, anchor in headline_rows(results)]
+    return "\n".join(["## Results", "", README_INTRO, "", "| What | Figure (95% interval) | Seeds, episodes | Setting | |",
+                      "|---|---|---|---|---|", *rows, ""])
 
 
 def write_readme(results: Results, path: Path) -> None:

@@ -27,28 +27,8 @@ from dp.errors import DpError
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 from dp.models.diffusion_policy import DiffusionPolicy
 
-# Chosen by measurement. One warm step: one step of the small preset takes 1.4 ms in ONNX Runtime on
-# one core here, against a 2 ms budget. Start sigma and re-planning interval: closed-loop success on
-# `can` (small preset, 200 demonstrations, 50 episodes from seed 5000; full sampling 44/50):
-#   every 8 (the training's n_action_steps): sigma 0.4 5/50, 1.0 38/50, 2.0 38/50, 4.0 41/50
-#   sigma 1.0: every 2 35/50, every 4 43/50
-# With a chunk of 10 and 8 actions executed, the shifted guess is the last action repeated for 8 of
-# its 10 steps: a poor prior, which a low sigma keeps (it cannot move far from the guess) and a high
-# one mostly discards. Re-planning every 4 steps keeps 6 steps of real plan in the guess, at one warm
-# step per 4 control steps. Open loop (bench/latency.py --rti-sweep, held-out windows) one step from
-# 1.0 is also the best of the grid, and an error in the guess shrinks to 5% of its size.
-# Re-chosen on validation seeds only (issue 16; `can`, small preset, 5000 steps, 200 demonstrations,
-# `dp eval --split val`, 50 episodes from base seed 0; full sampling every 8: 46/50): 1 step from 1.0
-# every 4: 47/50; 2 steps from 1.0 every 4: 44/50; 3 steps from 2.0 every 8: 48/50. The defaults stay
-# the cheapest setting within the intervals of the best. Push-T (absolute positions) needs 3 steps
-# from 2.0 every 8 (validation 40% against 0% for the defaults): RTI settings are a per-policy choice
-# made on validation seeds and fixed at export; these are only the defaults.
-#
-# First chunk (no previous chunk to shift): the warm tail from a zero guess. Chosen on validation
-# seeds (lift, small preset, 100 scripted demos, 2000 steps, ONNX + RTI, 50 episodes of the "val"
-# split from base seed 0): full 10-step first chunk 50/50; 2 steps from sigma 2.0 50/50; 1 step from
-# sigma 1.0 50/50. The rule was the cheapest within 2 points of the full first chunk: one step from
-# 1.0, which costs what a warm chunk costs.
+# The defaults (dp/infer/rti_guess.py) were chosen by closed-loop success on validation seeds; the
+# measurements are on the results page, "Experiment notes" (bench/results/notes.md).
 
 
 @dataclass(frozen=True)

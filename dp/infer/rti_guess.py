@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 # RTI defaults (steps of policy_warm, start sigma, actions executed per warm chunk), chosen by
-# closed-loop success on `can`'s validation seeds (see dp/infer/rti.py).
+# closed-loop success on `can`'s validation seeds (results page, "Experiment notes").
 DEFAULT_RTI_STEPS = 1
 DEFAULT_RTI_SIGMA = 1.0
 DEFAULT_RTI_EVERY = 4
 # The first chunk of an episode with RTI (no previous chunk): a short sampler from a zero guess,
-# FIRST_STEPS steps from FIRST_SIGMA (chosen on validation seeds, see dp/infer/rti.py).
+# FIRST_STEPS steps from FIRST_SIGMA (chosen on validation seeds, same page).
 DEFAULT_FIRST_STEPS = 1
 DEFAULT_FIRST_SIGMA = 1.0
 
