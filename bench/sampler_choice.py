@@ -1,0 +1,125 @@
+"""Choose a policy's sampler on validation seeds: schedule x solver x steps, the same seeds for every
+setting, then (with --write) store the choice in the checkpoint's config.yaml, where `dp eval`,
+`dp export` and `dp node` read it. Prints JSON.
+
+A setting is ``solver:schedule:steps[:trim]`` (dp.diffusion.solvers / schedules), e.g.
+``ddim:exponential:10`` (MoDE's sampler, the reference), ``dpmpp2m:karras:5:0.001``. The choice is the
+setting with the fewest network passes whose validation success (and, for Push-T, mean score) is inside
+the 95% interval of the best setting's; ties go to the higher success, then score.
+
+    python bench/sampler_choice.py --run runs/pusht --task pusht --episodes 50 --json-out bench/results/sampler_pusht.json
+    python bench/sampler_choice.py --run runs/can --task can --episodes 50 --write      # store the choice
+    dp eval runs/can --task can --split test --episodes 100                               # then report on test seeds
+
+Figures of the choice are validation figures; report the chosen sampler on test seeds afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import emit  # noqa: E402
+from dp.models.checkpoint_files import CONFIG_FILE, resolve_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = ("ddim:exponential:10", "ddim:exponential:5", "dpmpp2m:exponential:5", "dpmpp2m:karras:5", "dpmpp2m:karras:5:0.001",
+        "dpmpp2m:fitted:5:0.001", "dpmpp2m:exponential:3")
+
+
+def parse_setting(text: str) -> dict[str, Any]:
+    """``solver:schedule:steps[:trim]`` -> the diffusion.* values it sets."""
+    parts = text.split(":")
+    if len(parts) not in (3, 4) or not parts[2].isdigit():
+        raise SystemExit(f"sampler setting {text!r}: expected solver:schedule:steps[:trim]")
+    return {"solver": parts[0], "schedule": parts[1], "steps": int(parts[2]), "trim": float(parts[3]) if len(parts) == 4 else 0.0}
+
+
+def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, replan_every: int | None, work: Path) -> dict[str, Any]:
+    """`dp eval` of the checkpoint with ``setting`` written into a copy of its config (trim has no flag)."""
+    values = parse_setting(setting)
+    folder = work / setting.replace(":", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(ckpt):  # a checkpoint folder of links: the weights are not copied
+        if name != CONFIG_FILE and not (folder / name).exists():
+            (folder / name).symlink_to((ckpt / name).resolve())
+    config = yaml.safe_load((ckpt / CONFIG_FILE).read_text())
+    config.setdefault("diffusion", {}).update(values)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    out = folder / "eval.json"
+    argv = [sys.executable, "-m", "dp.cli", "eval", str(folder), "--task", task, "--split", "val", "--episodes", str(episodes),
+            "--seed", str(seed), "--json-out", str(out), "--json", *(["--replan-every", str(replan_every)] if replan_every else [])]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise SystemExit(f"dp eval with {setting} failed:\n{done.stderr[-2000:]}")
+    figures = json.loads(out.read_text())
+    return {"setting": setting, **values, "passes_per_chunk": values["steps"], "successes": figures["successes"], "episodes": figures["episodes"],
+            "success_rate": figures["success_rate"], "success_ci95": figures["success_ci95"], "mean_score": figures.get("mean_score"),
+            "score_ci95": figures.get("score_ci95")}
+
+
+def choose(rows: list[dict[str, Any]], scored: bool) -> dict[str, Any]:
+    """The cheapest row inside the best row's intervals (success, and score where ``scored``)."""
+    key = (lambda r: (r["mean_score"], r["success_rate"])) if scored else (lambda r: (r["success_rate"], r["mean_score"] or 0))
+    best = max(rows, key=key)
+
+    def inside(r: dict[str, Any]) -> bool:
+        ok = r["success_rate"] >= best["success_ci95"][0]
+        return ok and (not scored or r["mean_score"] >= best["score_ci95"][0])
+
+    return min((r for r in rows if inside(r)), key=lambda r: (r["passes_per_chunk"], -r["success_rate"], -(r["mean_score"] or 0)))
+
+
+def write_choice(ckpt: Path, chosen: dict[str, Any], note: str) -> None:
+    """Store the chosen sampler in the checkpoint's config.yaml (the tensor files, and their checksums, stay)."""
+    path = ckpt / CONFIG_FILE
+    config = yaml.safe_load(path.read_text())
+    config.setdefault("diffusion", {}).update({k: chosen[k] for k in ("solver", "schedule", "steps", "trim")})
+    path.unlink()  # the checkpoint's config may be a link shared with the run folder: write a file of its own
+    path.write_text(f"# diffusion sampler chosen by bench/sampler_choice.py: {note}\n" + yaml.safe_dump(config, sort_keys=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--run", required=True, help="run folder (its latest checkpoint) or checkpoint folder")
+    parser.add_argument("--task", required=True, help="the task to evaluate on (as dp eval --task)")
+    parser.add_argument("--episodes", type=int, default=50, help="validation episodes per setting (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the validation episodes (default 0)")
+    parser.add_argument("--grid", default=",".join(GRID), help=f"settings to try, comma-separated (default {','.join(GRID)})")
+    parser.add_argument("--replan-every", type=int, default=None, help="as dp eval --replan-every (default: the policy's)")
+    parser.add_argument("--parallel", type=int, default=2, help="evaluations at once, one thread each (default 2)")
+    parser.add_argument("--write", action="store_true", help="store the chosen sampler in the checkpoint's config.yaml")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    ckpt = resolve_checkpoint(args.run)
+    settings = [s for s in args.grid.split(",") if s]
+    for s in settings:
+        parse_setting(s)
+    with tempfile.TemporaryDirectory(prefix="dp-sampler-") as tmp, ThreadPoolExecutor(args.parallel) as pool:
+        rows = list(pool.map(lambda s: evaluate(ckpt, args.task, s, args.episodes, args.seed, args.replan_every, Path(tmp)), settings))
+    chosen = choose(rows, scored=args.task == "pusht")
+    note = (f"{chosen['setting']} on {args.episodes} validation episodes of {args.task} (seed {args.seed}): success "
+            f"{chosen['successes']}/{chosen['episodes']}, the cheapest inside the best setting's interval")
+    if args.write:
+        write_choice(ckpt, chosen, note)
+    out = {"bench": "sampler_choice", "checkpoint": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt.name), "task": args.task,
+           "split": "val", "episodes": args.episodes, "seed": args.seed, "replan_every": args.replan_every, "rows": rows,
+           "chosen": chosen["setting"], "why": note, "written": args.write}
+    emit(out, started, args.json_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""bench/sampler_choice.py: the choice rule and where the choice is stored (the evaluations are `dp eval`'s)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.sampler_choice import choose, parse_setting, write_choice  # noqa: E402
+from dp.config import load_config  # noqa: E402
+from dp.stats import wilson_interval  # noqa: E402
+
+
+def row(setting: str, successes: int, score: float, n: int = 50) -> dict:
+    values = parse_setting(setting)
+    return {"setting": setting, **values, "passes_per_chunk": values["steps"], "successes": successes, "episodes": n,
+            "success_rate": successes / n, "success_ci95": list(wilson_interval(successes, n)), "mean_score": score,
+            "score_ci95": [score - 0.03, min(1.0, score + 0.03)]}
+
+
+def test_the_cheapest_setting_inside_the_best_ones_interval_is_chosen():
+    rows = [row("ddim:exponential:10", 40, 0.95), row("ddim:exponential:5", 25, 0.90), row("dpmpp2m:karras:5", 38, 0.94),
+            row("dpmpp2m:exponential:3", 20, 0.85)]
+    assert choose(rows, scored=True)["setting"] == "dpmpp2m:karras:5"  # 5 passes, inside 10-step DDIM's intervals
+    assert choose(rows, scored=False)["setting"] == "dpmpp2m:karras:5"
+    rows[2] = row("dpmpp2m:karras:5", 38, 0.85)  # its score falls outside the best score's interval
+    assert choose(rows, scored=True)["setting"] == "ddim:exponential:10"
+    assert choose(rows, scored=False)["setting"] == "dpmpp2m:karras:5"  # success alone still fits
+
+
+def test_settings_parse_and_bad_ones_are_refused():
+    assert parse_setting("dpmpp2m:fitted:4:0.01") == {"solver": "dpmpp2m", "schedule": "fitted", "steps": 4, "trim": 0.01}
+    with pytest.raises(SystemExit, match="solver:schedule:steps"):
+        parse_setting("dpmpp2m:5")
+
+
+def test_the_choice_is_stored_in_the_checkpoint_config_without_touching_the_run_config(tmp_path):
+    from dp.config import build_config, dump_config
+
+    run_config = tmp_path / "config.yaml"
+    run_config.write_text(dump_config(build_config("tiny")))
+    ckpt = tmp_path / "step_1"
+    ckpt.mkdir()
+    (ckpt / "config.yaml").symlink_to(run_config)  # as a run's checkpoint may link it
+    write_choice(ckpt, row("dpmpp2m:karras:5:0.001", 38, 0.94), "test note")
+    cfg = load_config(ckpt / "config.yaml")
+    assert (cfg.diffusion.solver, cfg.diffusion.schedule, cfg.diffusion.steps, cfg.diffusion.trim) == ("dpmpp2m", "karras", 5, 0.001)
+    assert (ckpt / "config.yaml").read_text().startswith("# diffusion sampler chosen by bench/sampler_choice.py: test note")
+    assert yaml.safe_load(run_config.read_text())["diffusion"]["solver"] == "ddim"  # the link's target is untouched
