@@ -50,3 +50,13 @@ def test_the_choice_is_stored_in_the_checkpoint_config_without_touching_the_run_
     assert (cfg.diffusion.solver, cfg.diffusion.schedule, cfg.diffusion.steps, cfg.diffusion.trim) == ("dpmpp2m", "karras", 5, 0.001)
     assert (ckpt / "config.yaml").read_text().startswith("# diffusion sampler chosen by bench/sampler_choice.py: test note")
     assert yaml.safe_load(run_config.read_text())["diffusion"]["solver"] == "ddim"  # the link's target is untouched
+
+
+def test_warm_start_modes_parse_and_bad_ones_are_refused():
+    from bench.warm_start import parse_mode
+
+    assert parse_mode("full:10:4") == {"kind": "full", "steps": 10, "every": 4}
+    assert parse_mode("rti:3:2.0:1:zero") == {"kind": "rti", "steps": 3, "sigma": 2.0, "every": 1, "guess": "zero"}
+    for bad in ("rti:3:2.0", "rti:3:2.0:1:noise", "full:ten:4"):
+        with pytest.raises(SystemExit, match="expected full:N:E"):
+            parse_mode(bad)

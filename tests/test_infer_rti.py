@@ -75,12 +75,34 @@ def test_torch_policy_rti_option(trained):
         Policy.load(run, rti=RTISettings(steps=0))
     with pytest.raises(DpError, match="RTI start sigma"):
         Policy.load(run, rti=RTISettings(sigma_start=500.0))
+    with pytest.raises(DpError, match="RTI guess"):
+        Policy.load(run, rti=RTISettings(guess="noise"))
+
+
+def test_a_zero_guess_ignores_the_previous_chunk_and_the_shifted_guess_does_not(trained):
+    """The measurement of what the warm start buys (issue 37): with ``guess="zero"`` the second chunk
+    does not depend on the first; with the shifted guess it does."""
+    store, run = trained
+    episode, instruction = held_out(store, Policy.load(run))[0]
+    obs = {k: episode[k][0] for k in Policy.load(run).obs_keys}
+    rng = np.random.default_rng(1)
+    firsts, noise = [rng.standard_normal((10, 7)).astype(np.float32) for _ in range(2)], rng.standard_normal((10, 7)).astype(np.float32)
+    seconds = {}
+    for guess in ("zero", "shift"):
+        policy = Policy.load(run, rti=RTISettings(guess=guess))
+        seconds[guess] = []
+        for first in firsts:
+            policy.reset(instruction)
+            policy.predict_chunk(obs, noise=first)
+            seconds[guess].append(policy.predict_chunk(obs, noise=noise))
+    assert np.array_equal(*seconds["zero"])
+    assert not np.array_equal(*seconds["shift"])
 
 
 def test_dp_export_command_and_onnx_policy_on_a_trained_run(trained, tmp_path, capsys):
     store, run = trained
     out = tmp_path / "exported"
-    assert dp_main(["export", str(run), "--out", str(out), "--steps", "6", "--rti-steps", "3", "--rti-sigma", "2.0", "--json"]) == 0
+    assert dp_main(["export", str(run), "--out", str(out), "--sampler-steps", "6", "--rti-steps", "3", "--rti-sigma", "2.0", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["sampler_steps"] == 6 and summary["rti"] == {"steps": 3, "sigma_start": 2.0} and summary["control_freq"] == 20.0
     assert summary["precision"] == "fp32" and set(summary["files"]) == {"policy.onnx", "policy_warm.onnx", "policy_first.onnx", "policy.weights"}

@@ -119,6 +119,13 @@ class Policy(ChunkedRuntime):
         return self._samplers[name]
 
     # ------------------------------------------------------------------ acting
+    def _guess(self) -> np.ndarray | None:
+        """The warm start's guess; with ``RTISettings.guess == "zero"`` the middle of the action range."""
+        guess = super()._guess()
+        if guess is not None and self.rti.guess == "zero":
+            return self.normalizer.unnormalize(self.action_key, np.zeros_like(guess)).astype(np.float32)
+        return guess
+
     @torch.no_grad()
     def _sample_chunks(self, noise: np.ndarray, window: dict[str, np.ndarray], goal: dict[str, torch.Tensor],
                        guess: np.ndarray | None) -> np.ndarray:

@@ -36,19 +36,24 @@ class RTISettings:
     """How a warm start runs: ``steps`` sampler steps from ``sigma_start``, a new chunk every ``every``
     control steps (the actions executed per chunk: the shift of the guess). An episode's first chunk
     (no previous one) is the same tail sampler from a zero guess (the middle of the action range):
-    ``first_steps`` steps from ``first_sigma`` (exported as ``policy_first.onnx``)."""
+    ``first_steps`` steps from ``first_sigma`` (exported as ``policy_first.onnx``). ``guess`` "zero"
+    starts every chunk from that zero guess instead of the shifted previous chunk (torch runtime
+    only: the measurement of what the shifted guess buys)."""
 
     steps: int = DEFAULT_RTI_STEPS
     sigma_start: float = DEFAULT_RTI_SIGMA
     every: int = DEFAULT_RTI_EVERY
     first_steps: int = DEFAULT_FIRST_STEPS
     first_sigma: float = DEFAULT_FIRST_SIGMA
+    guess: str = "shift"
 
     def sigmas(self, sigma_min: float, sigma_max: float, full_steps: int) -> torch.Tensor:
         """The warm tail (steps + 1,): ``sigma_start`` times the full schedule's step ratio
         ``(sigma_min / sigma_max) ** (1 / (full_steps - 1))`` to the powers 0..steps-1, then 0."""
         if self.steps < 1:
             raise DpError(f"RTI steps must be >= 1, got {self.steps}")
+        if self.guess not in ("shift", "zero"):
+            raise DpError(f"RTI guess must be 'shift' or 'zero', got {self.guess!r}")
         if not 0.0 < self.sigma_start <= sigma_max:
             raise DpError(f"RTI start sigma must be in (0, {sigma_max}] (the model's sigma range), got {self.sigma_start}")
         ratio = (sigma_min / sigma_max) ** (1.0 / max(1, full_steps - 1))
