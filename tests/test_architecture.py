@@ -1,7 +1,9 @@
-"""The package's shape, checked from its own imports: layers point one way, no cycles, small modules.
+"""The package's shape, checked from its own imports: layers point one way, no cycles (function-local
+imports included), small modules.
 
 Every dp/ module is parsed with ``ast``; ``import`` and ``from`` statements (relative ones and those
-inside functions included) are resolved to dp modules. Module-level imports must not form a cycle;
+inside functions included) are resolved to dp modules. Imports that run (at module level or inside a
+function; not those under ``if TYPE_CHECKING:``) must not form a cycle;
 no import, wherever it sits, may go from a lower rank to a higher one or across two packages of the
 same rank. The ranks follow the pipeline: collect -> store -> train -> export -> deploy.
 """
@@ -28,6 +30,7 @@ RANKS: dict[str, tuple[int, str]] = {
     "dp.config": (0, "foundation"),
     "dp.config_docs": (0, "foundation"),
     "dp.devices": (0, "foundation"),
+    "dp.cli_args": (0, "foundation"),
     "dp.data": (1, "data"),
     "dp.link": (1, "link"),
     "dp.sim": (2, "sim"),
@@ -50,7 +53,7 @@ class Edge:
     source: str
     target: str
     line: int
-    module_level: bool
+    runtime: bool  # False for an import under ``if TYPE_CHECKING:``
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -61,25 +64,12 @@ def module_name(path: Path, root: Path = ROOT) -> str:
     return ".".join(parts)
 
 
-def _module_level_nodes(tree: ast.Module) -> set[int]:
-    """ids of import nodes that run on import (not inside a function or an ``if TYPE_CHECKING``)."""
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """ids of the import nodes inside ``if TYPE_CHECKING:`` blocks (never run: type hints only)."""
     found: set[int] = set()
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                found.add(id(node))
-            elif isinstance(node, ast.If):
-                if not (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"):
-                    visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                for block in (node.body, node.orelse, node.finalbody, *[h.body for h in node.handlers]):
-                    visit(block)
-            elif isinstance(node, (ast.With, ast.ClassDef)):
-                visit(node.body)
-
-    visit(tree.body)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            found |= {id(n) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
     return found
 
 
@@ -105,7 +95,7 @@ def import_graph(root: Path = ROOT) -> list[Edge]:
     edges: set[Edge] = set()
     for source, path in files.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        top = _module_level_nodes(tree)
+        hints = _type_checking_nodes(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -117,7 +107,7 @@ def import_graph(root: Path = ROOT) -> list[Edge]:
                 while target and target not in modules and "." in target:
                     target = target.rsplit(".", 1)[0]
                 if target in modules and target != source:
-                    edges.add(Edge(source, target, node.lineno, id(node) in top))
+                    edges.add(Edge(source, target, node.lineno, id(node) not in hints))
     return sorted(edges, key=lambda e: (e.source, e.line, e.target))
 
 
@@ -149,10 +139,11 @@ def layer_violations(edges: list[Edge]) -> list[str]:
 
 
 def import_cycles(edges: list[Edge]) -> list[list[str]]:
-    """Strongly connected groups (size > 1) of the module-level import graph (Tarjan)."""
+    """Strongly connected groups (size > 1) of the import graph (Tarjan): every import that runs, at
+    module level or inside a function (a function-local import hides a cycle, it does not remove it)."""
     graph: dict[str, set[str]] = {}
     for e in edges:
-        if e.module_level:
+        if e.runtime:
             graph.setdefault(e.source, set()).add(e.target)
             graph.setdefault(e.target, set())
     index: dict[str, int] = {}
@@ -248,6 +239,8 @@ def test_checker_catches_a_violating_package(tmp_path):
         "data/layout.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .store import Store\n",
         "data/shards.py": "import dp.data.store\n",
         "data/reader.py": "def f():\n    from dp.train.trainer import Trainer\n",
+        "data/decode.py": "def g():\n    from dp.data.imports import h\n",
+        "data/imports.py": "from dp.data.decode import g\n\ndef h():\n    pass\n",
         "data/wire.py": "from dp.link import protocol\n",
         "link/__init__.py": "",
         "link/protocol.py": "",
@@ -256,13 +249,13 @@ def test_checker_catches_a_violating_package(tmp_path):
         "cli.py": "import dp.deploy.node\n" + "\n" * MAX_MODULE_LINES,
     })
     edges = import_graph(root)
-    assert import_cycles(edges) == [["dp.data.shards", "dp.data.store"]]
+    assert import_cycles(edges) == [["dp.data.decode", "dp.data.imports"], ["dp.data.shards", "dp.data.store"]]
     bad = layer_violations(edges)
     assert len(bad) == 2
     assert any("dp.data.reader:2" in b and "dp.train.trainer" in b for b in bad)
     assert any("dp.data.wire:1" in b and "sibling" in b for b in bad)
-    # the TYPE_CHECKING import is not a module-level edge, and an entry point may import anything
-    assert not any(e.module_level for e in edges if e.source == "dp.data.layout")
+    # the TYPE_CHECKING import is an edge that never runs (no cycle with store), and an entry point may import anything
+    assert not any(e.runtime for e in edges if e.source == "dp.data.layout")
     assert any(e.target == "dp.data.store" for e in edges if e.source == "dp.data.layout")
     modules, functions = oversized(root)
     assert modules == [f"dp.cli: {MAX_MODULE_LINES + 1} lines"]

@@ -13,7 +13,6 @@ numeric and free of NaN/inf. A problem stops the import naming the source and ke
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,11 @@ import numpy as np
 
 from dp.data.formats.cards import DatasetCard, card_from_dict
 from dp.data.formats.convert import to_image
-from dp.data.formats.dp_zarr_decode import zarr_episode
+from dp.data.formats.dp_zarr_decode import open_source, zarr_episode
 from dp.data.formats.pipeline import ImportItem
 from dp.data.formats.structure import episode_ranges, nonfinite_frames, refuse
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
-
-
-def open_source(src: str | Path) -> EpisodeStore:
-    """The source store, read-only, without the store's warning about inconsistent episode ends
-    (the import checks the raw ends itself and says which entries are wrong)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*meta/episode_ends is inconsistent")
-        return EpisodeStore.open(src, mode="r")
 
 
 def card_from_flags(name: str, image: list[str], lowdim: list[str], action: str | None, source: EpisodeStore) -> DatasetCard:

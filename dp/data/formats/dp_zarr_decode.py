@@ -1,19 +1,28 @@
-"""Diffusion Policy zarr's worker side: read a frame range of a source store into our keys."""
+"""Diffusion Policy zarr's worker side: open a source store, read a frame range of it into our keys."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 from dp.data.formats.cards import KeySpec
 from dp.data.formats.convert import Episode, finish
+from dp.data.store import EpisodeStore
 
 _OPEN_STORES: dict[str, Any] = {}  # per worker process: zarr sources opened once
 
 
+def open_source(src: str | Path) -> EpisodeStore:
+    """The source store, read-only, without the store's warning about inconsistent episode ends
+    (the import checks the raw ends itself and says which entries are wrong)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*meta/episode_ends is inconsistent")
+        return EpisodeStore.open(src, mode="r")
+
+
 def _open_store(path: str) -> Any:
     if path not in _OPEN_STORES:
-        from dp.data.formats.dp_zarr import open_source  # only the dp-zarr job needs zarr
-
         _OPEN_STORES[path] = open_source(path)
     return _OPEN_STORES[path]
 

@@ -16,16 +16,14 @@ partial import and that rerunning the same command continues it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from dp.data.formats.cards import DatasetCard
-from dp.data.formats.convert import Episode
+from dp.data.formats.import_item import ImportItem
 from dp.data.formats.structure import check_decoded, check_planned, refuse
 from dp.data.formats.workers import call, ordered_map
 from dp.data.store import EpisodeStore, StoreWriteError
@@ -38,21 +36,6 @@ from dp.errors import DpError
 # batch being gathered; the resumed import redoes it.
 BATCH_EPISODES = 8
 BATCH_FRAMES = 512
-
-
-@dataclass
-class ImportItem:
-    """One episode to import: where it comes from and how to decode it."""
-
-    source_file: str  # stable name of the source (file or split), the same on every run
-    source_index: int  # the item's number inside that source
-    label: str  # for messages: "FILE: data/demo_3"
-    n_frames: int  # for progress (an estimate is fine)
-    job: Callable[..., Episode]  # a module-level function (picklable), run in a worker
-    args: tuple
-    meta: dict[str, Any] = field(default_factory=dict)
-    order: int | None = None  # position in the store an export recorded (restores the order on re-import)
-    shapes: dict[str, tuple[int, ...]] | None = None  # our key -> (T, ...) once decoded, where the planner knows it
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dp.errors import DpError
 
 if TYPE_CHECKING:
     from dp.data.formats.cards import DatasetCard
-    from dp.data.formats.pipeline import ImportItem
+    from dp.data.formats.import_item import ImportItem
 
 BLOCK_BYTES = 16 << 20  # nonfinite_frames reads this much at a time
 
