@@ -94,7 +94,7 @@ def main() -> int:
     parser.add_argument("--policy", default="expert:lift", help="policy spec for dp node (default expert:lift)")
     parser.add_argument("--task", default="lift", help="sim task (default lift)")
     parser.add_argument("--episodes", type=int, default=50, help="episodes through the deploy path (default 50)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed, as dp eval --seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the test-split episodes, as dp eval --split test --seed (default 0)")
     parser.add_argument("--watchdog-trials", type=int, default=20, help="trials per watchdog measurement (default 20)")
     parser.add_argument("--skip-eval", action="store_true", help="do not run the in-process dp eval reference")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -138,7 +138,8 @@ def main() -> int:
         watcher.close()
         robot.stop()
     if not args.skip_eval:
-        ev = evaluate(load_policy(args.policy, rti=is_exported(args.policy), importable=True), args.task, args.episodes, seed=args.seed, progress=False).as_dict()
+        ev = evaluate(load_policy(args.policy, rti=is_exported(args.policy), importable=True), args.task, args.episodes, seed=args.seed,
+                      split="test", progress=False).as_dict()  # the node's seeds
         deploy["dp_eval_success_rate"] = ev["success_rate"]
         deploy["dp_eval_mean_length"] = ev["mean_length"]
         deploy["difference_points"] = round(100 * (deploy["success_rate"] - ev["success_rate"]), 1)

@@ -183,7 +183,7 @@ def main() -> None:
         dp("export", ckpt, "--out", str(export))
     seed = ("--seed", str(args.seed), "--split", "test", "--episodes", str(test_n))
     rows = {"torch": eval_json(test / "torch.json", ckpt, *seed),
-            "onnx": eval_json(test / "onnx.json", "--onnx", str(export), *seed)}
+            "onnx": eval_json(test / "onnx.json", str(export), *seed)}
     if rti_rows:
         rti = max(rti_rows, key=lambda r: (r["mean_score"], r["success_rate"]))
         out["rti_chosen"] = {k: rti[k] for k in ("steps", "sigma", "every")}
@@ -192,17 +192,17 @@ def main() -> None:
         if every != cfg["data"]["n_action_steps"]:  # the fair row: full sampling re-planning as often as RTI
             fair = sub / f"export_every{every}"
             if not (fair / "policy.onnx").is_file():
-                dp("export", ckpt, "--out", str(fair), "--n-action-steps", str(every))
-            rows[f"onnx_every{every}"] = eval_json(test / f"onnx_every{every}.json", "--onnx", str(fair), *seed)
+                dp("export", ckpt, "--out", str(fair), "--replan-every", str(every))
+            rows[f"onnx_every{every}"] = eval_json(test / f"onnx_every{every}.json", str(fair), *seed)
         rti_dir = sub / "export_rti"
         # the first chunk as in the validation runs (torch RTI samples it fully): the full schedule from a zero guess
         first = ("--first-steps", str(cfg["diffusion"]["steps"]), "--first-sigma", str(cfg["diffusion"]["sigma_max"]))
         if not (rti_dir / "policy.onnx").is_file():
             dp("export", ckpt, "--out", str(rti_dir), "--rti-steps", str(rti["steps"]), "--rti-sigma", str(rti["sigma"]),
                "--rti-every", str(every), *first)
-        rows["onnx_rti"] = eval_json(test / "onnx_rti.json", "--onnx", str(rti_dir), "--rti", *seed)
+        rows["onnx_rti"] = eval_json(test / "onnx_rti.json", str(rti_dir), "--rti", *seed)
         if not args.skip_rti_defaults:
-            rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", "--onnx", str(export), "--rti", *seed)  # as shipped
+            rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", str(export), "--rti", *seed)  # as shipped
     deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
     if deploy_n:  # the Push-T controller publishes the 96x96 view too, so image policies deploy as state ones do
         # `dp node` runs an export with its RTI settings: the chosen ones when the RTI stage ran

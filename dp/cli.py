@@ -1,8 +1,9 @@
 """`dp <command>`: the user's interface to every stage.
 
-Each command lives in the module of its stage. That module exposes ``add_arguments(parser)`` and
-``run(args) -> int``; it is imported only when its command runs, so `dp --help` and light commands
-(`dp info`) start without loading torch or MuJoCo.
+Each command lives in the module of its stage. That module exposes ``add_arguments(parser)``,
+``run(args) -> int`` and ``EXAMPLE`` (one complete command line, the end of its ``--help``); it is
+imported only when its command runs, so `dp --help`, `dp --version` and light commands (`dp info`)
+start without loading torch or MuJoCo.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import importlib
 import re
 import sys
 
+from dp.cli_args import version
 from dp.errors import DpError
 
 # name -> (module, one-line help). Order is the order of the path, from data to robot.
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("dp.collect.collect_cmd", "collect demonstrations (scripted expert, teleop, or a controller recorder)"),
-    "import": ("dp.data.import_cmd", "import CALVIN, LIBERO or Diffusion Policy data into an episode store"),
-    "export-data": ("dp.data.export_data_cmd", "write an episode store out as LIBERO HDF5 or a CALVIN directory"),
+    "import": ("dp.data.import_cmd", "import CALVIN, LIBERO, robomimic, LeRobot or Diffusion Policy Zarr data into an episode store"),
+    "export-data": ("dp.data.export_data_cmd", "write an episode store out as LIBERO HDF5, a CALVIN directory or a LeRobot dataset"),
     "info": ("dp.data.info_cmd", "show what an episode store holds"),
     "embed": ("dp.data.embed_cmd", "embed episodes' language instructions (offline sentence encoder) into the store"),
     "show": ("dp.data.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
@@ -35,9 +37,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
-    lines = ["usage: dp <command> [options]", "", "commands:"]
+    lines = ["usage: dp <command> [options]", "       dp --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`dp <command> --help` explains a command's options."]
+    lines += ["", "`dp <command> --help` explains a command's options and ends with an example."]
     return "\n".join(lines)
 
 
@@ -58,6 +60,7 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"dp {name}",
         description=(module.__doc__ or help_).strip(),
+        epilog=f"example:\n  {module.EXAMPLE}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"dp {version()}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:

@@ -246,6 +246,9 @@ def _parse_set(items: list[str]) -> dict[str, str]:
     return out
 
 
+EXAMPLE = "dp launch sim_deploy --set policy=exported/lift --set episodes=20 --json-out deploy.json"  # ends `dp launch --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="launch file (YAML), e.g. launch/sim_deploy.yaml or just sim_deploy")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set a variable of the launch file (repeatable)")

@@ -42,6 +42,7 @@ class Sizes:
 # FULL fits the README's promise (under 15 minutes on two CPU cores, no GPU); FAST is a smoke run.
 FULL = Sizes(episodes=100, preset="small", train_steps=2000, batch_size=64, eval_episodes=20, deploy_episodes=5)
 FAST = Sizes(episodes=4, preset="tiny", train_steps=60, batch_size=32, eval_episodes=2, deploy_episodes=1)
+EXAMPLE = "dp quickstart --fast --out quickstart"  # ends `dp quickstart --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def plan(out: Path, task: str, sizes: Sizes, port: int) -> list[Stage]:
     """The stages of the path, in order, with the exact `dp` command lines they run."""
     store, run, exported = out / "data" / f"{task}.zarr", out / "runs" / task, out / "exported" / task
-    evaluation = ["--task", task, "--episodes", str(sizes.eval_episodes), "--seed", "1000"]
+    evaluation = ["--task", task, "--split", "test", "--episodes", str(sizes.eval_episodes), "--seed", "1000"]  # reported figures
     return [
         Stage("collect", "collect", ["--task", task, "--episodes", str(sizes.episodes), "--out", str(store), "--workers", "2"], [store]),
         Stage(
@@ -65,7 +66,7 @@ def plan(out: Path, task: str, sizes: Sizes, port: int) -> list[Stage]:
         ),
         Stage("eval", "eval", [str(run), *evaluation, "--json-out", str(out / "eval_torch.json")], json_out=out / "eval_torch.json"),
         Stage("export", "export", [str(run), "--out", str(exported)], [exported / "policy.onnx", exported / "policy_warm.onnx", exported / "policy.yaml"]),
-        Stage("eval-onnx", "eval", ["--onnx", str(exported), *evaluation, "--json-out", str(out / "eval_onnx.json")], json_out=out / "eval_onnx.json"),
+        Stage("eval-onnx", "eval", [str(exported), *evaluation, "--json-out", str(out / "eval_onnx.json")], json_out=out / "eval_onnx.json"),
         Stage(
             "deploy", "launch",
             ["sim_deploy", "--set", f"policy={exported}", "--set", f"task={task}", "--set", f"episodes={sizes.deploy_episodes}",
@@ -154,7 +155,7 @@ def format_report(report: dict) -> str:
         "", "  Go further:",
         f"    dp info {out / 'data' / f'{task}.zarr'}",
         f"    dp eval {out / 'runs' / task} --task {task} --episodes 50 --video videos/",
-        f"    dp eval --onnx {out / 'exported' / task} --task {task} --rti",
+        f"    dp eval {out / 'exported' / task} --task {task} --rti",
         f"    dp launch sim_deploy --set policy={out / 'exported' / task}      # drive the sim robot until Ctrl-C",
         "    dp collect --task can --episodes 200 --out data/can.zarr --workers 2   # another task",
         "    dp train --help; dp import --help; docs/tutorial.md",

@@ -3,9 +3,11 @@
 - docs/configuration.md is exactly what ``python -m dp.config_docs`` generates, and shows every
   option of every preset with the preset's value;
 - every ``dp <command>`` (and ``python -m dp.train`` / torchrun) line in the docs' shell code blocks
-  and inline code names a real command, and every ``--flag`` exists in that command's parser (the
-  subcommand's, for ``dp import`` / ``dp export-data``); tasks, presets, dataset cards, launch-file
-  variables and ``section.key=value`` overrides shown for ``dp train`` / ``dp robot`` are real too;
+  and inline code, in the README's, and in each command's own ``--help`` (its examples and the
+  "example:" that ends it) names a real command, and every ``--flag`` exists in that command's parser
+  (the subcommand's, for ``dp import`` / ``dp export-data``) under its current spelling, not a
+  deprecated alias; tasks, presets, dataset cards, launch-file variables and ``section.key=value``
+  overrides shown for ``dp train`` / ``dp robot`` are real too;
 - relative links between the pages point at existing pages and headings.
 
 Fast: it builds argument parsers and reads YAML; nothing is trained, simulated or launched.
@@ -26,6 +28,7 @@ import yaml
 
 from dp import config_docs
 from dp.cli import COMMANDS, build_parser
+from dp.cli_args import deprecated_aliases
 from dp.config import PRESET_DIR, Config, build_config, preset_names
 from dp.errors import DpError
 
@@ -166,34 +169,37 @@ def _real(token: str | None) -> bool:
     return token is not None and not _PLACEHOLDER.match(token) and "$" not in token
 
 
-def _check_flags(where: str, prog: str, args: list[str], options: set[str]) -> list[str]:
+def _check_flags(where: str, prog: str, args: list[str], options: set[str], deprecated: dict[str, str] | None = None) -> list[str]:
     problems = []
     for tok in args:
         if tok.startswith("-") and not re.match(r"^-\d", tok) and tok != "-":
             flag = tok.split("=", 1)[0]
             if flag not in options:
                 problems.append(f"{where}: `{prog}` has no option {flag}")
+            elif deprecated and flag in deprecated:
+                problems.append(f"{where}: `{prog} {flag}` is deprecated: write {deprecated[flag]}")
     return problems
 
 
 def _check_dp(where: str, cmd: str, args: list[str]) -> list[str]:
-    if _PLACEHOLDER.match(cmd):
+    if _PLACEHOLDER.match(cmd) or cmd in ("-h", "--help", "-V", "--version"):
         return []
     if cmd not in COMMANDS:
         return [f"{where}: `dp {cmd}` is not a command (commands: {', '.join(COMMANDS)})"]
     parser = _parser(cmd)
-    options = _options(parser)
+    options, deprecated = _options(parser), deprecated_aliases(parser)
     prog = f"dp {cmd}"
     sub = _subparsers(parser)
     if sub is not None:
         choice = next((a for a in args if not a.startswith("-")), None)
         if choice is None or _PLACEHOLDER.match(choice) or "|" in choice:
-            return _check_flags(where, prog, args, options)
+            return _check_flags(where, prog, args, options, deprecated)
         if choice not in sub.choices:
             return [f"{where}: `dp {cmd} {choice}`: no such format (choices: {', '.join(sub.choices)})"]
         options |= _options(sub.choices[choice])
+        deprecated |= deprecated_aliases(sub.choices[choice])
         prog = f"dp {cmd} {choice}"
-    problems = _check_flags(where, prog, args, options)
+    problems = _check_flags(where, prog, args, options, deprecated)
     problems += _check_values(where, cmd, args)
     return problems
 
@@ -298,11 +304,30 @@ def test_docs_exist():
         assert page in names, f"docs/{page} is missing"
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [*PAGES, REPO / "README.md"], ids=lambda p: p.name)
 def test_commands_and_flags_in_docs_exist(page):
     lines = _command_lines(page)
     problems = [p for where, line in lines for p in _check_line(where, line)]
     assert not problems, "the docs show commands the CLI does not have:\n" + "\n".join(problems)
+
+
+def _help_lines(name: str) -> list[tuple[str, str]]:
+    """(where, command line) for every ``dp`` line of a command's --help (its subcommands' too): the
+    description's examples (less the comment after three spaces) and the closing example."""
+    parser = _parser(name)
+    sub = _subparsers(parser)
+    parts = [("description", parser.description), ("example", parser.epilog)]
+    parts += [(f"{choice} description", p.description) for choice, p in (sub.choices.items() if sub else ())]
+    return [(f"`dp {name} --help` {part}", re.split(r"\s{3,}", raw.strip())[0])
+            for part, text in parts for raw in (text or "").splitlines() if raw.strip().startswith("dp ")]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_commands_and_flags_in_help_texts_exist(name):
+    lines = _help_lines(name)
+    assert any(where.endswith("example") for where, _ in lines), f"`dp {name} --help` ends with no example"
+    problems = [p for where, line in lines for p in _check_line(where, line)]
+    assert not problems, "the help shows commands the CLI does not have:\n" + "\n".join(problems)
 
 
 def test_the_checker_catches_invented_flags():
@@ -317,6 +342,8 @@ def test_the_checker_catches_invented_flags():
         "dp launch launch/sim_deploy.yaml --set polcy=x",
         "dp robot --robot robots/panda_sim.yaml limits.max_sped=1",
         "torchrun --nnodes 2 --node_ranks 0 -m dp.train --out r",
+        "dp export runs/x --out e --steps 4",  # a deprecated spelling
+        "dp eval --onnx exported/x --task lift",
     ]
     for line in bad:
         assert _check_line("test", line), line

@@ -31,8 +31,8 @@ def _eval(capsys, *argv: str) -> dict:
 
 def test_an_image_policy_runs_from_pixels_in_torch_onnx_and_onnx_rti(pusht_image_run, exported, capsys):
     torch_figures = _eval(capsys, str(pusht_image_run))
-    onnx_figures = _eval(capsys, "--onnx", str(exported))
-    rti_figures = _eval(capsys, "--onnx", str(exported), "--rti")
+    onnx_figures = _eval(capsys, str(exported))
+    rti_figures = _eval(capsys, str(exported), "--rti")
     seeds = [seed_for(0, i, "val") for i in range(2)]
     for figures in (torch_figures, onnx_figures, rti_figures):
         assert figures["seeds"] == seeds and figures["episodes"] == 2 and len(figures["scores"]) == 2, figures

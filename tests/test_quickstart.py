@@ -31,8 +31,16 @@ def test_quickstart_fast_writes_every_artefact_and_a_complete_report(tmp_path):
     summary = report["summary"]
     assert summary["torch"]["episodes"] == summary["onnx"]["episodes"] == FAST.eval_episodes
     assert summary["deploy"]["episodes"] == FAST.deploy_episodes
-    for path in ("torch", "onnx", "deploy"):
-        assert 0.0 <= summary[path]["success_rate"] <= 1.0
+    stages = report["stages"]
+    for path, stage in (("torch", "eval"), ("onnx", "eval-onnx"), ("deploy", "deploy")):
+        figures = stage_figures = stages[stage]["figures"]  # what the stage's own JSON says
+        assert summary[path]["success_rate"] == figures["successes"] / figures["episodes"], (path, summary[path], figures)
+        if path != "deploy":  # every episode either succeeded or ran to the task's horizon
+            ends = [length for length, score in zip(stage_figures["lengths"], stage_figures["scores"]) if score < 1]
+            assert sum(score == 1 for score in stage_figures["scores"]) == figures["successes"] and len(set(ends)) <= 1
+    torch_eval, onnx_eval = stages["eval"]["figures"], stages["eval-onnx"]["figures"]
+    assert torch_eval["split"] == onnx_eval["split"] == "test" and torch_eval["seeds"] == onnx_eval["seeds"]  # the same test seeds
+    assert stages["deploy"]["figures"]["policy_errors"] == 0 and stages["deploy"]["figures"]["rejected_states"] == 0
     assert summary["torch"]["policy_ms_median"] > 0 and summary["onnx"]["policy_ms_median"] > 0
     assert 0 < summary["deploy"]["obs_to_command_ms_median"] <= summary["deploy"]["obs_to_command_ms_p99"]
 

@@ -17,7 +17,7 @@ from dp.stats import wilson_interval
 
 
 def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_path, capsys):
-    code = main(["eval", "expert:lift", "--task", "lift", "--episodes", "10", "--seed", "3", "--json",
+    code = main(["eval", "expert:lift", "--task", "lift", "--split", "test", "--episodes", "10", "--seed", "3", "--json",
                  "--video", str(tmp_path / "videos"), "--video-episodes", "1"])
     assert code == 0
     figures = json.loads(capsys.readouterr().out)
@@ -27,7 +27,7 @@ def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_p
     assert 20 < figures["mean_length"] < 200
     assert figures["latency_ms"]["calls"] == pytest.approx(10 * figures["mean_length"])
     assert 0 < figures["latency_ms"]["median"] <= figures["latency_ms"]["p99"]
-    assert figures["seeds"] == [seed_for(3, i, "eval") for i in range(10)]
+    assert figures["split"] == "test" and figures["seeds"] == [seed_for(3, i, "test") for i in range(10)]
     assert figures["milestones"]["grasped"] >= figures["successes"]  # no lift without a grasp
     assert len(figures["videos"]) == 1
     video = cv2.VideoCapture(figures["videos"][0])
@@ -67,7 +67,7 @@ def test_evaluate_calls_reset_with_the_instruction_and_renders_declared_cameras(
             return super().select_action(obs)
 
     policy = Recorder()
-    result = evaluate(policy, "lift", 1, image_size=32, progress=False)
+    result = evaluate(policy, "lift", 1, split="val", image_size=32, progress=False)
     assert policy.instructions == ["lift the cube"] and policy.shapes == {(32, 32, 3)}
     assert result.episodes == 1 and len(result.latency_ms) == result.lengths[0]
 
@@ -82,7 +82,7 @@ def test_milestones_say_where_a_failing_policy_stopped(capsys):
         def select_action(self, obs):
             return [0, 0, 0, 0, 0, 0, -1]
 
-    result = evaluate(Still(), "square", 1, progress=False)
+    result = evaluate(Still(), "square", 1, split="val", progress=False)
     assert result.successes == 0 and result.lengths == [400]
     assert result.as_dict()["milestones"] == {"grasped": 0, "lifted": 0, "on the peg": 0}
 
@@ -97,5 +97,6 @@ def test_load_policy_errors_name_what_was_expected(tmp_path, capsys):
         load_policy("expert:lift", rti=True)
     assert main(["eval", "--task", "lift"]) == 1
     assert "name the policy" in capsys.readouterr().err
-    assert main(["eval", "--onnx", str(tmp_path), "--task", "lift"]) == 1
-    assert "no policy.onnx" in capsys.readouterr().err
+    assert main(["eval", "--onnx", str(tmp_path), "--task", "lift"]) == 1  # the deprecated spelling of POLICY
+    err = capsys.readouterr().err
+    assert "--onnx is deprecated" in err and f"{tmp_path}: no model.safetensors" in err

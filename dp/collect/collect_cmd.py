@@ -25,6 +25,9 @@ from dp.errors import DpError
 from dp.sim.tasks import CAMERAS, TASKS
 
 
+EXAMPLE = "dp collect --task lift --episodes 100 --out data/lift.zarr --workers 2"  # ends `dp collect --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help=f"task to collect ({', '.join(TASKS)}); not needed with --from")
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes of the task the store should hold")

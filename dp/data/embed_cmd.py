@@ -15,6 +15,9 @@ from dp.data.language import embed_store
 from dp.data.store import EpisodeStore
 
 
+EXAMPLE = "dp embed data/multi.zarr"  # ends `dp embed --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("stores", type=Path, nargs="+", help="episode stores to embed the instructions of")
     parser.add_argument("--overwrite", action="store_true", help="re-embed episodes that already have an embedding")

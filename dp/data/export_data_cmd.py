@@ -47,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+EXAMPLE = "dp export-data lerobot data/lift.zarr --out exported_data/lift_lerobot"  # ends `dp export-data --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="format", required=True, metavar="libero|calvin|lerobot")
     p = sub.add_parser("libero", help="LIBERO task files (robomimic-style HDF5)", description=libero_export.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -44,6 +44,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+EXAMPLE = "dp import dp-zarr pusht_cchi_v7_replay.zarr --out data/pusht.zarr --card datasets/pusht_keypoints.yaml"  # ends `dp import --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="format", required=True, metavar="calvin|libero|dp-zarr|lerobot")
     p = sub.add_parser("calvin", help="a CALVIN dataset directory (or one split directory)", description=calvin_import.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

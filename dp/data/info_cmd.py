@@ -15,6 +15,7 @@ from typing import Any
 from dp.data.store import EpisodeStore
 
 EXPERT_SETTINGS = ("expert_strategies", "release_slips", "expert_labels")  # episode metadata `dp collect` writes
+EXAMPLE = "dp info data/lift.zarr"  # ends `dp info --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from dp.errors import DpError
 ACTION_LABELS = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 XY_LABELS = ["target x", "target y"]  # Push-T: the agent's target position in pixels
 PANEL = 256  # pixels per camera view in the video
+EXAMPLE = "dp show data/lift.zarr --episode 0 --out lift_ep0.mp4"  # ends `dp show --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

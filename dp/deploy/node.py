@@ -23,8 +23,8 @@ command, and the plans that were late.
 A policy observing a key the controller's Info does not offer stops the node with an error naming it. Between
 commands the node sends heartbeats. If the controller falls silent the node stops commanding and says so;
 when a controller (re)appears — a new ``boot`` — the node resets the policy and starts over. With ``episodes > 0``
-the node runs that many episodes itself: it sends a Reset with the seed `dp eval --seed` gives episode i
-(``seed_for(seed, i, "eval")``, so the two success rates are paired), drives until the State reports success or the
+the node runs that many episodes itself: it sends a Reset with the seed `dp eval --split test --seed` gives episode i
+(``seed_for(seed, i, "test")``, so the two success rates are paired), drives until the State reports success or the
 horizon passes, and reports the success rate.
 """
 
@@ -281,7 +281,7 @@ class InferenceNode:
             self._start_episode(s)
             return
         if self.awaiting_reset is None:
-            seed = seed_for(self.seed, len(self.report.episodes), "eval")
+            seed = seed_for(self.seed, len(self.report.episodes), "test")
             if self._send(P.Reset(self.sender, self._next_seq(), s.boot, s.stamp, seed)):  # not yet connected: try again next wake-up
                 self.awaiting_reset = (s.episode + 1, now + 5.0)
                 self.episode_seed = seed

@@ -1,14 +1,18 @@
 """Run the inference node: subscribe to a robot controller's State, run the policy once per control
 tick, send waypoints anchored to the observation's timestamp.
 
-  dp node --policy exported/lift --robot tcp://127.0.0.1:5555        an exported policy (ONNX Runtime, RTI)
-  dp node --policy expert:lift --robot tcp://127.0.0.1:5555 --episodes 10 --json
+  dp node exported/lift --robot tcp://127.0.0.1:5555        an exported policy (ONNX Runtime, RTI)
+  dp node expert:lift --robot tcp://127.0.0.1:5555 --episodes 10 --json
   dp node --policy runs/lift --robot tcp://10.0.0.2:5555 --keys keys/ --instruction "lift the cube"
 
-With --episodes N the node resets the robot N times (with the seeds `dp eval --seed` uses), drives
-each episode to success or to the horizon and reports the success rate; without it, it drives the robot
-until Ctrl-C. It gives up (exit code 1, saying why: nothing listening, or a CURVE key mismatch) when no
-State arrives for --connect-timeout seconds. Per-cycle timings go to --timings (JSON lines); a summary is printed at the end.
+POLICY (positional or --policy) is an exported folder, a run folder, expert:TASK or package.module:Name.
+
+With --episodes N the node resets the robot N times with the test split's seeds (those of `dp eval
+--split test --seed S`, so the two success rates are paired), drives each episode to success or to
+the horizon and reports the success rate; without it, it drives the robot until Ctrl-C. It gives up
+(exit code 1, saying why: nothing listening, or a CURVE key mismatch) when no State arrives for
+--connect-timeout seconds. Per-cycle timings go to --timings (JSON lines); a summary is printed at
+the end.
 """
 
 from __future__ import annotations
@@ -20,20 +24,24 @@ import signal
 import sys
 from pathlib import Path
 
+from dp.cli_args import add_policy_argument, policy_of
 from dp.devices import add_device_argument
 from dp.errors import DpError
 from dp.infer.load import is_exported, load_policy
 from dp.link.transport import ClientSockets, split_endpoint
 
 DEFAULT_CONNECT_TIMEOUT = 120.0  # seconds without State before `dp node --episodes N` gives up (a sim controller may take a minute to start on a busy machine)
+EXAMPLE = "dp node exported/lift --robot tcp://127.0.0.1:5555"  # ends `dp node --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", required=True, help="exported folder (policy.onnx), run folder, expert:TASK, or package.module:Name")
+    add_policy_argument(parser, "exported folder (policy.onnx), run folder, expert:TASK, or package.module:Name")
     parser.add_argument("--robot", default="tcp://127.0.0.1:5555", help="the controller's State endpoint (default tcp://127.0.0.1:5555)")
     parser.add_argument("--instruction", help="language instruction / task for the policy's goal (default: the controller's task)")
-    parser.add_argument("--episodes", type=int, default=0, help="run this many episodes, then exit (default 0: run until stopped)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes with --episodes, as `dp eval --seed` (default 0)")
+    parser.add_argument("--episodes", type=int, default=0,
+                        help="run this many episodes on test-split seeds, then exit (default 0: run until stopped)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="base seed of the episodes with --episodes: the seeds of `dp eval --split test --seed` (default 0)")
     parser.add_argument("--max-steps", type=int, help="episode length in control ticks (default: the controller's horizon)")
     parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
@@ -72,12 +80,13 @@ def plan_ahead_arg(text: str) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
+    spec = policy_of(args)
     split_endpoint(args.robot)  # a bad endpoint is a clear error before the policy loads
     if args.connect_timeout is not None and not args.connect_timeout > 0:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
     if args.threads < 1:
         raise DpError(f"--threads must be >= 1, got {args.threads}")
-    policy = load_policy(args.policy, rti=not args.no_rti and is_exported(args.policy), ensemble=args.ensemble, vote=args.vote, importable=True,
+    policy = load_policy(spec, rti=not args.no_rti and is_exported(spec), ensemble=args.ensemble, vote=args.vote, importable=True,
                          device=args.device)
 
     from dp.deploy.node import InferenceNode
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.append(True))
-    print(f"dp node: policy {args.policy}, controller {args.robot}", flush=True)
+    print(f"dp node: policy {spec}, controller {args.robot}", flush=True)
     try:
         timeout = args.connect_timeout if args.connect_timeout is not None else (DEFAULT_CONNECT_TIMEOUT if args.episodes else None)
         report = node.run(should_stop=lambda: bool(stopping), connect_timeout=timeout).summary()

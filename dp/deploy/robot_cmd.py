@@ -19,6 +19,9 @@ from dp.deploy.robot_config import load_robot
 from dp.link.transport import make_keys
 
 
+EXAMPLE = "dp robot --robot robots/panda_sim.yaml driver.options.task=lift --bind tcp://127.0.0.1:5555"  # ends `dp robot --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robot", default="robots/panda_sim.yaml", help="robot file (YAML; default: robots/panda_sim.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="robot-file overrides, e.g. driver.options.task=can")

@@ -24,6 +24,7 @@ from dp.link import protocol as P
 from dp.link.transport import ClientSockets, split_endpoint
 
 RESEND = 0.05  # seconds between copies of the message until a State confirms it
+EXAMPLE = "dp stop --robot tcp://127.0.0.1:5555 --reason operator"  # ends `dp stop --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,18 +2,19 @@
 Wilson interval), mean score (95% t-interval), mean episode length and policy latency over seeded
 episodes, with optional MP4s of the first episodes.
 
-POLICY is `expert:<task>` (the scripted expert), an exported folder (policy.onnx) or a training
-run / checkpoint folder (model.safetensors). Cameras the policy observes are rendered for it.
+POLICY (positional or --policy) is `expert:<task>` (the scripted expert), an exported folder
+(policy.onnx) or a training run / checkpoint folder (model.safetensors). Cameras the policy observes
+are rendered for it.
 
-Seeds: `--split val` for every choice of settings (checkpoint, RTI, sampler steps), `--split test`
-(the default) for reported figures only; the two streams are disjoint from each other and from
+Seeds: `--split val` (the default) for every choice of settings (checkpoint, RTI, sampler steps),
+`--split test` for reported figures only; the two streams are disjoint from each other and from
 the seeds of collected demonstrations. Push-T follows Diffusion Policy's protocol: at most 300
 steps, score = max over steps of min(coverage / 0.95, 1), success = coverage reached 0.95.
 
-  dp eval runs/lift --task lift --episodes 50
-  dp eval runs/pusht --task pusht --split val --episodes 50
+  dp eval runs/lift --task lift --episodes 50                          validation seeds: choose settings
+  dp eval runs/lift --task lift --split test --episodes 100            test seeds: the figure to report
   dp eval expert:can --task can --episodes 20 --video videos/
-  dp eval --onnx exported/lift --task lift --episodes 50 --rti --json
+  dp eval exported/lift --task lift --episodes 50 --rti --json
   dp eval runs/lift --task lift --device cuda
 """
 
@@ -24,20 +25,23 @@ import json
 import os
 from pathlib import Path
 
+from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of
 from dp.devices import add_device_argument
-from dp.errors import DpError
 from dp.infer.load import add_sampler_arguments
 from dp.sim.tasks import TASKS
 
 
+EXAMPLE = "dp eval runs/lift --task lift --split val --episodes 50"  # ends `dp eval --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("policy", nargs="?", default=None, help="expert:TASK, an exported folder (policy.onnx) or a run/checkpoint folder")
+    policy = add_policy_argument(parser, "expert:TASK, an exported folder (policy.onnx) or a run/checkpoint folder")
+    add_deprecated_alias(parser, "--onnx", policy, use="POLICY or --policy", metavar="DIR")
     parser.add_argument("--task", required=True, help=f"task to evaluate on ({', '.join(TASKS)})")
     parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
-    parser.add_argument("--split", choices=("val", "test"), default="test",
-                        help="seed split: val (choosing settings) or test (reported figures; default)")
-    parser.add_argument("--onnx", type=Path, default=None, help="run the exported ONNX policy in this folder (POLICY may be left out)")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="seed split: val (choosing settings; default) or test (reported figures only)")
     parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")
     parser.add_argument("--rti-steps", type=int, default=None, help="with a run folder: RTI denoising steps per warm chunk (implies --rti)")
     parser.add_argument("--rti-sigma", type=float, default=None, help="with a run folder: noise level RTI restarts from (implies --rti)")
@@ -46,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample a new chunk every N control steps (default: the policy's executed steps, or its RTI "
                              "interval); full sampling at RTI's interval compares the samplers, not the intervals")
     parser.add_argument("--first-chunk", choices=("short", "full"), default=None,
-                        help="with --onnx --rti: an episode's first chunk by full sampling (the default) or from the short first-chunk graph")
+                        help="with an exported POLICY and --rti: an episode's first chunk by full sampling (the default) or from the short first-chunk graph")
     parser.add_argument("--sampler-steps", type=int, default=None,
                         help="with a run folder: full-sampling denoising steps (default: the run's diffusion.steps)")
     add_sampler_arguments(parser, "with a run folder: ")
@@ -59,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan-ahead", type=int, default=None, metavar="N",
                         help="act as `dp node --plan-ahead N` does: each chunk sampled from the observation N control "
                              "steps before the current chunk runs out, used from N steps in (default: off)")
-    add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers with --onnx)")
+    add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers for an exported folder)")
     parser.add_argument("--image-size", type=int, default=None, help="camera image size rendered for image policies (default: the task's, 84; Push-T 96)")
     parser.add_argument("--video", type=Path, nargs="?", const=Path("videos"), default=None,
                         help="write MP4s of the first episodes into this folder (default ./videos)")
@@ -74,14 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from dp.infer.load import load_policy
     from dp.stats import wilson_interval
 
-    if args.onnx is not None:
-        if not (args.onnx / "policy.onnx").is_file():
-            raise DpError(f"--onnx {args.onnx}: no policy.onnx in that folder (make one with `dp export`)")
-        spec = str(args.onnx)
-    elif args.policy:
-        spec = args.policy
-    else:
-        raise DpError("name the policy to evaluate: POLICY (expert:TASK or a folder) or --onnx DIR")
+    spec = policy_of(args)
     policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
                          replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule, solver=args.solver, ensemble=args.ensemble, vote=args.vote,
                          plan_ahead=args.plan_ahead, device=args.device)

@@ -40,7 +40,7 @@ class EvalResult:
     latency_ms: np.ndarray = field(repr=False)  # per select_action call, all episodes
     videos: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
-    split: str = "test"
+    split: str = "val"
     milestones: dict[str, int] = field(default_factory=dict)  # episodes that reached each of the task's milestones
 
     @property
@@ -103,7 +103,7 @@ def evaluate(
     episodes: int,
     *,
     seed: int = 0,
-    split: str = "test",
+    split: str = "val",
     cameras: list[str] | None = None,
     image_size: int | None = None,
     video_dir: Path | None = None,
@@ -111,8 +111,8 @@ def evaluate(
     video_size: int = 256,
     progress: bool = True,
 ) -> EvalResult:
-    """Roll ``policy`` out for ``episodes`` episodes of ``task`` seeded from ``split`` ("val" or
-    "test"). ``cameras`` are rendered into the observations (default: those the policy declares, at
+    """Roll ``policy`` out for ``episodes`` episodes of ``task`` seeded from ``split`` ("val", the
+    default, or "test" for figures to report). ``cameras`` are rendered into the observations (default: those the policy declares, at
     ``image_size``, default the task's); with ``video_dir`` the first ``video_episodes`` episodes are
     written as MP4s with every camera side by side."""
     spec = get_task(task)

@@ -1,4 +1,5 @@
 """Export a trained policy to ONNX: a folder that runs with numpy and onnxruntime alone (no torch).
+POLICY (positional or --policy) is a run folder (its latest checkpoint) or a checkpoint folder.
 
 Writes DIR/policy.onnx (a chunk from noise, the full sampler), DIR/policy_warm.onnx (a chunk from the
 previous one: real-time-iteration warm start), DIR/policy_first.onnx (an episode's first chunk with a
@@ -8,7 +9,7 @@ file hashes). Experts are cached, the sampler unrolled, normalisation inside the
 is validated with the ONNX checker and against the uncached torch model. `--precision fp16|int8`
 shrinks the weights (float16 storage; int8 dynamic quantisation). `--device cuda` checks the graphs
 on ONNX Runtime's CUDA provider too (the export itself is traced on the CPU). Run it with
-`dp eval --onnx DIR --task TASK` or `dp node --policy DIR`.
+`dp eval DIR --task TASK` or `dp node DIR`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of
 from dp.devices import CPU_PROVIDER, add_device_argument, onnx_providers, provider_names
 from dp.errors import DpError
-from dp.infer.load import add_sampler_arguments
 from dp.infer.export_format import EXPORT_FILES, GRAPH_FILES, PRECISIONS, SPEC_FILE, WEIGHTS_FILE
+from dp.infer.load import add_sampler_arguments, is_exported
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 
 STAGES = 5  # caching, the exports, the shared weights file, the check against torch, policy.yaml
+EXAMPLE = "dp export runs/lift --out exported/lift"  # ends `dp export --help`
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="run folder (its latest checkpoint) or checkpoint folder to export")
+    add_policy_argument(parser, "run folder (its latest checkpoint) or checkpoint folder to export")
     parser.add_argument("--out", required=True, help="folder to write the graphs, policy.weights and policy.yaml into")
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps of policy.onnx (default: the run's diffusion.steps)")
+    add_deprecated_alias(parser, "--steps", parser.add_argument(
+        "--sampler-steps", type=int, default=None, metavar="N", help="full-sampling denoising steps of policy.onnx (default: the run's diffusion.steps)"))
     add_sampler_arguments(parser)
     parser.add_argument("--rti-steps", type=int, default=DEFAULT_RTI_STEPS, help=f"denoising steps of policy_warm.onnx (default {DEFAULT_RTI_STEPS})")
     parser.add_argument("--rti-sigma", type=float, default=DEFAULT_RTI_SIGMA, help=f"noise level the warm start's guess is noised to (default {DEFAULT_RTI_SIGMA})")
@@ -47,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights: fp32, fp16 (half the size, float32 arithmetic) or int8 (dynamic quantisation; about a quarter)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch's ONNX exporter: torchscript (default, fast) or dynamo (current; needs onnxscript, ~8x slower)")
-    parser.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk without RTI (default: the run's data.n_action_steps)")
+    add_deprecated_alias(parser, "--n-action-steps", parser.add_argument(
+        "--replan-every", type=int, default=None, metavar="N",
+        help="without RTI, sample a new chunk every N control steps: the actions executed per chunk (default: the run's data.n_action_steps)"))
     parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
     add_device_argument(parser, "where ONNX Runtime also checks the graphs against torch (the CPU check always runs)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
@@ -63,9 +69,19 @@ def _prepare_out(out: Path) -> None:
             raise DpError(f"{out}: holds other files ({', '.join(foreign[:5])}); choose an empty or a previous export folder")
 
 
+def _source(spec: str) -> str:
+    """POLICY as a folder to export: a run or checkpoint folder, not an expert or an export."""
+    if spec.startswith("expert:"):
+        raise DpError(f"{spec}: a scripted expert has no network to export; POLICY must be a run or checkpoint folder")
+    if is_exported(spec):
+        raise DpError(f"{spec}: already an exported folder (policy.onnx); export the run or checkpoint folder it came from")
+    return spec
+
+
 def run(args: argparse.Namespace) -> int:
     providers = onnx_providers(args.device)
     on_device = providers != [CPU_PROVIDER]  # export_policy checks every graph on the CPU provider itself
+    source = _source(policy_of(args))
 
     from dp.infer.export_check import CHECK_TOLERANCE, check_export  # torch and onnx load only when the command runs
     from dp.infer.onnx_export import export_policy
@@ -74,15 +90,15 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     _prepare_out(out)
-    if args.steps is not None and args.steps < 1:
-        raise DpError(f"--steps must be >= 1, got {args.steps}")
+    if args.sampler_steps is not None and args.sampler_steps < 1:
+        raise DpError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
     start = time.perf_counter()
-    policy = Policy.load(args.run, n_action_steps=args.n_action_steps, sampler={"schedule": args.schedule, "solver": args.solver})
+    policy = Policy.load(source, n_action_steps=args.replan_every, sampler={"schedule": args.schedule, "solver": args.solver})
     rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every, args.first_steps, args.first_sigma)
     if not 1 <= rti.every <= policy.action_horizon:
         raise DpError(f"--rti-every must be in [1, {policy.action_horizon}] (the chunk length), got {rti.every}")
-    rti.for_model(policy.model, args.steps)  # a bad --rti-* or --first-* fails here, before anything is written
-    rti.first_for_model(policy.model, args.steps)
+    rti.for_model(policy.model, args.sampler_steps)  # a bad --rti-* or --first-* fails here, before anything is written
+    rti.first_for_model(policy.model, args.sampler_steps)
     tmp = out.with_name(f".tmp-{out.name}")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -93,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(1)
 
         try:
-            spec = export_policy(policy, tmp, steps=args.steps, rti=rti, control_freq=args.control_freq, source=str(Path(args.run).resolve()),
+            spec = export_policy(policy, tmp, steps=args.sampler_steps, rti=rti, control_freq=args.control_freq, source=str(Path(source).resolve()),
                                  progress=progress, precision=args.precision, exporter=args.exporter)
             device_check = None
             if on_device:
@@ -122,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         sizes = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["files"].items())
-        print(f"exported {args.run} -> {out} ({args.precision}: {sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
+        print(f"exported {source} -> {out} ({args.precision}: {sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
               f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps, "
               f"first chunk {rti.first_steps} step(s) from sigma {rti.first_sigma}; {summary['seconds']} s")
         if device_check is not None:

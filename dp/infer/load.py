@@ -106,12 +106,12 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
                           "re-export with `dp export --rti-steps K --rti-sigma S --rti-every N`")
         if sampler:
             raise DpError(f"{spec}: an exported policy's sampler ({', '.join(sampler)}) is fixed at export; "
-                          "re-export with `dp export --steps N --schedule S --solver S`")
+                          "re-export with `dp export --sampler-steps N --schedule S --solver S`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
         return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full", providers=providers)
     if first_chunk is not None:
-        raise DpError("--first-chunk applies to an exported folder (--onnx) with --rti")
+        raise DpError("--first-chunk applies to an exported folder (policy.onnx) with --rti")
     if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
         if tuned:
             from dp.infer.rti import RTISettings

@@ -1,3 +1,3 @@
 dp export-data calvin data/lift_cam.zarr --out calvin_lift && dp import calvin calvin_lift --out data/lift_calvin_back.zarr
 dp train --data data/lift_calvin_back.zarr --out runs/calvin_back --preset small model.goal=lang train.steps=1500 train.batch_size=64 train.threads=1 data.obs_keys=[robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,object]
-dp eval runs/calvin_back --task lift --episodes 50 --seed 5000 --json-out calvin_roundtrip_lift__imported.json
+dp eval runs/calvin_back --task lift --split test --episodes 50 --seed 5000 --json-out calvin_roundtrip_lift__imported.json

@@ -4,4 +4,4 @@ dp eval runs/can/checkpoints/step_0003000 --task can --split val --episodes 50  
 dp eval runs/can/checkpoints/step_0005000 --task can --split val --episodes 50   # 46/50: chosen
 dp eval runs/can/checkpoints/step_0005000 --task can --split val --episodes 50 --rti-steps 3 --rti-sigma 2.0 --rti-every 8   # 48/50, best of 3 settings
 dp export runs/can/checkpoints/step_0005000 --out exported/can --rti-steps 3 --rti-sigma 2.0 --rti-every 8
-dp eval --onnx exported/can --task can --split test --episodes 100 --rti --first-chunk full --json-out can__onnx_rti_fullfirst.json
+dp eval exported/can --task can --split test --episodes 100 --rti --first-chunk full --json-out can__onnx_rti_fullfirst.json

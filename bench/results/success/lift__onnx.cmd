@@ -4,4 +4,4 @@ dp eval runs/lift/checkpoints/step_0002000 --task lift --split val --episodes 50
 dp eval runs/lift/checkpoints/step_0003000 --task lift --split val --episodes 50   # 49/50
 # chosen: step 3000 (the later one on a tie)
 dp export runs/lift/checkpoints/step_0003000 --out exported/lift   # RTI defaults: 1 step from sigma 1.0, every 4; first chunk fully sampled
-dp eval --onnx exported/lift --task lift --split test --episodes 100
+dp eval exported/lift --task lift --split test --episodes 100

@@ -1,0 +1,65 @@
+"""What the `dp` commands share on their command lines: the POLICY argument, old flag spellings kept
+as deprecated aliases for one release, and the package's version.
+
+Standard library only (and :mod:`dp.errors`), so `dp --help` and `dp --version` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import metadata
+
+from dp.errors import DpError
+
+DISTRIBUTION = "dp"
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else ``dp.__version__`` (a source tree)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return sys.modules["dp"].__version__  # the package: imported before any of its modules
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores into the new flag's destination and warns once on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"{parser.prog}: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser: argparse.ArgumentParser, old: str, new: argparse.Action, *, use: str | None = None,
+                         metavar: str | None = None) -> argparse.Action:
+    """Accept ``old`` as a deprecated spelling of the flag ``new`` (the action ``add_argument`` returned);
+    ``use`` is what the warning tells the user to write instead (default: the new flag)."""
+    use = use or next(s for s in new.option_strings if s.startswith("--"))
+    return parser.add_argument(old, action=DeprecatedAlias, new=use, dest=new.dest, type=new.type, default=argparse.SUPPRESS,
+                               metavar=metavar or new.metavar or new.dest.upper(), help=f"deprecated: use {use}")
+
+
+def deprecated_aliases(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """``{old spelling: new spelling}`` of the parser's deprecated aliases."""
+    return {s: a.new for a in parser._actions if isinstance(a, DeprecatedAlias) for s in a.option_strings}
+
+
+def add_policy_argument(parser: argparse.ArgumentParser, help: str) -> argparse.Action:
+    """POLICY, given either as the positional argument or as ``--policy POLICY`` (read it with :func:`policy_of`)."""
+    parser.add_argument("policy", nargs="?", default=None, metavar="POLICY", help=f"{help} (or --policy POLICY)")
+    return parser.add_argument("--policy", dest="policy_flag", default=None, metavar="POLICY", help="POLICY, given as a flag")
+
+
+def policy_of(args: argparse.Namespace) -> str:
+    """The POLICY the command line names, once: a DpError if it names none or names it twice."""
+    given = [p for p in (args.policy, args.policy_flag) if p is not None]
+    if not given:
+        raise DpError("name the policy: POLICY or --policy POLICY")
+    if len(given) > 1:
+        raise DpError(f"the policy is named twice ({given[0]!r} and --policy {given[1]!r}): give POLICY or --policy POLICY, not both")
+    return given[0]
