@@ -56,8 +56,8 @@ from dp.config import Config, build_config  # noqa: E402
 from dp.data.normalize import Normalizer  # noqa: E402
 from dp.eval.warm_starts import evaluate_warm_starts  # noqa: E402
 from dp.infer.export_format import FIRST_FILE, FULL_FILE, GRAPH_FILES, WARM_FILE, WEIGHTS_FILE  # noqa: E402
-from dp.infer.graph_inputs import example_inputs  # noqa: E402
-from dp.infer.onnx_export import build_graphs, export_policy  # noqa: E402
+from dp.export.graph_inputs import example_inputs  # noqa: E402
+from dp.export.onnx_export import build_graphs, export_policy  # noqa: E402
 from dp.infer.onnx_policy import OnnxPolicy  # noqa: E402
 from dp.infer.policy import Policy  # noqa: E402
 from dp.infer.rti import RTISettings  # noqa: E402

@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("dp.data.show_cmd", "preview an episode: video or contact sheet of its cameras and actions"),
     "train": ("dp.train.train_cmd", "train a MoDE policy on one or more episode stores"),
     "eval": ("dp.eval.eval_cmd", "evaluate a policy in MuJoCo simulation"),
-    "export": ("dp.infer.export_cmd", "export a trained policy to ONNX"),
+    "export": ("dp.export.export_cmd", "export a trained policy to ONNX"),
     "robot": ("dp.deploy.robot_cmd", "run a robot controller (simulated or through a driver)"),
     "node": ("dp.deploy.node_cmd", "run the inference node that drives a robot controller"),
     "stop": ("dp.deploy.stop_cmd", "stop a robot controller now (latched), or release its stop"),

@@ -5,7 +5,7 @@ Every dp/ module is parsed with ``ast``; ``import`` and ``from`` statements (rel
 inside functions included) are resolved to dp modules. Imports that run (at module level or inside a
 function; not those under ``if TYPE_CHECKING:``) must not form a cycle;
 no import, wherever it sits, may go from a lower rank to a higher one or across two packages of the
-same rank. The ranks follow the pipeline: collect -> store -> train -> export -> deploy.
+same rank. The ranks follow the pipeline: collect -> store -> train -> runtime -> export and deploy.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ RANKS: dict[str, tuple[int, str]] = {
     "dp.diffusion": (4, "model"),
     "dp.train": (5, "train"),
     "dp.infer": (6, "infer"),
+    "dp.export": (7, "export"),
     "dp.deploy": (7, "deploy"),
 }
 

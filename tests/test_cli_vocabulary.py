@@ -66,7 +66,7 @@ def test_a_deprecated_spelling_parses_as_the_new_flag_and_warns_once(name, old, 
 
 
 def test_the_export_refuses_an_expert_or_an_exported_folder(tmp_path):
-    from dp.infer.export_cmd import _source
+    from dp.export.export_cmd import _source
 
     with pytest.raises(DpError, match="scripted expert has no network to export"):
         _source("expert:lift")

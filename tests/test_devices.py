@@ -197,7 +197,7 @@ def test_training_records_the_device_and_precision_that_ran(tiny_run):
 def test_export_checks_the_graphs_on_the_devices_providers(tiny_run, tmp_path, monkeypatch, capsys):
     """`dp export --device D` checks every graph again on D's providers; simulated here by CPU
     providers in the (name, options) form a CUDA device gets."""
-    from dp.infer import export_cmd
+    from dp.export import export_cmd
 
     run, _ = tiny_run
     monkeypatch.setattr(export_cmd, "onnx_providers", lambda device: [(CPU_PROVIDER, {})])

@@ -19,7 +19,7 @@ from dp.config import build_config
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
 from dp.infer import OnnxPolicy, Policy
-from dp.infer.onnx_export import export_policy
+from dp.export.onnx_export import export_policy
 from dp.infer.rti import RTISettings, warm_sample
 from dp.files import sha256_file
 from dp.models.diffusion_policy import DiffusionPolicy
@@ -348,10 +348,10 @@ def test_dynamo_exporter_gives_the_same_policy(tmp_path):
 
 def test_the_deprecated_torchscript_exporter_is_still_there():
     """The default exporter is torch's TorchScript one (dynamo=False), deprecated. When a torch release
-    drops it this test fails: make `dynamo` the default in dp.infer.onnx_export and dp export."""
+    drops it this test fails: make `dynamo` the default in dp.export.onnx_export and dp export."""
     import inspect
 
-    from dp.infer.onnx_export import EXPORTERS
+    from dp.export.onnx_export import EXPORTERS
 
     assert "dynamo" in inspect.signature(torch.onnx.export).parameters and EXPORTERS[0] == "torchscript"
     buffer = io.BytesIO()

@@ -149,7 +149,7 @@ def test_stores_of_different_widths_train_one_policy_with_padding(tmp_path, caps
     with pytest.raises(DpError, match="'object': expected shape"):
         policy.predict_chunk({**narrow, "object": np.zeros(6, np.float32)})
     from dp.infer import OnnxPolicy
-    from dp.infer.onnx_export import export_policy
+    from dp.export.onnx_export import export_policy
 
     export_policy(policy, tmp_path / "exported", control_freq=20.0, source="test")
     onnx = OnnxPolicy.load(tmp_path / "exported")

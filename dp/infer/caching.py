@@ -5,7 +5,7 @@ For each step of a fixed schedule, each layer's top-k experts and their gates ar
 constants of the unrolled step: ``sum_i g_i * expert_i(x)`` with the expert indices and gates
 ``g_i`` as plain numbers. The router, the noise-embedding MLP and the EDM scalings become per-step
 constants too, so a cached sampler is plain matmuls and the sampler's loop unrolls into one graph (see
-:mod:`dp.infer.onnx_export`).
+:mod:`dp.export.onnx_export`).
 
 Every weight is stored once: an :class:`ExpertBank` holds each expert a schedule uses once, shared by
 every step that routes to it and by every sampler built on the same bank (the full, warm and

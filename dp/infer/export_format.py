@@ -1,6 +1,6 @@
 """The exported policy folder's format: its file names, format name and version, and its checks.
 
-An exported folder (written by :mod:`dp.infer.onnx_export`, read by :mod:`dp.infer.onnx_policy`) holds
+An exported folder (written by :mod:`dp.export.onnx_export`, read by :mod:`dp.infer.onnx_policy`) holds
 three entry points (full sampling, RTI warm start, short first chunk) whose weights live once in
 WEIGHTS_FILE (ONNX external data shared by all three), and the description SPEC_FILE. Version 2 added
 the first-chunk graph and the shared weights file; version 1 folders are refused with a request to

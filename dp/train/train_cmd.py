@@ -39,6 +39,9 @@ from dp.errors import DpError
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+EXAMPLE = "dp train --data data/lift.zarr --preset small --out runs/lift train.steps=3000"  # ends `dp train --help`
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="episode store(s), comma-separated (on --resume: defaults to the run's stores)")
     parser.add_argument("--preset", help=f"model/training preset: {', '.join(preset_names())} (default: small; on --resume: the run's)")

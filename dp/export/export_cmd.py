@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     on_device = providers != [CPU_PROVIDER]  # export_policy checks every graph on the CPU provider itself
     source = _source(policy_of(args))
 
-    from dp.infer.export_check import CHECK_TOLERANCE, check_export  # torch and onnx load only when the command runs
-    from dp.infer.onnx_export import export_policy
+    from dp.export.export_check import CHECK_TOLERANCE, check_export  # torch and onnx load only when the command runs
+    from dp.export.onnx_export import export_policy
     from dp.infer.policy import Policy
     from dp.infer.rti import RTISettings
 

@@ -17,7 +17,7 @@ import torch
 from dp.devices import CPU_PROVIDER, onnx_session
 from dp.errors import DpError
 from dp.infer.export_format import FIRST_FILE, FULL_FILE, WARM_FILE
-from dp.infer.graph_inputs import example_inputs
+from dp.export.graph_inputs import example_inputs
 from dp.infer.policy import Policy
 from dp.infer.rti import warm_sample
 

@@ -11,7 +11,7 @@ settings, goal vocabulary, the language embeddings the policy was trained with a
 encoder that made them, precision, the files' sha256).
 
 Weights are stored once: each graph is exported on its own, then their weights go into one shared
-``policy.weights`` file (:mod:`dp.infer.onnx_weights`, which also does the ``fp16`` and ``int8``
+``policy.weights`` file (:mod:`dp.export.onnx_weights`, which also does the ``fp16`` and ``int8``
 precisions). The normalisation is the model's own module
 (:class:`dp.models.normalization.Normalization`), traced into each graph.
 
@@ -23,7 +23,7 @@ express these graphs and match torch to ~1e-6, but the dynamo exporter takes ~8x
 both and fails when the TorchScript exporter is gone, so that the default moves then.
 
 Self-check: every graph is run in ONNX Runtime on several random inputs and compared with the
-uncached, routed torch model (the router, all experts, the sampler loop; :mod:`dp.infer.export_check`).
+uncached, routed torch model (the router, all experts, the sampler loop; :mod:`dp.export.export_check`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from torch import nn
 
 from dp.errors import DpError
 from dp.infer.caching import CachedSampler, ExpertBank
-from dp.infer.export_check import CHECK_TOLERANCE, check_against_torch
+from dp.export.export_check import CHECK_TOLERANCE, check_against_torch
 from dp.infer.export_format import (
     FIRST_FILE,
     FULL_FILE,
@@ -56,8 +56,8 @@ from dp.infer.export_format import (
     WEIGHTS_FILE,
     sha256_file,
 )
-from dp.infer.graph_inputs import example_inputs, graph_inputs
-from dp.infer.onnx_weights import bypass_weight_identities, to_fp16_weights, to_int8, write_shared
+from dp.export.graph_inputs import example_inputs, graph_inputs
+from dp.export.onnx_weights import bypass_weight_identities, to_fp16_weights, to_int8, write_shared
 from dp.infer.policy import Policy
 from dp.infer.rti import RTISettings
 
@@ -68,7 +68,7 @@ EXPORTERS = ("torchscript", "dynamo")
 class PolicyGraph(nn.Module):
     """Raw observations + goal + noise (+ raw guess) -> raw action chunk (1, H, A), discrete dims snapped.
 
-    Takes the inputs :func:`dp.infer.graph_inputs.graph_inputs` lists, in that order; normalises
+    Takes the inputs :func:`dp.export.graph_inputs.graph_inputs` lists, in that order; normalises
     through the model's own normaliser (traced, not copied).
     """
 
