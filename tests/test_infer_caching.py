@@ -1,4 +1,4 @@
-"""Expert caching: fused per-step SwiGLUs reproduce routed sampling, and cost no more FLOPs."""
+"""Expert caching: the cached sampler (each step's experts and gates as constants, every weight in one bank) reproduces routed sampling, and costs no more FLOPs."""
 
 from __future__ import annotations
 
