@@ -94,3 +94,15 @@ def pusht_image_export(pusht_image_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("pusht_image_export") / "onnx"
     assert main(["export", str(pusht_image_run), "--out", str(out), "--rti-steps", "2", "--rti-every", "4"]) == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny tensors: they gain nothing from intra-op threads, and a
+    second thread stalls on a busy machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

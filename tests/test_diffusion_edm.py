@@ -14,13 +14,7 @@ from dp.diffusion.solvers import solve
 from dp.diffusion.edm import EDM
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and a second thread stalls on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest.py)
 
 
 def test_scalings_match_diffusers():

@@ -15,7 +15,13 @@ from dp.data.formats.pipeline import run_import
 from dp.data.formats.safe_pickle import load_npy
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
-from dp.testing.format_fixtures import calvin_frame, make_calvin_split, make_sim_store, write_lang_annotations
+from dp.testing.format_fixtures import (
+    calvin_frame,
+    make_calvin_split,
+    make_sim_store,
+    write_lang_annotations,
+)
+from dp.testing.store_checks import assert_same_store
 
 
 def _import(src, out, **kw):
@@ -155,7 +161,7 @@ def test_calvin_store_calvin_round_trip(tmp_path):
     # and back: the same episodes, instructions and arrays
     _import(tmp_path / "exp", tmp_path / "again.zarr")
     with EpisodeStore.open(tmp_path / "s.zarr") as a, EpisodeStore.open(tmp_path / "again.zarr") as b:
-        _assert_same_store(a, b)
+        assert_same_store(a, b)
 
 
 def test_sim_store_calvin_round_trip_flips_the_gripper_and_fills(tmp_path):
@@ -181,11 +187,11 @@ def test_sim_store_calvin_round_trip_flips_the_gripper_and_fills(tmp_path):
     _import(tmp_path / "exp", tmp_path / "back.zarr", workers=2)
     with EpisodeStore.open(tmp_path / "sim.zarr") as a, EpisodeStore.open(tmp_path / "back.zarr") as b:
         assert b.attrs["gripper_close"] == 1.0
-        _assert_same_store(a, b)
+        assert_same_store(a, b)
     # --segments episodes gives the same episodes too (the metadata comes from the sidecar)
     _import(tmp_path / "exp", tmp_path / "eps.zarr", segments="episodes")
     with EpisodeStore.open(tmp_path / "sim.zarr") as a, EpisodeStore.open(tmp_path / "eps.zarr") as b:
-        _assert_same_store(a, b)
+        assert_same_store(a, b)
 
 
 def test_cli_import_and_resume_report(tmp_path, capsys):
@@ -203,18 +209,3 @@ def test_cli_import_and_resume_report(tmp_path, capsys):
     assert "was imported with another dataset card or other key options" in capsys.readouterr().err
     assert main(["import", "dp-zarr", str(tmp_path / "s.zarr"), "--out", str(tmp_path / "s.zarr"), "--workers", "0"]) == 1
     assert "already holds calvin episodes, not dp-zarr" in capsys.readouterr().err
-
-
-def _assert_same_store(a: EpisodeStore, b: EpisodeStore) -> None:
-    assert len(a) == len(b) and a.keys == b.keys and a.roles == b.roles and a.discrete_dims == b.discrete_dims
-    assert a.control_freq == b.control_freq and a.robot == b.robot
-    for i in range(len(a)):
-        ea, eb = a.get_episode(i), b.get_episode(i)
-        for key in a.keys:
-            assert ea[key].dtype == eb[key].dtype
-            np.testing.assert_array_equal(ea[key], eb[key], err_msg=f"episode {i} key {key}")
-        ma, mb = a.episode_meta(i), b.episode_meta(i)
-        ignore = {"source_file", "source_index"}
-        assert set(ma) - ignore == set(mb) - ignore
-        for k in set(ma) - ignore:
-            np.testing.assert_array_equal(np.asarray(ma[k]), np.asarray(mb[k]), err_msg=f"episode {i} meta {k}")

@@ -14,6 +14,7 @@ from dp.data.formats.pipeline import run_import
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.testing.format_fixtures import make_libero_file, make_sim_store
+from dp.testing.store_checks import assert_same_store
 
 TASK_A = "KITCHEN_SCENE3_turn_on_the_stove"
 TASK_B = "LIVING_ROOM_SCENE1_put_the_bowl_in_the_basket"
@@ -154,7 +155,7 @@ def test_libero_store_libero_round_trip(tmp_path):
             assert db["dones"][-1] == 1 and db["rewards"][-1] == 1 and db["dones"].dtype == np.uint8
     _import([tmp_path / "exp"], tmp_path / "again.zarr")
     with EpisodeStore.open(tmp_path / "s.zarr") as a, EpisodeStore.open(tmp_path / "again.zarr") as b:
-        _assert_same_store(a, b)
+        assert_same_store(a, b, robot=False)
 
 
 def test_sim_store_libero_round_trip(tmp_path, capsys):
@@ -174,19 +175,4 @@ def test_sim_store_libero_round_trip(tmp_path, capsys):
         assert json.loads(f["data"].attrs["problem_info"])["language_instruction"] == "pick up the can and place it in the bin"
     assert main(["import", "libero", str(tmp_path / "exp"), "--out", str(tmp_path / "back.zarr"), "--workers", "0", "--no-progress"]) == 0
     with EpisodeStore.open(tmp_path / "sim.zarr") as a, EpisodeStore.open(tmp_path / "back.zarr") as b:
-        _assert_same_store(a, b)  # same order too: the export records each episode's index
-
-
-def _assert_same_store(a: EpisodeStore, b: EpisodeStore) -> None:
-    assert len(a) == len(b) and a.keys == b.keys and a.roles == b.roles and a.discrete_dims == b.discrete_dims
-    assert a.control_freq == b.control_freq
-    for i in range(len(a)):
-        ea, eb = a.get_episode(i), b.get_episode(i)
-        for key in a.keys:
-            assert ea[key].dtype == eb[key].dtype
-            np.testing.assert_array_equal(ea[key], eb[key], err_msg=f"episode {i} key {key}")
-        ignore = {"source_file", "source_index"}
-        ma, mb = a.episode_meta(i), b.episode_meta(i)
-        assert set(ma) - ignore == set(mb) - ignore
-        for k in set(ma) - ignore:
-            np.testing.assert_array_equal(np.asarray(ma[k]), np.asarray(mb[k]), err_msg=f"episode {i} meta {k}")
+        assert_same_store(a, b, robot=False)  # same order too: the export records each episode's index

@@ -11,13 +11,7 @@ from dp.models.diffusion_policy import DiffusionPolicy
 from dp.models.encoders import crop, random_shift, resize_matrix
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and a second thread stalls on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread (conftest.py)
 
 
 def tiny_config(overrides: list[str] | None = None, images: bool = False, tasks: int = 2) -> Config:
