@@ -19,7 +19,14 @@ from dp.deploy.robot_config import load_robot
 from dp.deploy.safety import Limits
 from dp.link import protocol as P
 from dp.link.transport import ControllerSockets, free_port, make_keys
-from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot, watched_robot
+from dp.testing.box_checks import new_episode
+from dp.testing.robot_harness import (
+    Commander,
+    StateWatcher,
+    spawn_dp,
+    start_robot,
+    watched_robot,
+)
 
 TESTS = Path(__file__).parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
@@ -86,13 +93,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def new_episode(watcher: StateWatcher, cmd: Commander, seed: int) -> P.State:
-    n = len(watcher.states)
-    episode = watcher.states[-1][1].episode
-    cmd.control(P.Reset, watcher.states[-1][1], seed)
-    return watcher.wait(lambda s: s.episode > episode and s.mode == P.ROBOT_HOLD, 60, after=n)[1]
 
 
 def test_a_flood_of_large_frames_neither_stalls_the_ticks_nor_stop(robot):

@@ -15,20 +15,18 @@ the wall carried it 2-3 mm through)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from dp.deploy.robot_config import load_robot
-from dp.deploy.safety import Limits, box_distance
+from dp.deploy.safety import Limits
 from dp.link import protocol as P
 from dp.testing.attacks import beyond_a_wall, flipped
+from dp.testing.box_checks import drive, excursions, new_episode, rejected_since
 from dp.testing.robot_harness import Commander, StateWatcher, start_robot, watched_robot
 
-OUTWARD = 1e-5  # metres: a tick that moves an arm outside further out by more than this breaks the rule
 TIGHT = "limits.workspace_max=[0.3,0.3,0.95]"  # the box's top 6 cm below the Panda's start pose
-AHEAD = 10  # waypoints per command, one per tick
 FAR = np.array([[1e6, -1e6, 1e6], [10.0, -10.0, 10.0]])  # the original attack's targets: now refused
 
 
@@ -54,27 +52,6 @@ def tight_robot():
     assert proc.stop() == 0, proc.output
 
 
-def new_episode(watcher: StateWatcher, cmd: Commander, seed: int) -> P.State:
-    n, episode = len(watcher.states), watcher.states[-1][1].episode
-    cmd.control(P.Reset, watcher.states[-1][1], seed)
-    return watcher.wait(lambda s: s.episode > episode and s.mode == P.ROBOT_HOLD, 60, after=n)[1]
-
-
-def drive(watcher: StateWatcher, cmd: Commander, start: P.State, ticks: int,
-          command: Callable[[P.State, int], tuple[str, np.ndarray]]) -> list[P.State]:
-    """Send ``command(state, k)`` = (mode, one waypoint) for AHEAD ticks ahead at each of ``ticks``
-    ticks; the States of the episode from ``start`` on, one per tick."""
-    s, n = start, len(watcher.states)
-    for k in range(ticks):
-        mode, waypoint = command(s, k)
-        times = s.obs_stamp + np.arange(1, AHEAD + 1) / 20.0
-        cmd.send(P.Command(cmd.sender, cmd.next_seq(), s.boot, s.obs_stamp, mode, times, np.tile(waypoint, (AHEAD, 1)),
-                           np.ones(AHEAD), float(times[-1])))
-        s = watcher.wait(lambda x, tick=s.tick: x.tick > tick, 10, after=len(watcher.states) - 1)[1]
-    by_tick = {x.tick: x for _, x in watcher.states[n - 1:] if x.episode == start.episode and x.tick >= start.tick}
-    return [by_tick[t] for t in sorted(by_tick)]
-
-
 def refused_waypoint(mode: str, k: int, quat: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A waypoint the controller must refuse: a NaN position (``k`` = 1), a quaternion of norm 1.5 or an
     infinite turn (2), else one of the original attack's far targets (absurd)."""
@@ -82,25 +59,6 @@ def refused_waypoint(mode: str, k: int, quat: np.ndarray, rng: np.random.Generat
     if mode == P.MODE_EE_POSE:
         return np.concatenate([pos, flipped(quat, rng) * (1.5 if k == 2 else 1.0)])
     return np.concatenate([pos, [np.inf if k == 2 else 0.0, 0.0, 0.0]])
-
-
-def rejected_since(watcher: StateWatcher, before: P.State, expected: int) -> int:
-    """The messages the controller rejected since State ``before``, once it counted ``expected`` (or a second passed)."""
-    try:
-        watcher.wait(lambda s: s.rejected - before.rejected >= expected, 1.0, after=len(watcher.states) - 1)
-    except TimeoutError:
-        pass
-    time.sleep(0.1)  # anything counted beyond
-    return watcher.states[-1][1].rejected - before.rejected
-
-
-def excursions(limits: Limits, states: list[P.State]) -> tuple[np.ndarray, list[int]]:
-    """Each tick's distance outside the box (m), and the ticks that ran a command while the end
-    effector was outside and left it further out."""
-    dist = np.array([box_distance(s.ee_pos, limits.box_min, limits.box_max) for s in states])
-    outward = [b.tick for a, b, da, db in zip(states, states[1:], dist, dist[1:])
-               if b.tick == a.tick + 1 and not b.held and da > 0 and db > da + OUTWARD]
-    return dist, outward
 
 
 @pytest.mark.parametrize("mode", [P.MODE_EE_POSE, P.MODE_EE_DELTA])

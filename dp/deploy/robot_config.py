@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class DriverConfig:
-    """Which driver owns the robot: ``sim``, ``template`` or ``package.module:Class``, and its options."""
+    """Which driver owns the robot: ``sim``, ``template``, ``lerobot`` or ``package.module:Class``, and its options."""
 
     type: str = "sim"
     options: dict[str, Any] = field(default_factory=dict)

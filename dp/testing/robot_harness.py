@@ -86,9 +86,11 @@ def spawn_dp(args: list[str], env: dict[str, str] | None = None) -> DpProcess:
     return DpProcess(args, env)
 
 
-def start_robot(*overrides: str, port: int = 0, robot: str = "robots/panda_sim.yaml", timeout: float = 120.0) -> tuple[DpProcess, str]:
-    """A `dp robot` process on loopback (port 0: a free one) and its State endpoint, once it is ready."""
-    proc = spawn_dp(["robot", "--robot", robot, *overrides, "--bind", f"tcp://127.0.0.1:{port}", "--command-port", "0"])
+def start_robot(*overrides: str, port: int = 0, robot: str = "robots/panda_sim.yaml", timeout: float = 120.0,
+                env: dict[str, str] | None = None) -> tuple[DpProcess, str]:
+    """A `dp robot` process on loopback (port 0: a free one) and its State endpoint, once it is ready;
+    ``env`` is added to its environment."""
+    proc = spawn_dp(["robot", "--robot", robot, *overrides, "--bind", f"tcp://127.0.0.1:{port}", "--command-port", "0"], env)
     try:
         return proc, proc.wait_for(_READY.pattern, timeout).group(1)
     except TimeoutError:
@@ -96,10 +98,12 @@ def start_robot(*overrides: str, port: int = 0, robot: str = "robots/panda_sim.y
         raise
 
 
-def watched_robot(robot: str = "robots/panda_sim.yaml", info_timeout: float = 30.0) -> Iterator[tuple[DpProcess, str, StateWatcher, P.Info]]:
-    """A `dp robot` process with a StateWatcher on it, for a pytest fixture to ``yield from``; on teardown the
-    watcher closes and the robot must still be alive and stop cleanly."""
-    proc, endpoint = start_robot(robot=robot)
+def watched_robot(robot: str = "robots/panda_sim.yaml", info_timeout: float = 30.0, overrides: tuple[str, ...] = (),
+                  env: dict[str, str] | None = None) -> Iterator[tuple[DpProcess, str, StateWatcher, P.Info]]:
+    """A `dp robot` process (``overrides`` and ``env`` as :func:`start_robot`'s) with a StateWatcher on it,
+    for a pytest fixture to ``yield from``; on teardown the watcher closes and the robot must still be
+    alive and stop cleanly."""
+    proc, endpoint = start_robot(*overrides, robot=robot, env=env)
     watcher = StateWatcher(endpoint)
     info = watcher.wait_info(info_timeout)
     yield proc, endpoint, watcher, info

@@ -1,5 +1,6 @@
-"""Robot drivers: ``sim`` (a robosuite task), ``template`` (where a real arm's SDK plugs in), or
-any ``package.module:Class`` implementing :class:`dp.deploy.drivers.base.Driver`."""
+"""Robot drivers: ``sim`` (a robosuite task), ``template`` (where a real arm's SDK plugs in),
+``lerobot`` (an arm LeRobot runs: SO-101, Koch, ...), or any ``package.module:Class`` implementing
+:class:`dp.deploy.drivers.base.Driver`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
 from dp.deploy.robot_config import RobotConfig
 from dp.errors import DpError
 
-BUILTIN = {"sim": "dp.deploy.drivers.sim:SimDriver", "template": "dp.deploy.drivers.template:TemplateDriver"}
+BUILTIN = {"sim": "dp.deploy.drivers.sim:SimDriver", "template": "dp.deploy.drivers.template:TemplateDriver",
+           "lerobot": "dp.deploy.drivers.lerobot:LeRobotDriver"}
 
 __all__ = ["ArmTarget", "Driver", "DriverInfo", "Reading", "make_driver"]
 
