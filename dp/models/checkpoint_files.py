@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,9 +23,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from dp.config import Config, load_config
+from dp.config import Config, dump_config, load_config
 from dp.errors import DpError
 from dp.files import sha256_file
+
+if TYPE_CHECKING:
+    from dp.data.normalize import Normalizer
 
 MODEL_FILE = "model.safetensors"
 NORMALIZER_FILE = "normalizer.safetensors"
@@ -53,6 +57,19 @@ def load_goals(path: Path) -> dict[str, np.ndarray]:
     if len(names) != len(emb):
         raise DpError(f"{path}: {len(names)} instructions for {len(emb)} embeddings")
     return dict(zip(names, emb))
+
+
+def write_policy_files(folder: Path, cfg: Config, weights: dict[str, torch.Tensor], normalizer: Normalizer,
+                       goals: dict[str, np.ndarray] | None = None, step: int | None = None) -> None:
+    """The files a runtime reads from a checkpoint folder: ``config.yaml``, ``model.safetensors``
+    (``weights``: the EMA weights), ``normalizer.safetensors`` and, with ``goals``, ``goals.safetensors``
+    (checksums: :func:`write_checksums`, once every tensor file is written)."""
+    (folder / CONFIG_FILE).write_text(dump_config(cfg))
+    metadata = {"preset": cfg.preset, **({"step": str(step)} if step is not None else {})}
+    save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(folder / MODEL_FILE), metadata=metadata)
+    normalizer.save(folder / NORMALIZER_FILE)
+    if goals:
+        save_goals(folder / GOALS_FILE, goals)
 
 
 def write_checksums(folder: Path) -> None:

@@ -30,21 +30,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from dp.config import Config, dump_config
+from dp.config import Config
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
 from dp.models.checkpoint_files import (
     CKPT_DIR,
-    CONFIG_FILE,
-    GOALS_FILE,
     LINKED_FILES,
-    MODEL_FILE,
-    NORMALIZER_FILE,
     STATE_FILE,
-    save_goals,
     write_checksums,
+    write_policy_files,
 )
 
 TMP_PREFIX = ".tmp-"
@@ -96,12 +91,8 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    (tmp / CONFIG_FILE).write_text(dump_config(cfg))
-    save_file({k: v.detach().contiguous().cpu() for k, v in ema_weights.items()}, str(tmp / MODEL_FILE), metadata={"step": str(step), "preset": cfg.preset})
-    normalizer.save(tmp / NORMALIZER_FILE)
+    write_policy_files(tmp, cfg, ema_weights, normalizer, goals, step)
     torch.save(train_state, tmp / STATE_FILE)
-    if goals:
-        save_goals(tmp / GOALS_FILE, goals)
     write_checksums(tmp)
     _fsync_files(tmp)
     if final.exists():  # the same step saved again (e.g. the final save after a resume): replace it

@@ -69,6 +69,16 @@ def bf16_autocast_pays(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_amx()
 
 
+def param_groups(policy: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: weight decay on the weight matrices, none on vectors (norms, biases),
+    position tables and the task table."""
+    decay, no_decay = [], []
+    for name, p in policy.named_parameters():
+        is_matrix = p.ndim >= 2 and not name.endswith(("_pos", "table.weight"))
+        (decay if is_matrix else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class NonFiniteLoss(DpError):
     """Training produced a NaN/inf loss or gradient."""
 
@@ -115,7 +125,7 @@ class Trainer:
         self.data: TrainData = build_data(self.cfg, stores, normalizer)
         torch.manual_seed(tcfg.seed)  # identical initial weights on every rank
         self.policy = DiffusionPolicy(self.cfg).to(self.device)
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=tcfg.lr, betas=tuple(tcfg.betas))
+        self.optimizer = torch.optim.AdamW(param_groups(self.policy, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas))
         from diffusers.training_utils import EMAModel
 
         self.scheduler = lr_scheduler(self.optimizer, tcfg)
@@ -155,13 +165,6 @@ class Trainer:
             self.tensorboard = open_tensorboard(self.run_dir, tcfg.tensorboard, purge_step=self.step + 1 if resume else 0)  # drops events logged after the checkpoint
 
     # ------------------------------------------------------------------ setup helpers
-    def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
-        for name, p in self.policy.named_parameters():
-            is_matrix = p.ndim >= 2 and not name.endswith(("_pos", "table.weight"))
-            (decay if is_matrix else no_decay).append(p)
-        return [{"params": decay, "weight_decay": self.cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
     def _load_state(self, state: dict[str, Any], source: Path) -> None:
         ckpt_files.load_checked_state(self.policy, state["model"], str(source / ckpt_files.STATE_FILE), self.cfg)
         self.ema.load_state_dict(state["ema"])
