@@ -2,7 +2,8 @@
 
 A discrete dimension (a gripper open/closed) must hold two levels in the data. At -1/+1 it passes
 through unchanged; at other levels (0/1, say) it is mapped min-max like the others, so the model
-always sees -1/+1 and the runtimes snap its output back to the data's levels (:func:`discrete_levels`).
+always sees -1/+1 and the runtimes snap its output back to the data's levels
+(:func:`dp.data.levels.discrete_levels`).
 
 Statistics are computed in one chunked pass over a store, cached in the store's root attributes
 (keyed by the frame count they were computed on) and saved inside every checkpoint as safetensors.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from dp.data.levels import discrete_levels
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 
@@ -76,16 +78,6 @@ def apply_affine(x: Any, scale: Any, offset: Any) -> Any:
 def invert_affine(x: Any, scale: Any, offset: Any) -> Any:
     """Normalised values -> raw: ``(x - offset) / scale``."""
     return (x - offset) / scale
-
-
-def discrete_levels(lo: np.ndarray, hi: np.ndarray, dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) float32 of each discrete dimension in ``dims``: -1/+1 where the data's levels (its
-    min ``lo`` and max ``hi``) are within -1/+1, else the data's own two levels."""
-    low, high = np.full(len(dims), -1.0, np.float32), np.full(len(dims), 1.0, np.float32)
-    for i, d in enumerate(dims):
-        if not {float(lo[d]), float(hi[d])} <= {-1.0, 1.0}:
-            low[i], high[i] = lo[d], hi[d]
-    return low, high
 
 
 def check_two_levels(stores: list[EpisodeStore], key: str, dims: list[int], chunk_frames: int = 65536) -> None:

@@ -37,7 +37,7 @@ class ChunkedRuntime(abc.ABC):
     action_dim: int
     action_key: str
     discrete_dims: list[int]
-    discrete_levels: Levels  # (low, high) of each discrete dimension (the data's two levels)
+    discrete_levels: Levels = None  # (low, high) of each discrete dimension (the data's two levels); None: -1 and +1
     goal_kind: str  # "none", "task" or "lang"
     tasks: list[str]
     instructions: dict[str, str]  # task -> instruction

@@ -19,11 +19,17 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from dp.data.normalize import discrete_levels
+from dp.data.levels import discrete_levels
 from dp.devices import check_providers, onnx_providers, onnx_session
 from dp.errors import DpError
 from dp.infer.chunked_runtime import ChunkedRuntime
-from dp.infer.export_format import FIRST_FILE, FULL_FILE, SPEC_FILE, WARM_FILE, read_spec
+from dp.infer.export_format import (
+    FIRST_FILE,
+    FULL_FILE,
+    SPEC_FILE,
+    WARM_FILE,
+    read_spec,
+)
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:

@@ -2,7 +2,7 @@
 
 The guess is the previous chunk shifted by the executed steps, the last action repeated, discrete
 dimensions snapped to their two levels (-1/+1 unless the data's are others:
-:func:`dp.data.normalize.discrete_levels`). The torch side (schedules, the warm sampler) is :mod:`dp.infer.rti`; these
+:func:`dp.data.levels.discrete_levels`). The torch side (schedules, the warm sampler) is :mod:`dp.infer.rti`; these
 live apart so that robots and command-line parsers need no torch.
 """
 
