@@ -28,6 +28,8 @@ from dp.testing.robot_harness import (
     watched_robot,
 )
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 TESTS = Path(__file__).parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
 CONFIG = load_robot("robots/panda_sim.yaml")

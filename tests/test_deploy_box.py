@@ -26,6 +26,8 @@ from dp.testing.attacks import beyond_a_wall, flipped
 from dp.testing.box_checks import drive, excursions, new_episode, rejected_since
 from dp.testing.robot_harness import Commander, StateWatcher, start_robot, watched_robot
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 TIGHT = "limits.workspace_max=[0.3,0.3,0.95]"  # the box's top 6 cm below the Panda's start pose
 FAR = np.array([[1e6, -1e6, 1e6], [10.0, -10.0, 10.0]])  # the original attack's targets: now refused
 

@@ -22,6 +22,8 @@ from dp.link import protocol as P
 from dp.link.transport import free_port
 from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot, watched_robot
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 TESTS = Path(__file__).parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
 

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import numpy as np
 
 from dp.cli import main
 from dp.collect.recorder import Frame, stored_observation, frames_to_episode
 from dp.data.store import EpisodeStore
 from dp.testing.robot_harness import StateWatcher, spawn_dp, start_robot
+
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
 
 
 def test_frames_pair_each_observation_with_the_action_that_followed():

@@ -184,6 +184,7 @@ def test_a_pd_arm_under_hostile_commands_never_leaves_the_box(limits):
     assert worst == 0.0, worst
 
 
+@pytest.mark.slow
 def test_every_step_from_outside_leads_toward_the_box_without_turning(limits):
     rng = np.random.default_rng(4)
     for _ in range(3000):
@@ -207,6 +208,7 @@ def toy_arm(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos, (Rotation.from_euler("ZY", [q[0], -(q[1] + q[2])]) * Rotation.from_euler("XYZ", q[3:6])).as_quat()
 
 
+@pytest.mark.slow
 def test_joint_mode_steps_an_arm_outside_back_in_through_the_kinematics(limits):
     """Outside the box (here above it) the joint command is ignored; the joint step the kinematics give
     toward the box never takes the end effector further out, brings it in, and then it stays in."""

@@ -16,6 +16,8 @@ from dp.deploy.controller import MAX_SENDERS
 from dp.link import protocol as P
 from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 HORIZON, TIMEOUT = 0.5, 0.3  # a short replay window (max_command_horizon + heartbeat_timeout) keeps the test quick
 WINDOW = HORIZON + TIMEOUT
 DT = 0.05

@@ -51,6 +51,7 @@ def test_plain_loopback_exchange():
 
 
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+@pytest.mark.slow
 def test_curve_admits_key_holders_only(tmp_path):
     keys, strangers = tmp_path / "keys", tmp_path / "strangers"
     make_keys(keys)

@@ -185,6 +185,7 @@ def tiny_run(tmp_path_factory):
     return root / "run", trainer_mod.train(cfg, [str(store)], root / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_training_records_the_device_and_precision_that_ran(tiny_run):
     run, summary = tiny_run
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
@@ -194,6 +195,7 @@ def test_training_records_the_device_and_precision_that_ran(tiny_run):
     assert not trainer_mod.bf16_autocast_pays(torch.device("mps"))
 
 
+@pytest.mark.slow
 def test_export_checks_the_graphs_on_the_devices_providers(tiny_run, tmp_path, monkeypatch, capsys):
     """`dp export --device D` checks every graph again on D's providers; simulated here by CPU
     providers in the (name, options) form a CUDA device gets."""

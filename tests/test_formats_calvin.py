@@ -164,6 +164,7 @@ def test_calvin_store_calvin_round_trip(tmp_path):
         assert_same_store(a, b)
 
 
+@pytest.mark.slow
 def test_sim_store_calvin_round_trip_flips_the_gripper_and_fills(tmp_path):
     make_sim_store(tmp_path / "sim.zarr")
     summary = calvin_export.export_store(EpisodeStore.open(tmp_path / "sim.zarr"), tmp_path / "exp", workers=2, progress=False)

@@ -47,6 +47,7 @@ def exported(tmp_path):
     return src, out
 
 
+@pytest.mark.slow
 def test_round_trip_two_cameras_gives_the_same_episodes(exported, tmp_path):
     src, out = exported
     back = tmp_path / "back.zarr"
@@ -214,6 +215,7 @@ def _as_v21(src: Path, v3: Path, out: Path) -> None:
                 writer.close()
 
 
+@pytest.mark.slow
 def test_v21_folder_imports(exported, tmp_path):
     src, v3 = exported
     v21 = tmp_path / "v21"
@@ -230,6 +232,7 @@ def test_v21_folder_imports(exported, tmp_path):
         assert b.episode_meta(1)["instruction"] == "pick up the can and place it in the bin"
 
 
+@pytest.mark.slow
 def test_image_features_stored_in_the_parquet_import(exported, tmp_path):
     """dtype "image": PNG bytes in the frames' parquet ({bytes, path}, as datasets.Image writes them) instead of an MP4."""
     import cv2
@@ -303,6 +306,7 @@ def _lerobot(script: str, *args: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LEROBOT_PY.is_file(), reason="needs LeRobot's own virtualenv: bash bench/peers/setup_lerobot.sh")
+@pytest.mark.slow
 def test_lerobot_loads_the_export_and_dp_imports_what_lerobot_wrote(exported, tmp_path):
     src, out = exported
     facts = json.loads(_lerobot(LOAD, str(out), str(tmp_path / "seen.npz")).strip().splitlines()[-1])
@@ -331,6 +335,7 @@ def test_lerobot_loads_the_export_and_dp_imports_what_lerobot_wrote(exported, tm
         assert [b.episode_meta(i)["instruction"] for i in range(2)] == ["pick the cube", "push the cube left"]
 
 
+@pytest.mark.slow
 def test_map_sends_a_key_to_another_feature_and_still_round_trips(tmp_path):
     src = tmp_path / "src.zarr"
     make_sim_store(src, episode_lens=(5, 4), image_size=16)

@@ -274,6 +274,7 @@ def test_bad_observations_are_refused_before_inference(exported):
 
 
 @pytest.mark.parametrize("precision,max_ratio", [("fp16", 0.55), ("int8", 0.35)])
+@pytest.mark.slow
 def test_fp16_and_int8_exports_are_smaller_and_act_like_torch(tmp_path, precision, max_ratio):
     policy = random_policy(False, "task")
     folder = tmp_path / precision
@@ -289,6 +290,7 @@ def test_fp16_and_int8_exports_are_smaller_and_act_like_torch(tmp_path, precisio
     assert chunk.shape == (8, 4) and np.isfinite(chunk).all()
 
 
+@pytest.mark.slow
 def test_the_export_traces_the_checkpoints_schedule_and_solver(tmp_path):
     sampler = ("diffusion.schedule=karras", "diffusion.solver=dpmpp2m", "diffusion.steps=4", "diffusion.trim=0.001")
     policy = random_policy(False, "task", overrides=sampler)
@@ -308,6 +310,7 @@ def test_the_export_traces_the_checkpoints_schedule_and_solver(tmp_path):
     assert np.abs(chunks["2m"][:, :3] - chunks["ddim"][:, :3]).max() > 1e-3  # the graph really runs the second-order update
 
 
+@pytest.mark.slow
 def test_a_0_1_gripper_comes_out_at_its_levels_in_torch_and_onnx(tmp_path):
     """A gripper recorded as 0/1: both runtimes act 0 or 1 (not the -1/+1 the model works in), the
     same on the same noise, first chunk and warm ones."""
@@ -326,6 +329,7 @@ def test_a_0_1_gripper_comes_out_at_its_levels_in_torch_and_onnx(tmp_path):
     assert levels <= {0.0, 1.0} and levels, levels
 
 
+@pytest.mark.slow
 def test_dynamo_exporter_gives_the_same_policy(tmp_path):
     """torch's current exporter (dynamo=True): the same graphs, checked against the routed torch model
     (a short schedule: this exporter traces every unrolled op, ~10x slower than TorchScript)."""

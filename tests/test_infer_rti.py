@@ -18,6 +18,8 @@ from dp.infer.rti import RTISettings
 from dp.infer.rti_guess import shift_guess
 from dp.testing.reach_store import make_store
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

@@ -111,6 +111,7 @@ def test_a_second_source_of_other_shapes_is_refused_before_writing(tmp_path):
     assert run_import(items, tmp_path / "s.zarr", card, workers=0, progress=False).added == len(LENS)
 
 
+@pytest.mark.slow
 def test_truncated_chunk_names_the_partial_store_and_the_rerun_continues(tmp_path, capsys):
     src = make_dp_zarr(tmp_path / "pusht.zarr", episode_lens=(8,) * 12, image_size=16)  # img chunks: 8 frames
     chunk = tmp_path / "pusht.zarr" / "data" / "img" / "9.0.0.0"
@@ -166,6 +167,7 @@ def test_an_error_from_a_dataloader_worker_prints_as_its_own_message():
 
 
 # ---------------------------------------------------------------------------- 9. NaN names the source
+@pytest.mark.slow
 def test_nan_actions_name_the_source_file_and_key_not_the_store(tmp_path, capsys):
     make_dp_zarr(tmp_path / "pusht.zarr", episode_lens=LENS, image_size=16)
     zarr.open_group(str(tmp_path / "pusht.zarr"), mode="r+")["data/action"][23, 1] = np.nan
@@ -221,6 +223,7 @@ def test_sigkilled_import_takes_its_decoder_workers_and_resource_tracker_with_it
 
 
 # ---------------------------------------------------------------------------- 7. write errors
+@pytest.mark.slow
 def test_disk_full_mid_import_is_one_line_naming_the_store_and_what_it_holds(tmp_path, monkeypatch):
     make_dp_zarr(tmp_path / "pusht.zarr", episode_lens=(6,) * 20, image_size=16)
     card, items = dp_zarr.plan_import(tmp_path / "pusht.zarr", card=load_card("pusht"))
@@ -246,6 +249,7 @@ def test_disk_full_mid_import_is_one_line_naming_the_store_and_what_it_holds(tmp
     assert report.already_present == 8 and report.added == 12
 
 
+@pytest.mark.slow
 def test_collect_hitting_the_file_size_limit_ends_with_one_line(tmp_path):
     """A real EFBIG: `dp collect` in a child whose RLIMIT_FSIZE its store outgrows after a few episodes."""
     out = tmp_path / "lift.zarr"

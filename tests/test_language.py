@@ -26,6 +26,8 @@ from dp.models import checkpoint_files as ckpt  # noqa: E402
 from dp.train.data import resolve  # noqa: E402
 from conftest import make_episode  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 
 def test_encoder_is_offline_deterministic_and_semantic():
     texts = ["pick up the can", "grab the can", "open the door"]

@@ -20,6 +20,8 @@ from dp.errors import DpError
 from dp.launch import command_line, load_launch
 from dp.testing.robot_harness import spawn_dp
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 
 

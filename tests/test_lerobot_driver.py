@@ -193,6 +193,7 @@ def commanders(robot):
         cmd.close()
 
 
+@pytest.mark.slow
 def test_hostile_joint_commands_never_carry_the_arm_out_of_the_box_or_its_joint_limits(robot, commanders):
     """The wrist rolled past its limit, the arm stretched out 5 cm beyond the box's far wall, then joint
     targets beyond the joint limits, at them and at the URDF's zero (the arm stretched out and up), a

@@ -143,6 +143,7 @@ def _train_with_lb(lb_weight: float) -> float:
     return _imbalance(policy)
 
 
+@pytest.mark.slow
 def test_load_balancing_loss_lowers_imbalance():
     without = _train_with_lb(0.0)
     with_lb = _train_with_lb(1.0)

@@ -18,6 +18,8 @@ from dp.sim.rollout import seed_for  # noqa: E402
 from dp.sim.tasks import get_task  # noqa: E402
 from dp.stats import mean_interval  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 GOAL_POSE = (256.0, 256.0, np.pi / 4)  # gym-pusht's target pose of the block
 
 

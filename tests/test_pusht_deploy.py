@@ -19,6 +19,8 @@ from dp.infer.chunked_runtime import ChunkedRuntime  # noqa: E402
 from dp.link import protocol as P  # noqa: E402
 from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 TESTS = Path(__file__).resolve().parent
 NODE_ENV = {"PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])}
 

@@ -17,6 +17,8 @@ from dp.infer import OnnxPolicy, Policy  # noqa: E402
 from dp.sim.rollout import seed_for  # noqa: E402
 from dp.sim.tasks import get_task  # noqa: E402
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 
 @pytest.fixture(scope="module")
 def exported(pusht_image_export):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
 
 from dp.data.store import EpisodeStore
 from dp.quickstart import FAST
+
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
 
 
 def test_quickstart_fast_writes_every_artefact_and_a_complete_report(tmp_path):

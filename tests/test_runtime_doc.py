@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("gym_pusht", reason='Push-T tests need the optional extra: pip install -e ".[pusht]"')
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "runtime.md"
 STEPS = 12  # the page's 300 steps, shortened: the loop, not the score, is under test
 

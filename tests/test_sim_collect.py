@@ -24,6 +24,8 @@ from dp.sim.experts import make_expert
 from dp.sim.rollout import run_episode, seed_for
 from dp.sim.tasks import get_task
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 REPO = Path(__file__).resolve().parents[1]
 LOWDIM = {"robot0_eef_pos": [3], "robot0_eef_quat": [4], "robot0_gripper_qpos": [2], "object": [10], "action": [7]}
 

@@ -15,6 +15,8 @@ from dp.sim.experts import LiftExpert
 from dp.sim.rollout import seed_for
 from dp.stats import wilson_interval
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 
 def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_path, capsys):
     code = main(["eval", "expert:lift", "--task", "lift", "--split", "test", "--episodes", "10", "--seed", "3", "--json",

@@ -13,6 +13,8 @@ from dp.sim.experts import make_expert, wrist_turn
 from dp.sim.rollout import run_episode, seed_for
 from dp.sim.tasks import TASKS, get_task
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 ROBOT_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
 OBJECT_DIMS = {"lift": 10, "stack": 23, "can": 14, "door": 14, "square": 14}
 MILESTONES = {"lift": ["grasped"], "stack": ["grasped", "lifted"], "can": ["grasped", "lifted", "in its bin"], "door": ["lever turned"],

@@ -119,6 +119,7 @@ def _check_exact(store: EpisodeStore) -> None:
         assert store.episode_meta(i)["seed"] == i
 
 
+@pytest.mark.slow
 def test_sigkill_during_appends_keeps_every_completed_episode(tmp_path):
     path = tmp_path / "kill.zarr"
     EpisodeStore.create(path, discrete_dims={"action": [6]}).close()

@@ -22,6 +22,8 @@ from dp.models import checkpoint_files as ckpt
 from dp.testing.reach_store import make_store
 from dp.train.trainer import RUN_LOCK_FILE, NonFiniteLoss, Trainer
 
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
+
 
 def rows(run: Path, event: str) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == event]

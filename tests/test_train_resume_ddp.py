@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import signal
@@ -16,6 +18,8 @@ from dp.cli import main as dp_main
 from dp.models import checkpoint_files as ckpt_files
 from dp.testing.reach_store import make_store
 from dp.train import checkpoint as ckpt
+
+pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
 
 REPO = Path(__file__).resolve().parents[1]
 
