@@ -20,6 +20,7 @@ from dp.infer.export_format import FIRST_FILE, FULL_FILE, WARM_FILE
 from dp.export.graph_inputs import example_inputs
 from dp.infer.policy import Policy
 from dp.infer.rti import warm_sample
+from dp.infer.rti_guess import snap_discrete
 
 CHECK_TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.2}  # of the action scale (max |action|, at least 1)
 
@@ -58,10 +59,11 @@ def check_against_torch(policy: Policy, path: Path, sigmas: torch.Tensor, warm: 
         diff = float(np.abs(got - want)[..., continuous].max()) if continuous else 0.0
         if not diff <= tolerance * scale:
             raise DpError(f"{path.name}: ONNX Runtime and the torch model disagree by {diff:.3g} (tolerance {tolerance * scale:.3g}); the export is wrong")
-        low, high = policy.discrete_levels
-        grip = want[..., policy.discrete_dims]
-        clear = np.abs(grip - (low + high) / 2) > tolerance * scale
-        if np.any((np.where(grip >= (low + high) / 2, high, low) != got[..., policy.discrete_dims]) & clear):
+        dims = policy.discrete_dims
+        middle = np.mean(policy.discrete_levels, axis=0)
+        clear = np.abs(want[..., dims] - middle) > tolerance * scale
+        snapped = snap_discrete(want.copy(), dims, policy.discrete_levels)[..., dims]
+        if np.any((snapped != got[..., dims]) & clear):
             raise DpError(f"{path.name}: ONNX Runtime and the torch model choose another level for a discrete action dimension; the export is wrong")
         worst = max(worst, diff)
     return worst

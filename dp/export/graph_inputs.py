@@ -11,6 +11,7 @@ import numpy as np
 
 from dp.errors import DpError
 from dp.infer.policy import Policy
+from dp.infer.rti_guess import snap_discrete
 
 
 def graph_inputs(policy: Policy, warm: bool) -> list[tuple[str, list[int], str]]:
@@ -52,6 +53,6 @@ def example_inputs(policy: Policy, warm: bool, seed: int = 0) -> dict[str, np.nd
             out[name] = rng.standard_normal(shape).astype(np.float32)
         else:  # guess: a raw action chunk, discrete dims at -1/+1 normalised (at the data's levels raw)
             unit = rng.uniform(-1, 1, shape).astype(np.float32)
-            unit[..., policy.discrete_dims] = np.where(unit[..., policy.discrete_dims] >= 0, 1.0, -1.0)
+            snap_discrete(unit, policy.discrete_dims)  # -1/+1: the levels in normalised units
             out[name] = policy.normalizer.unnormalize(policy.action_key, unit).astype(np.float32)
     return out

@@ -38,6 +38,9 @@ from dp.models import checkpoint_files as ckpt
 from dp.models.diffusion_policy import DiffusionPolicy
 
 
+SAMPLER_KEYS = ("schedule", "solver", "rho", "trim", "steps")  # the diffusion.* settings Policy.load(sampler=...) overrides
+
+
 class Policy(ChunkedRuntime):
     """A MoDE policy in torch (eval mode, EMA weights). Same API as the ONNX Runtime policy."""
 
@@ -86,9 +89,9 @@ class Policy(ChunkedRuntime):
         folder = ckpt.resolve_checkpoint(path)
         ckpt.verify_checkpoint(folder)  # damaged weights never reach eval, export or a robot
         cfg = ckpt.load_checkpoint_config(folder)
-        unknown = sorted(set(sampler or {}) - {"schedule", "solver", "rho", "trim", "steps"})
+        unknown = sorted(set(sampler or {}) - set(SAMPLER_KEYS))
         if unknown:
-            raise DpError(f"sampler settings {unknown} unknown (known: schedule, solver, rho, trim, steps)")
+            raise DpError(f"sampler settings {unknown} unknown (known: {', '.join(SAMPLER_KEYS)})")
         cfg.diffusion = dataclasses.replace(cfg.diffusion, **{k: v for k, v in (sampler or {}).items() if v is not None})
         try:
             model = DiffusionPolicy(cfg)
