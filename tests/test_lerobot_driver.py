@@ -99,6 +99,8 @@ def test_the_driver_speaks_radians_to_dp_and_degrees_to_lerobot(fake_lerobot):
     driver = so101()
     info = driver.connect()
     assert info.n_joints == 5 and info.modes == [P.MODE_JOINT] and info.cameras == ["front"]
+    assert info.state_key == P.StateKey("state", 180 / np.pi, 100.0, 0.0)  # policies see LeRobot's degrees and gripper
+    assert so101("driver.options.state_key=joint_state").state_key.key == "joint_state"  # a store that names it otherwise
     r = driver.read_state()
     np.testing.assert_allclose(r.q, np.radians(START_DEG), atol=np.radians(360 / 4096))
     np.testing.assert_allclose(r.ee_pos, driver.chain.pose(r.q)[0])

@@ -395,6 +395,6 @@ class Controller:
         return P.Info(
             boot=self.boot, robot=c.name, control_hz=c.rates.control_hz, state_hz=c.rates.state_hz, n_joints=i.n_joints,
             modes=i.modes, action_scale=(c.action_scale.translation, c.action_scale.rotation),
-            command_port=self.sockets.command_port, cameras=i.cameras, extra=i.extra, task=i.task,
-            instruction=i.instruction, horizon=i.horizon, seed=int(i.seed), camera_keys=dict(i.camera_keys),
+            command_port=self.sockets.command_port, cameras=i.cameras, extra=i.extra, task=i.task, instruction=i.instruction,
+            horizon=i.horizon, seed=int(i.seed), camera_keys=dict(i.camera_keys), state_key=i.state_key,
         )

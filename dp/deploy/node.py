@@ -6,7 +6,9 @@ and the action — followed by the rest of the policy's current chunk when it of
 the chunk predicted past its re-planning point (``lookahead_actions()``: followed only if the next command comes
 late) — becomes ``ee_delta`` waypoints at ``obs_stamp + (k + 1) / control_hz`` (see :mod:`dp.link.protocol`); a
 policy whose actions have one value per joint of a robot that takes ``joint`` commands (the Push-T agent, a 2-axis
-robot in pixels) sends them as joint position waypoints instead (:func:`command_mode`). Waypoints carry the
+robot in pixels), or one more for the gripper (a LeRobot arm), sends them as joint position waypoints instead
+(:func:`command_mode`). A robot whose Info has a ``state_key`` (a LeRobot arm's ``state``: degrees, LeRobot's gripper
+scale) is seen and commanded in those units (:class:`dp.link.protocol.StateKey`, :func:`joint_waypoints`). Waypoints carry the
 observation's time, so inference latency is absorbed: if a command arrives late, the controller uses the later
 waypoints of the chunk, and drops the ones already past. The episode's first chunk, the one full sampling (the rest
 are queued actions or RTI warm chunks), is sampled from the episode's first State while the robot still holds
@@ -20,7 +22,8 @@ shortening the policy's re-planning interval when its chunk leaves no room for t
 The report counts the controller's watchdog holds during episodes by reason, the ticks held after an episode's first
 command, and the plans that were late.
 
-A policy observing a key the controller's Info does not offer stops the node with an error naming it. Between
+A policy observing a key the controller's Info does not offer, or its state key at another width, stops the node
+before anything is sent, with an error naming both sides (:func:`check_policy`); so do actions no mode takes. Between
 commands the node sends heartbeats. If the controller falls silent the node stops commanding and says so;
 when a controller (re)appears — a new ``boot`` — the node resets the policy and starts over. With ``episodes > 0``
 the node runs that many episodes itself: it sends a Reset with the seed `dp eval --split test --seed` gives episode i
@@ -72,42 +75,43 @@ def plan_ahead_for(seconds: list[float], period: float, horizon: int, replan: in
 
 
 def command_mode(info: P.Info, width: int) -> str:
-    """How a policy's ``width``-value actions go to this controller: 7 (OSC deltas + gripper) as
-    ``ee_delta``; one per joint as ``joint`` position targets (a Cartesian robot such as the Push-T
-    agent, whose joints are its x and y)."""
+    """How a policy's ``width``-value actions go to this controller: 7 (OSC deltas + gripper) as ``ee_delta``; one
+    per joint, or one per joint and then the gripper, as ``joint`` position targets (:func:`joint_waypoints`)."""
     if width == 7 and P.MODE_EE_DELTA in info.modes:
         return P.MODE_EE_DELTA
-    if width == info.n_joints and P.MODE_JOINT in info.modes:
+    if width in (info.n_joints, info.n_joints + 1) and P.MODE_JOINT in info.modes:
         return P.MODE_JOINT
     raise DpError(f"controller {info.robot} (modes {info.modes}, {info.n_joints} joints) cannot take this policy's "
-                  f"{width}-value actions: ee_delta takes 7, joint one per joint")
+                  f"{width}-value actions: ee_delta takes 7, joint one per joint ({info.n_joints}) or the joints and "
+                  f"then the gripper ({info.n_joints + 1})")
+
+
+def check_policy(info: P.Info, policy: Any) -> None:
+    """A DpError naming both sides when ``policy`` observes a key this robot does not offer, or its state key at another width."""
+    missing = [k for k in getattr(policy, "obs_keys", []) if k not in info.observation_keys()]
+    if missing:
+        raise DpError(f"the policy observes {missing}, which controller {info.robot} does not publish ({info.offers()})")
+    key, shapes = info.state_key, getattr(policy, "shapes", {})
+    if key is not None and key.key in shapes and int(np.prod(shapes[key.key])) != info.n_joints + 1:
+        raise DpError(f"the policy observes {key.key!r} as {int(np.prod(shapes[key.key]))} values; controller {info.robot} "
+                      f"gives {info.n_joints + 1}: {key.describe(info.n_joints)}")
+
+
+def joint_waypoints(chunk: np.ndarray, info: P.Info) -> tuple[np.ndarray, np.ndarray]:
+    """(joint waypoints, gripper): a chunk's first ``n_joints`` columns and the gripper after them (none: open, -1),
+    from the units of the robot's ``state_key`` to its own where it has one (unclamped: the controller clamps)."""
+    n, key = info.n_joints, info.state_key
+    gripper = chunk[:, n] if chunk.shape[1] > n else np.full(len(chunk), -1.0 if key is None else key.gripper_open)
+    return (chunk[:, :n], gripper) if key is None else (key.joints_from_data(chunk[:, :n]), key.gripper_from_data(gripper))
 
 
 class InferenceNode:
-    def __init__(
-        self,
-        policy: Any,
-        sockets: ClientSockets,
-        *,
-        instruction: str | None = None,
-        episodes: int = 0,
-        seed: int = 0,
-        max_steps: int | None = None,
-        silence_timeout: float = 0.5,
-        heartbeat_period: float = 0.05,
-        timings: Path | None = None,
-        plan_ahead: int | str | None = "auto",
-        clock=time.monotonic,
-    ):
-        self.policy = policy
-        self.sockets = sockets
-        self.instruction = instruction
-        self.episodes = episodes
-        self.seed = seed
-        self.max_steps = max_steps
-        self.silence_timeout = silence_timeout
-        self.heartbeat_period = heartbeat_period
-        self.clock = clock
+    def __init__(self, policy: Any, sockets: ClientSockets, *, instruction: str | None = None, episodes: int = 0, seed: int = 0,
+                 max_steps: int | None = None, silence_timeout: float = 0.5, heartbeat_period: float = 0.05,
+                 timings: Path | None = None, plan_ahead: int | str | None = "auto", clock=time.monotonic):
+        self.policy, self.sockets, self.instruction = policy, sockets, instruction
+        self.episodes, self.seed, self.max_steps = episodes, seed, max_steps
+        self.silence_timeout, self.heartbeat_period, self.clock = silence_timeout, heartbeat_period, clock
         self.sender = P.new_id()
         self.seq = 0
         self.report = NodeReport()
@@ -116,16 +120,12 @@ class InferenceNode:
         self.state: P.State | None = None
         self.state_guard = P.SeqGuard()
         self.boot: int | None = None
-        self.last_rx = -np.inf
-        self.last_tx = -np.inf
-        self.last_cycle = None
-        self.last_tick = -1
-        self.last_latency_seq = -1
+        self.last_rx = self.last_tx = -np.inf
+        self.last_cycle, self.last_tick, self.last_latency_seq = None, -1, -1
         self.silent = False
         # episode bookkeeping
         self.episode_id: int | None = None  # controller episode being driven
-        self.episode_seed = 0
-        self.episode_start_tick = 0
+        self.episode_seed = self.episode_start_tick = 0
         self.awaiting_reset: tuple[int, float] | None = None  # (episode id to wait for, deadline)
         self.done = False
         self.counted_tick = -1  # the last tick whose faults the report counted
@@ -224,10 +224,7 @@ class InferenceNode:
                             "will play %.2fx too %s", trained_hz, info.robot, info.control_hz,
                             max(trained_hz, info.control_hz) / min(trained_hz, info.control_hz),
                             "fast" if info.control_hz > trained_hz else "slow")
-            offered = set(info.observation_keys())
-            missing = [k for k in getattr(self.policy, "obs_keys", []) if k not in offered]
-            if missing:
-                raise DpError(f"the policy observes {missing}, which controller {info.robot} does not publish ({info.offers()})")
+            check_policy(info, self.policy)
         self.action_width = int(getattr(self.policy, "action_dim", 7))
         self.command_mode = command_mode(info, self.action_width)
         self.info = info
@@ -333,12 +330,15 @@ class InferenceNode:
             return
         t0 = time.perf_counter()
         try:
-            prime(P.observation_from_state(s, self.info.camera_keys))
+            prime(self._observation(s))
         except Exception as exc:  # reported again, and handled, by the next cycle's select_action
             log.error("policy failed on the episode's first State: %s", exc)
             return
         self.report.prime_ms.append((time.perf_counter() - t0) * 1e3)
         self.last_tick = s.tick  # the first command waits for the next control tick
+
+    def _observation(self, s: P.State) -> dict[str, np.ndarray]:
+        return P.observation_from_state(s, self.info.camera_keys, self.info.state_key)
 
     def _finish(self, success: bool, steps: int) -> None:
         score = {} if self.episode_score is None else {"score": self.episode_score}
@@ -356,7 +356,7 @@ class InferenceNode:
         self.last_cycle = t0
         self.last_tick = s.tick
         try:
-            action = np.asarray(self.policy.select_action(P.observation_from_state(s, self.info.camera_keys)), dtype=np.float64)
+            action = np.asarray(self.policy.select_action(self._observation(s)), dtype=np.float64)
             chunk = np.concatenate([action[None]] + [np.asarray(more(), np.float64).reshape(-1, action.size) for more in
                                                      (getattr(self.policy, name, None) for name in ("pending_actions", "lookahead_actions"))
                                                      if more is not None])
@@ -370,8 +370,8 @@ class InferenceNode:
         dt = 1.0 / self.info.control_hz
         chunk = chunk[: P.MAX_WAYPOINTS]
         times = s.obs_stamp + dt * np.arange(1, len(chunk) + 1)
-        if self.command_mode == P.MODE_JOINT:  # position targets, one per joint; no gripper
-            waypoints, gripper = chunk, -np.ones(len(chunk))
+        if self.command_mode == P.MODE_JOINT:  # position targets, one per joint (and the gripper)
+            waypoints, gripper = joint_waypoints(chunk, self.info)
         else:
             waypoints, gripper = chunk[:, :6] * np.repeat(np.asarray(self.info.action_scale, dtype=np.float64), 3), chunk[:, 6]
         cmd = P.Command(
@@ -385,7 +385,7 @@ class InferenceNode:
         self.report.cycle_ms.append((t2 - t0) * 1e3)
         if self.timings:
             self.timings.write(json.dumps({"tick": s.tick, "policy_ms": (t1 - t0) * 1e3, "cycle_ms": (t2 - t0) * 1e3,
-                                           "waypoints": len(chunk)}) + "\n")
+                                           "waypoints": len(chunk), "action": action.tolist()}) + "\n")
 
     # ------------------------------------------------------------------ sending
     def _next_seq(self) -> int:

@@ -11,8 +11,8 @@ With --episodes N the node resets the robot N times with the test split's seeds 
 --split test --seed S`, so the two success rates are paired), drives each episode to success or to
 the horizon and reports the success rate; without it, it drives the robot until Ctrl-C. It gives up
 (exit code 1, saying why: nothing listening, or a CURVE key mismatch) when no State arrives for
---connect-timeout seconds. Per-cycle timings go to --timings (JSON lines); a summary is printed at
-the end.
+--connect-timeout seconds. Per-cycle timings, with the action the policy chose (in its own units),
+go to --timings (JSON lines); a summary is printed at the end.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect-timeout", type=float,
                         help="give up when no State arrives for this many seconds, at the start or after the controller "
                              "falls silent (default: 120 with --episodes, else wait)")
-    parser.add_argument("--timings", type=Path, help="write per-cycle timings here (JSON lines)")
+    parser.add_argument("--timings", type=Path, help="write per-cycle timings and the policy's action (its units) here (JSON lines)")
     parser.add_argument("--json", action="store_true", help="print the final report as JSON")
     parser.add_argument("--json-out", default="", help="also write the final report to this file (empty: do not)")
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dp.errors import DpError
+from dp.link.protocol import StateKey
 
 if TYPE_CHECKING:
     from dp.deploy.robot_config import RobotConfig
@@ -58,6 +59,7 @@ class DriverInfo:
     horizon: int = 0  # steps per episode, if the driver has an episode length
     seed: int = 0
     camera_keys: dict[str, str] = field(default_factory=dict)  # camera -> observation key, where not "<camera>_image"
+    state_key: StateKey | None = None  # the key of its policies' data for the joints and gripper, in that data's units
 
 
 class Driver(ABC):

@@ -7,6 +7,7 @@ Options (``driver.options``; ``robots/so101.yaml`` is a complete robot file)::
     joints: [shoulder_pan, shoulder_lift, elbow_flex, wrist_flex, wrist_roll]   # arm motors, dp's joint order
     gripper: {name: gripper, open: 100, closed: 0}   # its motor; LeRobot's values for dp's -1 (open), +1 (closed)
     kinematics: {urdf: so101/so101_new_calib.urdf, frame: gripper_frame_link}   # + joints: URDF names, if others
+    state_key: state                        # optional (default state): the policies' key for LeRobot's observation.state
 
 ``robot`` is decoded into the type's LeRobot config class as LeRobot's command line does (draccus),
 cameras included; the driver reports the cameras the robot's observation features list. LeRobot
@@ -16,6 +17,12 @@ dp's are radians, converted here; LeRobot's degrees are the URDF's joint angles 
 ``RobotKinematics``), so the end-effector pose comes from the URDF chain, in its root link's frame.
 The servos report no velocity: ``dq`` is the change of ``q`` over one control period. The gripper
 is reported on dp's scale (-1 open .. +1 closed), as it is commanded.
+
+Policies trained on LeRobot's data see it in LeRobot's units: the Info's ``state_key`` (see
+:mod:`dp.link.protocol.state_key`) names the key `dp import lerobot` gives ``observation.state``
+(``state``), the arm joints in degrees then the gripper on LeRobot's scale (``gripper``'s open and
+closed values); `dp node` builds that key from each State and turns a policy's joint + gripper
+actions in the same units back into radians and dp's -1 .. +1.
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ from dp.deploy.drivers.base import ArmTarget, Driver, DriverInfo, Reading
 from dp.deploy.drivers.urdf_kinematics import UrdfChain
 from dp.deploy.robot_config import RobotConfig, resolve_file
 from dp.errors import DpError
-from dp.link.protocol import MODE_JOINT
+from dp.link.protocol import MODE_JOINT, StateKey
 
-OPTIONS = {"robot_type", "robot", "joints", "gripper", "kinematics"}
+OPTIONS = {"robot_type", "robot", "joints", "gripper", "kinematics", "state_key"}
 REQUIRED = ("robot_type", "robot", "joints", "gripper", "kinematics")
 INSTALL = "dp runs LeRobot arms from LeRobot's own virtualenv: activate it and install dp there (pip install -e /path/to/dp)"
 EXTRAS = "install LeRobot's extra for the arm's motors (SO-100/SO-101: pip install 'lerobot[feetech]'; Koch, OMX: 'lerobot[dynamixel]')"
@@ -90,7 +97,10 @@ class LeRobotDriver(Driver):
         gripper = options["gripper"]
         if not {"name", "open", "closed"} <= set(gripper) or gripper["open"] == gripper["closed"]:
             raise DpError(f"driver.options.gripper: expected {{name, open, closed}} with open != closed, got {gripper}")
-        self.gripper, self.open, self.closed = str(gripper["name"]), float(gripper["open"]), float(gripper["closed"])
+        self.gripper = str(gripper["name"])
+        # LeRobot's units, for the driver's conversions and for policies trained on LeRobot's data
+        self.state_key = StateKey(str(options.get("state_key") or "state"), float(np.degrees(1.0)), float(gripper["open"]),
+                                  float(gripper["closed"]))
         self.keys = [f"{name}.pos" for name in [*self.joints, self.gripper]]
         kin = options["kinematics"]
         unknown = sorted(set(kin) - {"urdf", "frame", "joints"})
@@ -120,7 +130,7 @@ class LeRobotDriver(Driver):
                           f"does not match the motors): calibrate it with LeRobot first: {self._calibrate_command()}")
         self.robot = robot
         self.cameras = [key for key, shape in robot.observation_features.items() if isinstance(shape, tuple)]
-        return DriverInfo(n_joints=len(self.joints), modes=[MODE_JOINT], cameras=list(self.cameras))
+        return DriverInfo(n_joints=len(self.joints), modes=[MODE_JOINT], cameras=list(self.cameras), state_key=self.state_key)
 
     def _make_robot(self) -> Any:
         """LeRobot's robot of ``robot_type`` built from ``robot``, its units and features checked;
@@ -167,16 +177,17 @@ class LeRobotDriver(Driver):
     # ------------------------------------------------------------------ control
     def read_state(self) -> Reading:
         obs = self.robot.get_observation()
-        q = np.radians([float(obs[f"{j}.pos"]) for j in self.joints])
+        q = self.state_key.joints_from_data(np.array([float(obs[f"{j}.pos"]) for j in self.joints]))
         dq = np.zeros_like(q) if self.q is None else (q - self.q) / self.dt
         self.q = q
         pos, quat = self.chain.pose(q)
-        grip = 2.0 * (float(obs[f"{self.gripper}.pos"]) - self.open) / (self.closed - self.open) - 1.0
-        return Reading(q=q, dq=dq, ee_pos=pos, ee_quat=quat, gripper=np.array([grip]),
+        grip = self.state_key.gripper_from_data(np.array([float(obs[f"{self.gripper}.pos"])]))
+        return Reading(q=q, dq=dq, ee_pos=pos, ee_quat=quat, gripper=grip,
                        images={cam: np.asarray(obs[cam], dtype=np.uint8) for cam in self.cameras})
 
     def apply(self, target: ArmTarget) -> None:
-        goal = dict(zip(self.keys, [*np.degrees(target.joints).tolist(), self._gripper_value(target.gripper)]))
+        key = self.state_key
+        goal = dict(zip(self.keys, [*key.joints_to_data(target.joints).tolist(), float(key.gripper_to_data(target.gripper))]))
         self.goal = self.robot.send_action(goal)  # what LeRobot sent (its max_relative_target may cut it)
 
     def hold(self) -> None:
@@ -200,7 +211,3 @@ class LeRobotDriver(Driver):
     def _measured(self) -> dict[str, float]:
         obs = self.robot.get_observation()
         return {key: float(obs[key]) for key in self.keys}
-
-    def _gripper_value(self, gripper: float) -> float:
-        """dp's -1 (open) .. +1 (closed) in LeRobot's units."""
-        return self.open + (float(gripper) + 1.0) / 2.0 * (self.closed - self.open)

@@ -1,8 +1,8 @@
 """The controller protocol: what a robot controller and an inference node say to each other.
 
 This package is its public surface: :mod:`.schema` (version, limits, modes, the error),
-:mod:`.fields` (wire arrays, field checks), :mod:`.messages`, :mod:`.codec` (frames) and
-:mod:`.seq_guard` (sequence numbers).
+:mod:`.fields` (wire arrays, field checks), :mod:`.messages`, :mod:`.state_key` (a robot's joints
+and gripper in its policies' units), :mod:`.codec` (frames) and :mod:`.seq_guard` (sequence numbers).
 
 Transport: ZeroMQ. The controller PUBlishes :class:`State` (>= 100 Hz) and :class:`Info` (1 Hz) on
 its state endpoint and PULLs :class:`Command`, :class:`Heartbeat`, :class:`Stop`, :class:`Release`
@@ -85,12 +85,13 @@ from dp.link.protocol.schema import (
     new_id,
 )
 from dp.link.protocol.seq_guard import SeqGuard
+from dp.link.protocol.state_key import StateKey
 
 __all__ = [
     "CONTROL_TYPES", "CameraFrame", "Command", "Heartbeat", "Info", "MAX_CAMERAS", "MAX_COMMAND_BYTES",
     "MAX_EXTRA_KEYS", "MAX_EXTRA_SIZE", "MAX_FAULTS", "MAX_FRAME_BYTES", "MAX_GRIPPER_DIMS", "MAX_IMAGE_SIDE",
     "MAX_JOINTS", "MAX_MESSAGE_BYTES", "MAX_TEXT", "MAX_WAYPOINTS", "MESSAGE_TYPES", "MODES", "MODE_EE_DELTA",
     "MODE_EE_POSE", "MODE_JOINT", "MODE_WIDTH", "Message", "ProtocolError", "ROBOT_HOLD", "ROBOT_MODES",
-    "ROBOT_STOPPED", "ROBOT_TRACK", "Release", "Reset", "SeqGuard", "State", "Stop", "VERSION", "decode", "encode",
+    "ROBOT_STOPPED", "ROBOT_TRACK", "Release", "Reset", "SeqGuard", "State", "StateKey", "Stop", "VERSION", "decode", "encode",
     "max_frame_bytes", "new_id", "STATE_KEYS", "camera_key", "observation_from_state", "pack_array", "unpack_array",
 ]

@@ -40,6 +40,7 @@ from dp.link.protocol.schema import (
     ROBOT_MODES,
     ProtocolError,
 )
+from dp.link.protocol.state_key import StateKey
 
 
 @dataclass
@@ -159,7 +160,9 @@ class Info:
     """What a node must know about the robot, published at 1 Hz and after every reset.
 
     ``action_scale`` = (metres, radians) of one unit of a policy's delta action per control step;
-    ``command_port`` is where the controller takes commands (same host as the state endpoint).
+    ``command_port`` is where the controller takes commands (same host as the state endpoint);
+    ``state_key``, where the robot has one, the key its policies' data gives its joints and gripper,
+    in that data's units (:class:`StateKey`).
     """
 
     TYPE: ClassVar[str] = "info"
@@ -178,6 +181,7 @@ class Info:
     horizon: int = 0  # steps per episode where the driver has an episode length (simulation), else 0
     seed: int = 0  # seed of the current episode
     camera_keys: dict[str, str] = field(default_factory=dict)  # camera -> its observation key, where not "<camera>_image"
+    state_key: StateKey | None = None
 
     def to_wire(self) -> dict:
         return {
@@ -185,7 +189,7 @@ class Info:
             "n_joints": self.n_joints, "modes": list(self.modes), "action_scale": list(self.action_scale),
             "command_port": self.command_port, "cameras": list(self.cameras), "extra": dict(self.extra),
             "task": self.task, "instruction": self.instruction, "horizon": self.horizon, "seed": self.seed,
-            "camera_keys": dict(self.camera_keys),
+            "camera_keys": dict(self.camera_keys), "state_key": None if self.state_key is None else self.state_key.to_wire(),
         }
 
     @classmethod
@@ -204,23 +208,29 @@ class Info:
         camera_keys = map_field(d, "camera_keys", n, MAX_CAMERAS) if d.get("camera_keys") is not None else {}
         if not all(k in cameras and isinstance(v, str) and 0 < len(v) <= 64 for k, v in camera_keys.items()):
             raise ProtocolError(f"{n}.camera_keys", f"expected camera -> observation key for cameras of {cameras}, got {camera_keys!r}")
+        state_key = None if d.get("state_key") is None else StateKey.from_wire(d["state_key"], f"{n}.state_key")
+        taken = [*STATE_KEYS, *extra, *(camera_key(cam, camera_keys) for cam in cameras)]
+        if state_key is not None and state_key.key in taken:
+            raise ProtocolError(f"{n}.state_key.key", f"{state_key.key!r} is already an observation key of this robot ({taken})")
         return cls(
             boot=int_field(d, "boot", n), robot=str_field(d, "robot", n), control_hz=float_field(d, "control_hz", n, 0.1, 10_000),
             state_hz=float_field(d, "state_hz", n, 0.1, 100_000), n_joints=int_field(d, "n_joints", n, 0, MAX_JOINTS),
             modes=modes, action_scale=(float(scale[0]), float(scale[1])), command_port=int_field(d, "command_port", n, 1, 65535),
             cameras=cameras, extra=extra, task=str_field(d, "task", n, optional=True),
             instruction=str_field(d, "instruction", n, optional=True), horizon=int_field(d, "horizon", n, 0, 10**9),
-            seed=int_field(d, "seed", n, 0, (1 << 32) - 1), camera_keys=camera_keys,
+            seed=int_field(d, "seed", n, 0, (1 << 32) - 1), camera_keys=camera_keys, state_key=state_key,
         )
 
     def observation_keys(self) -> list[str]:
         """The keys :func:`observation_from_state` gives for this robot's States."""
-        return [*STATE_KEYS, *self.extra, *(camera_key(cam, self.camera_keys) for cam in self.cameras)]
+        own = [] if self.state_key is None else [self.state_key.key]
+        return [*STATE_KEYS, *self.extra, *own, *(camera_key(cam, self.camera_keys) for cam in self.cameras)]
 
     def offers(self) -> str:
-        """The robot's cameras (with their observation keys) and extra keys, in words."""
+        """The robot's cameras (with their observation keys), extra keys and state key, in words."""
         cameras = ", ".join(f"{cam} (as {camera_key(cam, self.camera_keys)})" for cam in self.cameras) or "none"
-        return f"its cameras: {cameras}; its extra keys: {', '.join(self.extra) or 'none'}"
+        state = "none" if self.state_key is None else self.state_key.describe(self.n_joints)
+        return f"its cameras: {cameras}; its extra keys: {', '.join(self.extra) or 'none'}; its state key: {state}"
 
 
 @dataclass
@@ -368,13 +378,17 @@ def camera_key(camera: str, camera_keys: dict[str, str] | None = None) -> str:
     return (camera_keys or {}).get(camera, f"{camera}_image")
 
 
-def observation_from_state(state: State, camera_keys: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+def observation_from_state(state: State, camera_keys: dict[str, str] | None = None,
+                           state_key: StateKey | None = None) -> dict[str, np.ndarray]:
     """A State as one time step of a policy's observation, in the project's key conventions:
     ``robot0_eef_pos``, ``robot0_eef_quat``, ``robot0_gripper_qpos``, ``robot0_joint_pos``,
-    ``robot0_joint_vel`` (float32), every ``extra`` key as it is (e.g. ``object``), and each camera
-    under :func:`camera_key` (uint8 H x W x 3; ``camera_keys``: the robot's ``Info.camera_keys``)."""
+    ``robot0_joint_vel`` (float32), every ``extra`` key as it is (e.g. ``object``), the robot's
+    ``Info.state_key`` in its data's units, and each camera under :func:`camera_key` (uint8
+    H x W x 3; ``camera_keys``: the robot's ``Info.camera_keys``)."""
     obs = {key: value.astype(np.float32) for key, value in zip(STATE_KEYS, (state.ee_pos, state.ee_quat, state.gripper, state.q, state.dq))}
     obs.update({k: v.astype(np.float32) for k, v in state.extra.items()})
+    if state_key is not None:
+        obs[state_key.key] = state_key.observe(state.q, state.gripper)
     obs.update({camera_key(cam, camera_keys): frame.pixels for cam, frame in state.images.items()})
     return obs
 

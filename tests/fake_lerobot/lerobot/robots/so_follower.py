@@ -4,12 +4,15 @@ Each ``send_action`` is one control period of the servos: every joint moves towa
 a first-order lag and carries on a little of its last motion (it coasts past a goal it stops at);
 positions read back in LeRobot's units (arm joints in degrees with ``use_degrees``, the gripper
 0..100) at the servos' resolution of 4096 steps a turn. ``cameras`` give small uint8 frames. The
-fake's own config knobs: ``motors`` (the motor names it has), ``calibrated``, ``start`` (degrees).
-Every instance keeps what it was asked to do in ``calls``; ``SOFollower.instances`` lists them.
+fake's own config knobs: ``motors`` (the motor names it has), ``calibrated``, ``start`` (degrees),
+``record`` (a file every goal sent is appended to, one JSON line each: what a test reads of a fake
+inside a `dp robot` process). Every instance keeps what it was asked to do in ``calls``;
+``SOFollower.instances`` lists them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -41,6 +44,7 @@ class SOFollowerConfig(RobotConfig):
     motors: list = field(default_factory=lambda: list(MOTORS))
     calibrated: bool = True
     start: dict = field(default_factory=lambda: dict(START))
+    record: str | None = None
 
 
 class SOFollower:
@@ -54,6 +58,7 @@ class SOFollower:
         self.connected = False
         self.periods = 0
         self.calls: list[tuple] = []
+        self.record = open(config.record, "a", buffering=1) if config.record else None  # line-buffered: read live
         SOFollower.instances.append(self)
 
     @property
@@ -96,6 +101,8 @@ class SOFollower:
     def send_action(self, action: dict) -> dict:
         self._check()
         self.calls.append(("send_action", dict(action)))
+        if self.record:
+            self.record.write(json.dumps(action) + "\n")
         for key, value in action.items():
             self.goal[self.config.motors.index(key.removesuffix(".pos"))] = float(value)
         self.v = LAG * (self.goal - self.q) + COAST * self.v
@@ -107,6 +114,8 @@ class SOFollower:
         self._check()
         self.calls.append(("disconnect",))
         self.connected = False
+        if self.record:
+            self.record.close()
 
     def _check(self) -> None:
         if not self.connected:
