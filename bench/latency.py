@@ -40,8 +40,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import timed  # noqa: E402
 from dp.config import Config, build_config  # noqa: E402
 from dp.data.normalize import Normalizer  # noqa: E402
 from dp.eval.warm_starts import evaluate_warm_starts  # noqa: E402
@@ -86,26 +85,6 @@ def preset_policy(preset: str, cameras: bool, overrides: list[str] | None = None
     stats = {k: {"min": -np.ones(v[0]), "max": np.ones(v[0])} for k, v in LOWDIM.items()}
     stats["action"] = {"min": -np.ones(7), "max": np.ones(7)}
     return Policy(model, Normalizer(stats, {"action": [6]}), cache_experts=False)
-
-
-def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:
-    """Median and p99 ms of each of ``fns`` over ``calls`` calls, interleaved (call i runs every function
-    once, in an order rotated by i), so that load on the machine falls on all modes alike."""
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for i in range(calls):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-    out = {}
-    for name, values in times.items():
-        ms = np.array(values) * 1e3
-        out[name] = {"median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3), "calls": calls}
-    return out
 
 
 def flops(fn) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit  # noqa: E402
+from bench.common import emit, train_times  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = {"pusht": "pusht_keypoints", "pusht-image": "pusht"}
@@ -68,21 +68,6 @@ def eval_json(out: Path, *argv: str) -> dict[str, Any]:
     keep = ("split", "episodes", "successes", "success_rate", "success_ci95", "mean_score", "score_ci95", "mean_length")
     return {"command": command("eval", *argv, "--task", "pusht"), "json": str(out), **{k: figures[k] for k in keep},
             "latency_ms": figures["latency_ms"]}
-
-
-def train_times(run: Path, clock: str = "elapsed_s") -> dict[int, float]:
-    """Training wall time (s; ``clock="cpu_s"``: the trainer's CPU time, where logged) at each logged
-    step, summed over the segments of a resumed run."""
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("event") == "train" and clock in r]
-    total, offset, last, out = 0.0, 0.0, 0.0, {}
-    for r in rows:
-        if r[clock] < last:  # a resumed segment starts its clock again
-            offset = total
-        last = r[clock]
-        total = offset + last
-        out[int(r["step"])] = total
-    return out
 
 
 def curve(run: Path, work: Path, episodes: int, seed: int, steps: list[int] | None = None) -> list[dict[str, Any]]:

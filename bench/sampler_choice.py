@@ -7,11 +7,14 @@ A setting is ``solver:schedule:steps[:trim]`` (dp.diffusion.solvers / schedules)
 setting with the fewest network passes whose validation success (and, for Push-T, mean score) is inside
 the 95% interval of the best setting's; ties go to the higher success, then score.
 
-    python bench/sampler_choice.py --run runs/pusht --task pusht --episodes 50 --json-out bench/results/sampler_pusht.json
-    python bench/sampler_choice.py --run runs/can --task can --episodes 50 --write      # store the choice
-    dp eval runs/can --task can --split test --episodes 100                               # then report on test seeds
+With ``--test-episodes N`` the reference (the grid's first setting) and the choice are then evaluated
+on N test seeds, which chose nothing, and their time per chunk is measured (torch, batch 1, one thread,
+experts cached; the two interleaved call by call, ``--calls`` each): the rows to report.
 
-Figures of the choice are validation figures; report the chosen sampler on test seeds afterwards.
+    python bench/sampler_choice.py --run runs/pusht --task pusht --episodes 50 --test-episodes 100 --write \\
+        --json-out bench/results/sampler_pusht.json
+    python bench/sampler_choice.py --run runs/can --task can --episodes 50 --write      # store the choice
+    dp eval runs/can --task can --split test --episodes 100                               # the choice on test seeds
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit  # noqa: E402
+from bench.common import emit, train_times  # noqa: E402
 from dp.models.checkpoint_files import CONFIG_FILE, resolve_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,10 +49,11 @@ def parse_setting(text: str) -> dict[str, Any]:
     return {"solver": parts[0], "schedule": parts[1], "steps": int(parts[2]), "trim": float(parts[3]) if len(parts) == 4 else 0.0}
 
 
-def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, replan_every: int | None, work: Path) -> dict[str, Any]:
+def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, replan_every: int | None, work: Path,
+             split: str = "val") -> dict[str, Any]:
     """`dp eval` of the checkpoint with ``setting`` written into a copy of its config (trim has no flag)."""
     values = parse_setting(setting)
-    folder = work / setting.replace(":", "_")
+    folder = work / split / setting.replace(":", "_")
     folder.mkdir(parents=True, exist_ok=True)
     for name in os.listdir(ckpt):  # a checkpoint folder of links: the weights are not copied
         if name != CONFIG_FILE and not (folder / name).exists():
@@ -58,13 +62,13 @@ def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, repl
     config.setdefault("diffusion", {}).update(values)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
     out = folder / "eval.json"
-    argv = [sys.executable, "-m", "dp.cli", "eval", str(folder), "--task", task, "--split", "val", "--episodes", str(episodes),
+    argv = [sys.executable, "-m", "dp.cli", "eval", str(folder), "--task", task, "--split", split, "--episodes", str(episodes),
             "--seed", str(seed), "--json-out", str(out), "--json", *(["--replan-every", str(replan_every)] if replan_every else [])]
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode != 0:
         raise SystemExit(f"dp eval with {setting} failed:\n{done.stderr[-2000:]}")
     figures = json.loads(out.read_text())
-    return {"setting": setting, **values, "passes_per_chunk": values["steps"], "successes": figures["successes"], "episodes": figures["episodes"],
+    return {"setting": setting, **values, "split": split, "passes_per_chunk": values["steps"], "successes": figures["successes"], "episodes": figures["episodes"],
             "success_rate": figures["success_rate"], "success_ci95": figures["success_ci95"], "mean_score": figures.get("mean_score"),
             "score_ci95": figures.get("score_ci95")}
 
@@ -79,6 +83,42 @@ def choose(rows: list[dict[str, Any]], scored: bool) -> dict[str, Any]:
         return ok and (not scored or r["mean_score"] >= best["score_ci95"][0])
 
     return min((r for r in rows if inside(r)), key=lambda r: (r["passes_per_chunk"], -r["success_rate"], -(r["mean_score"] or 0)))
+
+
+def chunk_latency(ckpt: Path, settings: list[str], calls: int) -> dict[str, dict[str, float]]:
+    """Median and p99 ms of one fully sampled chunk (an episode's first chunk) with each of ``settings``:
+    torch, batch 1, one thread, experts cached, on one observation of the policy's shapes."""
+    import numpy as np
+    import torch
+
+    from bench.common import timed
+    from dp.infer import Policy
+
+    torch.set_num_threads(1)
+    policies = {s: Policy.load(ckpt, sampler=parse_setting(s)) for s in settings}
+    first = next(iter(policies.values()))
+    rng = np.random.default_rng(0)
+    obs = {k: rng.uniform(-1, 1, first.shapes[k]).astype(np.float32) for k in first.lowdim_keys}
+    obs.update({k: rng.integers(0, 256, first.shapes[k], dtype=np.uint8) for k in first.image_keys})
+
+    def chunk(policy):
+        return lambda: (policy.reset(), policy.predict_chunk(obs))
+
+    return timed({s: chunk(p) for s, p in policies.items()}, calls)
+
+
+def training_cost(ckpt: Path) -> dict[str, Any] | None:
+    """The checkpoint's step and the training time to it (minutes of wall time and of the trainer's CPU
+    time, summed over resumed segments), from its run's metrics.jsonl; None where that is absent."""
+    run = ckpt.parent.parent
+    if not (run / "metrics.jsonl").is_file() or not ckpt.name.startswith("step_"):
+        return None
+    step = int(ckpt.name.split("_")[1])
+    wall, cpu = train_times(run), train_times(run, "cpu_s")
+    logged = [s for s in wall if s <= step]
+    at = max(logged) if logged else None
+    return {"step": step, "wall_min": round(wall[at] / 60, 1) if at is not None else None,
+            "cpu_min": round(cpu[at] / 60, 1) if at in cpu else None}
 
 
 def write_choice(ckpt: Path, chosen: dict[str, Any], note: str) -> None:
@@ -99,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", default=",".join(GRID), help=f"settings to try, comma-separated (default {','.join(GRID)})")
     parser.add_argument("--replan-every", type=int, default=None, help="as dp eval --replan-every (default: the policy's)")
     parser.add_argument("--parallel", type=int, default=2, help="evaluations at once, one thread each (default 2)")
+    parser.add_argument("--test-episodes", type=int, default=0,
+                        help="then evaluate the reference and the choice on this many test episodes, and time their chunks")
+    parser.add_argument("--calls", type=int, default=100, help="timed chunks per setting with --test-episodes (default 100)")
     parser.add_argument("--write", action="store_true", help="store the chosen sampler in the checkpoint's config.yaml")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -112,11 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     chosen = choose(rows, scored=args.task == "pusht")
     note = (f"{chosen['setting']} on {args.episodes} validation episodes of {args.task} (seed {args.seed}): success "
             f"{chosen['successes']}/{chosen['episodes']}, the cheapest inside the best setting's interval")
+    test_rows, latency = [], {}
+    if args.test_episodes:
+        pair = list(dict.fromkeys([settings[0], chosen["setting"]]))  # the reference, then the choice
+        with tempfile.TemporaryDirectory(prefix="dp-sampler-") as tmp, ThreadPoolExecutor(args.parallel) as pool:
+            test_rows = list(pool.map(lambda s: evaluate(ckpt, args.task, s, args.test_episodes, args.seed, args.replan_every, Path(tmp), "test"), pair))
+        latency = chunk_latency(ckpt, pair, args.calls)
     if args.write:
         write_choice(ckpt, chosen, note)
     out = {"bench": "sampler_choice", "checkpoint": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt.name), "task": args.task,
-           "split": "val", "episodes": args.episodes, "seed": args.seed, "replan_every": args.replan_every, "rows": rows,
-           "chosen": chosen["setting"], "why": note, "written": args.write}
+           "training": training_cost(ckpt), "split": "val", "episodes": args.episodes, "seed": args.seed, "replan_every": args.replan_every, "rows": rows,
+           "chosen": chosen["setting"], "why": note, "written": args.write,
+           "test_episodes": args.test_episodes, "test_rows": test_rows, "chunk_latency_ms": latency}
     emit(out, started, args.json_out)
     return 0
 

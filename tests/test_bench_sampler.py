@@ -60,3 +60,20 @@ def test_warm_start_modes_parse_and_bad_ones_are_refused():
     for bad in ("rti:3:2.0", "rti:3:2.0:1:noise", "full:ten:4"):
         with pytest.raises(SystemExit, match="expected full:N:E"):
             parse_mode(bad)
+
+
+@pytest.mark.slow
+def test_chunk_latency_times_each_setting_and_fewer_passes_take_less_time(tmp_path, one_torch_thread):
+    """The latency half of --test-episodes: one chunk per call with each sampler, measured in the same run."""
+    from bench.sampler_choice import chunk_latency
+    from dp.config import build_config
+    from dp.models.checkpoint_files import resolve_checkpoint
+    from dp.testing.reach_store import make_store
+    from dp.train import trainer
+
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=12)
+    trainer.train(build_config("tiny", ["train.steps=1"]), [str(store)], tmp_path / "run", progress=False)
+    times = chunk_latency(resolve_checkpoint(tmp_path / "run"), ["ddim:exponential:10", "dpmpp2m:karras:2"], calls=30)
+    assert set(times) == {"ddim:exponential:10", "dpmpp2m:karras:2"}
+    assert all(t["calls"] == 30 and 0 < t["median_ms"] <= t["p99_ms"] for t in times.values())
+    assert times["dpmpp2m:karras:2"]["median_ms"] < 0.7 * times["ddim:exponential:10"]["median_ms"]

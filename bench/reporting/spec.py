@@ -9,9 +9,12 @@ from dp.sim.tasks import TaskSpec
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
              "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
+# issue 37: the sampler chosen per policy and what the warm start buys, on these tasks
+SAMPLER_TASKS = ("can", "pusht")
+SAMPLER_BENCHES = tuple(f"{kind}_{task}" for task in SAMPLER_TASKS for kind in ("sampler", "warm_start"))
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
-           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *ABLATIONS)
+           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -105,6 +108,10 @@ HOW = {
                          "model.expert_hidden=512 --json-out bench/results/image_step_preset.json",
     "image_train": "python bench/image_train.py --json-out bench/results/image_train.json",
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
+    **{f"sampler_{task}": f"python bench/sampler_choice.py --run RUN --task {task} --episodes 50 --test-episodes 100 --write "
+                          f"--json-out bench/results/sampler_{task}.json" for task in SAMPLER_TASKS},
+    **{f"warm_start_{task}": f"python bench/warm_start.py --run RUN --task {task} --episodes 50 --json-out bench/results/warm_start_{task}.json"
+       for task in SAMPLER_TASKS},
     **{name: "the dp train / dp eval --split val commands each row lists" for name in ABLATIONS},
 }
 

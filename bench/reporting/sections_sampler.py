@@ -1,0 +1,115 @@
+"""The sampler and the warm start (issue 37): which schedule and solver each policy samples with, chosen
+on validation seeds and reported on test seeds, and what the RTI warm start buys at equal network passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.reporting.load import Results
+from bench.reporting.spec import SAMPLER_TASKS, missing
+from bench.reporting.targets import Targets
+from bench.reporting.text import ci, finite, num, pct, shown, table
+
+PUSHT_STATE_TARGET = {"score": 0.95, "success": 0.65, "cpu_min": 120}
+
+
+def _figure(r: dict[str, Any]) -> list[str]:
+    """Success (with its interval) and, on Push-T, the mean score (with its interval)."""
+    score = r.get("mean_score")
+    bounds = r.get("score_ci95") or []
+    scored = f"{num(score, 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})" if finite(score) and len(bounds) == 2 else "—"
+    return [pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}", scored]
+
+
+def _equal_at_fewer_passes(b: dict[str, Any]) -> float | None:
+    """The chosen setting's passes per chunk where its test success (and score) lies inside the
+    reference's test interval; the reference's passes otherwise; None before the test rows."""
+    rows = b.get("test_rows") or []
+    if not rows:
+        return None
+    ref, chosen = rows[0], rows[-1]
+    inside = chosen["success_rate"] >= ref["success_ci95"][0]
+    if finite(ref.get("mean_score")) and finite(chosen.get("mean_score")):
+        inside = inside and chosen["mean_score"] >= ref["score_ci95"][0]
+    return chosen["passes_per_chunk"] if inside else ref["passes_per_chunk"]
+
+
+def _latency_ratio(b: dict[str, Any]) -> float | None:
+    """The reference's median time per chunk over the choice's (same run, interleaved)."""
+    times = b.get("chunk_latency_ms") or {}
+    rows = b.get("test_rows") or []
+    if len(rows) < 2 or not all(r["setting"] in times for r in rows):
+        return None
+    return times[rows[0]["setting"]]["median_ms"] / times[rows[-1]["setting"]]["median_ms"]
+
+
+def _sampler_targets(task: str, b: dict[str, Any], targets: Targets) -> list[list[str]]:
+    """Issue 37's targets on ``task`` (not measured yet where ``b`` is empty)."""
+    passes = _equal_at_fewer_passes(b)
+    rows = [targets.check("Sampler", f"{task}: network passes per chunk at test success (and score) inside 10-step DDIM's interval",
+                          passes, "<=", 5, fmt=lambda v: num(v, 0)),
+            targets.check("Sampler", f"{task}: full-sampling (first-chunk) latency, 10-step DDIM over the choice", _latency_ratio(b), ">=", 2.0, "x")]
+    if task == "pusht":
+        test, cpu = b.get("test_rows") or [], (b.get("training") or {}).get("cpu_min")
+        chosen = test[-1] if test else {}
+        within = finite(cpu) and cpu <= PUSHT_STATE_TARGET["cpu_min"]
+        budget = f"test, <= {PUSHT_STATE_TARGET['cpu_min']} CPU-min of training"
+        rows += [targets.check("Sampler", f"Push-T state mean score, {budget}", chosen.get("mean_score") if within else float("nan"),
+                               ">=", PUSHT_STATE_TARGET["score"], fmt=lambda v: num(v, 3), available=bool(test)),
+                 targets.check("Sampler", f"Push-T state success, {budget}", chosen.get("success_rate") if within else float("nan"),
+                               ">=", PUSHT_STATE_TARGET["success"], fmt=pct, available=bool(test))]
+    return rows
+
+
+def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
+    out = [f"### `{task}`", ""]
+    training = b.get("training") or {}
+    out.append(f"Checkpoint `{shown(b.get('checkpoint'))}` (step {training.get('step', '?')}; "
+               f"{num(training.get('cpu_min'), 0)} CPU-min, {num(training.get('wall_min'), 0)} min of wall time of training). "
+               f"Validation: {b.get('episodes')} episodes per setting on `val` seeds (base seed {b.get('seed')}); chosen: "
+               f"`{b.get('chosen')}` ({b.get('why')}).")
+    out.append("")
+    headers = ["Setting (solver:schedule:steps[:trim])", "Passes per chunk", "Success", "95% CI", "Successes", "Mean score (95% CI)"]
+    out += ["Validation seeds:", "", table(headers, [[f"`{r['setting']}`", r["passes_per_chunk"], *_figure(r)] for r in b.get("rows") or []]), ""]
+    times = b.get("chunk_latency_ms") or {}
+    test = b.get("test_rows") or []
+    if test:
+        body = [[f"`{r['setting']}`" + (" (reference)" if i == 0 else " (chosen)"), r["passes_per_chunk"], *_figure(r),
+                 f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}"]
+                for i, r in enumerate(test)]
+        out += [f"Test seeds ({b.get('test_episodes')} episodes each, never used for a choice); time per fully sampled chunk: torch, "
+                "batch 1, one thread, experts cached, the two interleaved:", "",
+                table([*headers, "Chunk ms (median / p99)"], body), ""]
+    rows = _sampler_targets(task, b, targets)
+    out += [table(["Metric", "Measured", "Target", "Verdict"], rows), ""]
+    return out
+
+
+def _warm_start_task(task: str, b: dict[str, Any]) -> list[str]:
+    headers = ["Mode", "Passes per executed action", "Success", "95% CI", "Successes", "Mean score (95% CI)"]
+    body = [[f"`{r['mode']}`", num(r.get("passes_per_action")), *_figure(r)] for r in b.get("rows") or []]
+    return [f"### Warm start on `{task}`", "", f"{b.get('episodes')} episodes per mode on `val` seeds (base seed {b.get('seed')}); "
+            f"{b.get('note', '')}.", "", table(headers, body), ""]
+
+
+def section_sampler(results: Results, targets: Targets) -> list[str]:
+    """Per task: the sampler grid on validation seeds, the reference and the choice on test seeds with
+    their chunk latency, the warm-start modes; then the findings (``sampler_notes`` of a bench)."""
+    out = ["## The sampler and the warm start", "",
+           "Training draws log(sigma) around log(0.5) (MoDE's recipe); MoDE's 10-step exponential schedule from 80 to 0.001 "
+           "spends about half its network passes where training never looked. `bench/sampler_choice.py` compares schedules "
+           "(exponential, Karras, one fitted to the training sigmas, trimmed) and solvers (DDIM, DPM-Solver++(2M)) on validation "
+           "seeds and stores the cheapest setting inside the best one's interval in the checkpoint (`dp eval`, `dp export` and "
+           "`dp node` read it); `bench/warm_start.py` compares full sampling and RTI warm starts (the shifted previous chunk or a "
+           "zero guess, RTI-DP's re-planning every step) at the network passes each spends per executed action. Modes: "
+           "`full:N:E` N steps from noise every E control steps; `rti:K:S:E[:zero]` K steps from sigma S every E.", ""]
+    for task in SAMPLER_TASKS:
+        b = results.bench(f"sampler_{task}")
+        if b:
+            out += _sampler_task(task, b, targets)
+        else:
+            _sampler_targets(task, {}, targets)
+            out += [f"### `{task}`", "", missing(f"sampler_{task}"), ""]
+        w = results.bench(f"warm_start_{task}")
+        out += _warm_start_task(task, w) if w else [f"### Warm start on `{task}`", "", missing(f"warm_start_{task}"), ""]
+    return out
