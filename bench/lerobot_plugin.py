@@ -1,7 +1,8 @@
 """dp's policy trained through LeRobot (the ``mode`` plugin, docs/lerobot.md) against ``dp train``: windows/s
-of each at the same preset, size and batch (and, unless told otherwise, data-loader workers), and their ratio (the target: the
-plugin at >= 80% of dp); then, with ``--episodes N``, the plugin's weights evaluated by ``lerobot-eval``
-in LeRobot's Push-T environment and, converted with ``to-dp``, by ``dp eval --task pusht --split test``.
+of each at the same preset, size, batch and torch threads (``--threads``, default the CPU count) and, unless
+told otherwise, data-loader workers, and their ratio (the target: the plugin at >= 80% of dp); then, with
+``--episodes N``, the plugin's weights evaluated by ``lerobot-eval`` in LeRobot's Push-T environment and,
+converted with ``to-dp``, by ``dp eval --task pusht --split test``.
 Prints JSON (with every command it ran) and writes it to ``--json-out``.
 
 Runs from dp's environment; LeRobot's side runs in LeRobot's virtualenv (``--venv``, default
@@ -76,7 +77,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def lerobot_train(args: argparse.Namespace, dataset: Path) -> dict[str, Any]:
-    """``lerobot-train --policy.type=mode``; windows/s = batch / (update + data-loading seconds per step)."""
+    """``lerobot-train --policy.type=mode``; windows/s = batch / (update + data-loading seconds per step), and
+    update_windows_per_s = batch / update seconds (what the plugin's step would give with free data loading)."""
     out = args.work / "lerobot_run"
     overrides = "[" + ", ".join(json.dumps(o) for o in args.overrides) + "]"
     cmd = [str(args.venv / "bin" / "lerobot-train"), "--policy.type=mode", f"--policy.preset={args.preset}",
@@ -85,23 +87,25 @@ def lerobot_train(args: argparse.Namespace, dataset: Path) -> dict[str, Any]:
            f"--steps={args.steps}", f"--batch_size={args.batch}", f"--num_workers={args.lerobot_workers}", f"--log_freq={args.log_every}",
            f"--save_freq={args.steps}", "--eval_freq=0", "--seed=0", f"--output_dir={out}", "--wandb.enable=false"]
     t0 = time.perf_counter()
-    text = sh(cmd, args.work / "lerobot_train.log")
+    text = sh(cmd, args.work / "lerobot_train.log", env={"OMP_NUM_THREADS": str(args.threads)})  # torch's intra-op threads
     rows = [(float(u), float(d), float(loss)) for loss, u, d in
             re.findall(r"\bloss:([0-9.]+) .*?updt_s:([0-9.]+) data_s:([0-9.]+)", text)]
     steady = rows[1:] or rows
     per_step = sum(u + d for u, d, _ in steady) / len(steady)
+    update = sum(u for u, _, _ in steady) / len(steady)  # the plugin's step alone, without LeRobot's data loading
     return {"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t0, 1), "windows_per_s": round(args.batch / per_step, 2),
+            "update_windows_per_s": round(args.batch / update, 2),
             "s_per_step": round(per_step, 4), "data_s_per_step": round(sum(d for _, d, _ in steady) / len(steady), 4),
             "final_loss": rows[-1][2] if rows else None, "run": str(out)}
 
 
 def dp_train(args: argparse.Namespace, store: Path) -> dict[str, Any]:
-    """``dp train`` with the same preset, overrides, steps, batch and workers; windows/s from its metrics."""
+    """``dp train`` with the same preset, overrides, steps, batch, workers and threads; windows/s from its metrics."""
     out = args.work / "dp_run"
     cmd = [sys.executable, "-m", "dp", "train", "--data", str(store), "--preset", args.preset, "--out", str(out), "--no-progress",
            f"train.steps={args.steps}", f"train.batch_size={args.batch}", f"train.num_workers={args.workers}",
            f"train.log_every={args.log_every}", f"train.val_every={args.steps}", f"train.ckpt_every={args.steps}",
-           f"train.device={args.device}", f"train.amp={str(args.amp).lower()}", *args.overrides]
+           f"train.device={args.device}", f"train.amp={str(args.amp).lower()}", f"train.threads={args.threads}", *args.overrides]
     t0 = time.perf_counter()
     sh(cmd, args.work / "dp_train.log")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -158,6 +162,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64, help="batch size of each (default 64)")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers of each (default: dp's, 2 with images, else 0)")
     parser.add_argument("--lerobot-workers", type=int, default=None, help="lerobot-train's data-loader workers (default: --workers)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each (default: the CPU count)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--amp", action="store_true", help="mixed precision in both (LeRobot's use_amp, dp's train.amp; default off: fp32)")
     parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes of the plugin's weights in each (default 0: none)")
@@ -184,7 +189,7 @@ def main() -> None:
     started = time.perf_counter()
     store, dataset = prepare(args)
     result: dict[str, Any] = {"obs": args.obs, "preset": args.preset, "overrides": args.overrides, "steps": args.steps, "batch_size": args.batch,
-                              "workers": args.workers, "lerobot_workers": args.lerobot_workers, "device": args.device, "amp": args.amp, "cpus": os.cpu_count(), "dataset": str(dataset)}
+                              "workers": args.workers, "threads": args.threads, "lerobot_workers": args.lerobot_workers, "device": args.device, "amp": args.amp, "cpus": os.cpu_count(), "dataset": str(dataset)}
     result["lerobot_train"] = lerobot_train(args, dataset)
     result["dp_train"] = dp_train(args, store)
     result["ratio_windows_per_s"] = round(result["lerobot_train"]["windows_per_s"] / result["dp_train"]["windows_per_s"], 3)

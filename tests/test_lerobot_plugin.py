@@ -30,7 +30,7 @@ def test_plugin_in_lerobot_virtualenv():
         pytest.skip(f"the plugin or pytest is not installed in {VENV}: {INSTALL}")
     if not os.path.isdir(PUSHT_SRC):
         pytest.skip(PUSHT_SRC_MISSING)
-    out = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "integrations/lerobot_policy_mode/tests"],
+    out = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "integrations/lerobot_policy_mode/tests"],
                          cwd=ROOT, env={**os.environ, "DP_PYTHON": sys.executable}, capture_output=True, text=True, timeout=900)
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
