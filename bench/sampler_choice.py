@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit, train_times  # noqa: E402
-from dp.models.checkpoint_files import CONFIG_FILE, resolve_checkpoint  # noqa: E402
+from dp.models.checkpoint_files import CONFIG_FILE, STATE_FILE, resolve_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID = ("ddim:exponential:10", "ddim:exponential:5", "dpmpp2m:exponential:5", "dpmpp2m:karras:5", "dpmpp2m:karras:5:0.001",
@@ -49,18 +50,30 @@ def parse_setting(text: str) -> dict[str, Any]:
     return {"solver": parts[0], "schedule": parts[1], "steps": int(parts[2]), "trim": float(parts[3]) if len(parts) == 4 else 0.0}
 
 
+def evaluation_folder(ckpt: Path, setting: str, work: Path, split: str) -> Path:
+    """A checkpoint folder of its own under ``work`` whose config.yaml samples with ``setting`` (trim has no flag)."""
+    values = parse_setting(setting)
+    folder = work / split / setting.replace(":", "_")
+    folder.mkdir(parents=True, exist_ok=True)
+    # a checkpoint folder of its own: hard links (copies across filesystems), not symlinks, which
+    # resolve_checkpoint follows back to the original folder and its config; no training state
+    for name in os.listdir(ckpt):
+        if name not in (CONFIG_FILE, STATE_FILE) and not (folder / name).exists():
+            try:
+                os.link((ckpt / name).resolve(), folder / name)
+            except OSError:
+                shutil.copy2(ckpt / name, folder / name)
+    config = yaml.safe_load((ckpt / CONFIG_FILE).read_text())
+    config.setdefault("diffusion", {}).update(values)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
 def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, replan_every: int | None, work: Path,
              split: str = "val") -> dict[str, Any]:
     """`dp eval` of the checkpoint with ``setting`` written into a copy of its config (trim has no flag)."""
     values = parse_setting(setting)
-    folder = work / split / setting.replace(":", "_")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in os.listdir(ckpt):  # a checkpoint folder of links: the weights are not copied
-        if name != CONFIG_FILE and not (folder / name).exists():
-            (folder / name).symlink_to((ckpt / name).resolve())
-    config = yaml.safe_load((ckpt / CONFIG_FILE).read_text())
-    config.setdefault("diffusion", {}).update(values)
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    folder = evaluation_folder(ckpt, setting, work, split)
     out = folder / "eval.json"
     argv = [sys.executable, "-m", "dp.cli", "eval", str(folder), "--task", task, "--split", split, "--episodes", str(episodes),
             "--seed", str(seed), "--json-out", str(out), "--json", *(["--replan-every", str(replan_every)] if replan_every else [])]

@@ -77,3 +77,25 @@ def test_chunk_latency_times_each_setting_and_fewer_passes_take_less_time(tmp_pa
     assert set(times) == {"ddim:exponential:10", "dpmpp2m:karras:2"}
     assert all(t["calls"] == 30 and 0 < t["median_ms"] <= t["p99_ms"] for t in times.values())
     assert times["dpmpp2m:karras:2"]["median_ms"] < 0.7 * times["ddim:exponential:10"]["median_ms"]
+
+
+@pytest.mark.slow
+def test_each_setting_is_evaluated_from_a_checkpoint_that_loads_with_it(tmp_path, one_torch_thread):
+    """The evaluation folder of a setting is a checkpoint of its own: loading it gives that setting's
+    sampler, not the original checkpoint's (a folder of symlinks resolved back to the original once)."""
+    from bench.sampler_choice import evaluation_folder
+    from dp.config import build_config
+    from dp.infer import Policy
+    from dp.models.checkpoint_files import resolve_checkpoint
+    from dp.testing.reach_store import make_store
+    from dp.train import trainer
+
+    store = make_store(tmp_path / "s.zarr", episodes=2, length=12)
+    trainer.train(build_config("tiny", ["train.steps=1"]), [str(store)], tmp_path / "run", progress=False)
+    ckpt = resolve_checkpoint(tmp_path / "run")
+    folder = evaluation_folder(ckpt, "dpmpp2m:karras:4:0.01", tmp_path / "work", "val")
+    assert resolve_checkpoint(folder) == folder
+    policy = Policy.load(folder)
+    d = policy.cfg.diffusion
+    assert (policy.steps, d.solver, d.schedule, d.trim) == (4, "dpmpp2m", "karras", 0.01)
+    assert Policy.load(ckpt).steps == build_config("tiny").diffusion.steps  # the original is untouched
