@@ -209,10 +209,7 @@ class Info:
         if not all(k in cameras and isinstance(v, str) and 0 < len(v) <= 64 for k, v in camera_keys.items()):
             raise ProtocolError(f"{n}.camera_keys", f"expected camera -> observation key for cameras of {cameras}, got {camera_keys!r}")
         state_key = None if d.get("state_key") is None else StateKey.from_wire(d["state_key"], f"{n}.state_key")
-        taken = [*STATE_KEYS, *extra, *(camera_key(cam, camera_keys) for cam in cameras)]
-        if state_key is not None and state_key.key in taken:
-            raise ProtocolError(f"{n}.state_key.key", f"{state_key.key!r} is already an observation key of this robot ({taken})")
-        return cls(
+        info = cls(
             boot=int_field(d, "boot", n), robot=str_field(d, "robot", n), control_hz=float_field(d, "control_hz", n, 0.1, 10_000),
             state_hz=float_field(d, "state_hz", n, 0.1, 100_000), n_joints=int_field(d, "n_joints", n, 0, MAX_JOINTS),
             modes=modes, action_scale=(float(scale[0]), float(scale[1])), command_port=int_field(d, "command_port", n, 1, 65535),
@@ -220,6 +217,11 @@ class Info:
             instruction=str_field(d, "instruction", n, optional=True), horizon=int_field(d, "horizon", n, 0, 10**9),
             seed=int_field(d, "seed", n, 0, (1 << 32) - 1), camera_keys=camera_keys, state_key=state_key,
         )
+        keys = info.observation_keys()
+        if state_key is not None and keys.count(state_key.key) > 1:
+            keys.remove(state_key.key)  # its own entry: the others are the robot's other keys
+            raise ProtocolError(f"{n}.state_key.key", f"{state_key.key!r} is already an observation key of this robot ({keys})")
+        return info
 
     def observation_keys(self) -> list[str]:
         """The keys :func:`observation_from_state` gives for this robot's States."""
