@@ -24,6 +24,12 @@ def emit(out: dict[str, Any], started: float, json_out: Path | None) -> None:
         json_out.write_text(text + "\n")
 
 
+def scored(task: str) -> bool:
+    """Whether ``task``'s episodes have a score worth choosing and reporting beside success (Push-T's
+    coverage; elsewhere the score is the success itself)."""
+    return task == "pusht"
+
+
 def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:
     """Median and p99 ms of each of ``fns`` over ``calls`` calls, interleaved (call i runs every function
     once, in an order rotated by i), so that load on the machine falls on all modes alike."""

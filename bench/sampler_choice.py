@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit, train_times  # noqa: E402
+from bench.common import emit, scored, timed, train_times  # noqa: E402
 from dp.models.checkpoint_files import CONFIG_FILE, STATE_FILE, resolve_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +50,13 @@ def parse_setting(text: str) -> dict[str, Any]:
     return {"solver": parts[0], "schedule": parts[1], "steps": int(parts[2]), "trim": float(parts[3]) if len(parts) == 4 else 0.0}
 
 
+def with_sampler(config_path: Path, values: dict[str, Any]) -> str:
+    """The YAML of the config at ``config_path`` with ``values`` set in its diffusion section."""
+    config = yaml.safe_load(config_path.read_text())
+    config.setdefault("diffusion", {}).update(values)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def evaluation_folder(ckpt: Path, setting: str, work: Path, split: str) -> Path:
     """A checkpoint folder of its own under ``work`` whose config.yaml samples with ``setting`` (trim has no flag)."""
     values = parse_setting(setting)
@@ -63,9 +70,7 @@ def evaluation_folder(ckpt: Path, setting: str, work: Path, split: str) -> Path:
                 os.link((ckpt / name).resolve(), folder / name)
             except OSError:
                 shutil.copy2(ckpt / name, folder / name)
-    config = yaml.safe_load((ckpt / CONFIG_FILE).read_text())
-    config.setdefault("diffusion", {}).update(values)
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    (folder / CONFIG_FILE).write_text(with_sampler(ckpt / CONFIG_FILE, values))
     return folder
 
 
@@ -104,7 +109,6 @@ def chunk_latency(ckpt: Path, settings: list[str], calls: int) -> dict[str, dict
     import numpy as np
     import torch
 
-    from bench.common import timed
     from dp.infer import Policy
 
     torch.set_num_threads(1)
@@ -137,10 +141,9 @@ def training_cost(ckpt: Path) -> dict[str, Any] | None:
 def write_choice(ckpt: Path, chosen: dict[str, Any], note: str) -> None:
     """Store the chosen sampler in the checkpoint's config.yaml (the tensor files, and their checksums, stay)."""
     path = ckpt / CONFIG_FILE
-    config = yaml.safe_load(path.read_text())
-    config.setdefault("diffusion", {}).update({k: chosen[k] for k in ("solver", "schedule", "steps", "trim")})
+    text = with_sampler(path, {k: chosen[k] for k in ("solver", "schedule", "steps", "trim")})
     path.unlink()  # the checkpoint's config may be a link shared with the run folder: write a file of its own
-    path.write_text(f"# diffusion sampler chosen by bench/sampler_choice.py: {note}\n" + yaml.safe_dump(config, sort_keys=False))
+    path.write_text(f"# diffusion sampler chosen by bench/sampler_choice.py: {note}\n" + text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,16 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     for s in settings:
         parse_setting(s)
     with tempfile.TemporaryDirectory(prefix="dp-sampler-") as tmp, ThreadPoolExecutor(args.parallel) as pool:
-        rows = list(pool.map(lambda s: evaluate(ckpt, args.task, s, args.episodes, args.seed, args.replan_every, Path(tmp)), settings))
-    chosen = choose(rows, scored=args.task == "pusht")
+        def evaluate_all(names: list[str], episodes: int, split: str) -> list[dict[str, Any]]:
+            return list(pool.map(lambda s: evaluate(ckpt, args.task, s, episodes, args.seed, args.replan_every, Path(tmp), split), names))
+
+        rows = evaluate_all(settings, args.episodes, "val")
+        chosen = choose(rows, scored=scored(args.task))
+        pair = list(dict.fromkeys([settings[0], chosen["setting"]]))  # the reference, then the choice
+        test_rows = evaluate_all(pair, args.test_episodes, "test") if args.test_episodes else []
     note = (f"{chosen['setting']} on {args.episodes} validation episodes of {args.task} (seed {args.seed}): success "
             f"{chosen['successes']}/{chosen['episodes']}, the cheapest inside the best setting's interval")
-    test_rows, latency = [], {}
-    if args.test_episodes:
-        pair = list(dict.fromkeys([settings[0], chosen["setting"]]))  # the reference, then the choice
-        with tempfile.TemporaryDirectory(prefix="dp-sampler-") as tmp, ThreadPoolExecutor(args.parallel) as pool:
-            test_rows = list(pool.map(lambda s: evaluate(ckpt, args.task, s, args.test_episodes, args.seed, args.replan_every, Path(tmp), "test"), pair))
-        latency = chunk_latency(ckpt, pair, args.calls)
+    latency = chunk_latency(ckpt, pair, args.calls) if args.test_episodes else {}
     if args.write:
         write_choice(ckpt, chosen, note)
     out = {"bench": "sampler_choice", "checkpoint": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt.name), "task": args.task,

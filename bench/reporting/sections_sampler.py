@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import scored
 from bench.reporting.load import Results
 from bench.reporting.spec import SAMPLER_TASKS, missing
 from bench.reporting.targets import Targets
@@ -13,23 +14,24 @@ from bench.reporting.text import ci, finite, num, pct, shown, table
 PUSHT_STATE_TARGET = {"score": 0.95, "success": 0.65, "cpu_min": 120}
 
 
-def _figure(r: dict[str, Any]) -> list[str]:
-    """Success (with its interval) and, on Push-T, the mean score (with its interval)."""
-    score = r.get("mean_score")
-    bounds = r.get("score_ci95") or []
-    scored = f"{num(score, 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})" if finite(score) and len(bounds) == 2 else "—"
-    return [pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}", scored]
+def _figure(r: dict[str, Any], task: str) -> list[str]:
+    """Success (with its interval) and, where the task has a score of its own (:func:`bench.common.scored`),
+    the mean score (with its interval)."""
+    score, bounds = r.get("mean_score"), r.get("score_ci95") or []
+    shown_score = f"{num(score, 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})" if scored(task) and finite(score) and len(bounds) == 2 else "—"
+    return [pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}", shown_score]
 
 
-def _equal_at_fewer_passes(b: dict[str, Any]) -> float | None:
-    """The chosen setting's passes per chunk where its test success (and score) lies inside the
-    reference's test interval; the reference's passes otherwise; None before the test rows."""
+def _equal_at_fewer_passes(task: str, b: dict[str, Any]) -> float | None:
+    """The chosen setting's passes per chunk where its test success (and, where the task is scored, its
+    score) lies inside the reference's test interval, as the bench chose on validation seeds; the
+    reference's passes otherwise; None before the test rows."""
     rows = b.get("test_rows") or []
     if not rows:
         return None
     ref, chosen = rows[0], rows[-1]
     inside = chosen["success_rate"] >= ref["success_ci95"][0]
-    if finite(ref.get("mean_score")) and finite(chosen.get("mean_score")):
+    if scored(task):
         inside = inside and chosen["mean_score"] >= ref["score_ci95"][0]
     return chosen["passes_per_chunk"] if inside else ref["passes_per_chunk"]
 
@@ -45,7 +47,7 @@ def _latency_ratio(b: dict[str, Any]) -> float | None:
 
 def _sampler_targets(task: str, b: dict[str, Any], targets: Targets) -> list[list[str]]:
     """Issue 37's targets on ``task`` (not measured yet where ``b`` is empty)."""
-    passes = _equal_at_fewer_passes(b)
+    passes = _equal_at_fewer_passes(task, b)
     rows = [targets.check("Sampler", f"{task}: network passes per chunk at test success (and score) inside 10-step DDIM's interval",
                           passes, "<=", 5, fmt=lambda v: num(v, 0)),
             targets.check("Sampler", f"{task}: full-sampling (first-chunk) latency, 10-step DDIM over the choice", _latency_ratio(b), ">=", 2.0, "x")]
@@ -70,11 +72,11 @@ def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
                f"`{b.get('chosen')}` ({b.get('why')}).")
     out.append("")
     headers = ["Setting (solver:schedule:steps[:trim])", "Passes per chunk", "Success", "95% CI", "Successes", "Mean score (95% CI)"]
-    out += ["Validation seeds:", "", table(headers, [[f"`{r['setting']}`", r["passes_per_chunk"], *_figure(r)] for r in b.get("rows") or []]), ""]
+    out += ["Validation seeds:", "", table(headers, [[f"`{r['setting']}`", r["passes_per_chunk"], *_figure(r, task)] for r in b.get("rows") or []]), ""]
     times = b.get("chunk_latency_ms") or {}
     test = b.get("test_rows") or []
     if test:
-        body = [[f"`{r['setting']}`" + (" (reference)" if i == 0 else " (chosen)"), r["passes_per_chunk"], *_figure(r),
+        body = [[f"`{r['setting']}`" + (" (reference)" if i == 0 else " (chosen)"), r["passes_per_chunk"], *_figure(r, task),
                  f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}"]
                 for i, r in enumerate(test)]
         out += [f"Test seeds ({b.get('test_episodes')} episodes each, never used for a choice); time per fully sampled chunk: torch, "
@@ -87,14 +89,14 @@ def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
 
 def _warm_start_task(task: str, b: dict[str, Any]) -> list[str]:
     headers = ["Mode", "Passes per executed action", "Success", "95% CI", "Successes", "Mean score (95% CI)"]
-    body = [[f"`{r['mode']}`", num(r.get("passes_per_action")), *_figure(r)] for r in b.get("rows") or []]
+    body = [[f"`{r['mode']}`", num(r.get("passes_per_action")), *_figure(r, task)] for r in b.get("rows") or []]
     return [f"### Warm start on `{task}`", "", f"{b.get('episodes')} episodes per mode on `val` seeds (base seed {b.get('seed')}); "
             f"{b.get('note', '')}.", "", table(headers, body), ""]
 
 
 def section_sampler(results: Results, targets: Targets) -> list[str]:
     """Per task: the sampler grid on validation seeds, the reference and the choice on test seeds with
-    their chunk latency, the warm-start modes; then the findings (``sampler_notes`` of a bench)."""
+    their chunk latency, and the warm-start modes (the findings are in the experiment notes)."""
     out = ["## The sampler and the warm start", "",
            "Training draws log(sigma) around log(0.5) (MoDE's recipe); MoDE's 10-step exponential schedule from 80 to 0.001 "
            "spends about half its network passes where training never looked. `bench/sampler_choice.py` compares schedules "
