@@ -17,7 +17,9 @@ policy is evaluated by ``dp eval`` only.
 
     python bench/lerobot_plugin.py --obs image --demos 3 --steps 20 --batch 8 --episodes 2 \\
         --overrides model.d_model=32 model.n_layers=1 --json-out /tmp/lerobot_plugin_smoke.json       # smoke
-    python bench/lerobot_plugin.py --obs image --steps 8500 --batch 64 --episodes 100                  # the figures
+    python bench/lerobot_plugin.py --obs image --steps 200 --threads 1 --workers 1                     # speed
+    python bench/lerobot_plugin.py --obs image --steps 3000 --threads 1 --workers 1 --parts lerobot,eval \
+        --episodes 100 --save-every 500                                   # the figures (after a stop: --resume)
 """
 
 from __future__ import annotations
@@ -81,13 +83,17 @@ def lerobot_train(args: argparse.Namespace, dataset: Path) -> dict[str, Any]:
     update_windows_per_s = batch / update seconds (what the plugin's step would give with free data loading)."""
     out = args.work / "lerobot_run"
     overrides = "[" + ", ".join(json.dumps(o) for o in args.overrides) + "]"
-    cmd = [str(args.venv / "bin" / "lerobot-train"), "--policy.type=mode", f"--policy.preset={args.preset}",
-           f"--policy.overrides={overrides}", f"--policy.device={args.device}", f"--policy.use_amp={str(args.amp).lower()}",
-           "--dataset.repo_id=local/pusht", f"--dataset.root={dataset}", f"--dataset.video_backend={args.video_backend}",
-           f"--steps={args.steps}", f"--batch_size={args.batch}", f"--num_workers={args.lerobot_workers}", f"--log_freq={args.log_every}",
-           f"--save_freq={args.steps}", "--eval_freq=0", "--seed=0", f"--output_dir={out}", "--wandb.enable=false"]
+    if args.resume:  # lerobot-train's own resume: the saved train_config.json, the optimiser and the step counter
+        cmd = [str(args.venv / "bin" / "lerobot-train"), f"--config_path={out / 'checkpoints' / 'last' / 'pretrained_model' / 'train_config.json'}",
+               "--resume=true"]
+    else:
+        cmd = [str(args.venv / "bin" / "lerobot-train"), "--policy.type=mode", f"--policy.preset={args.preset}",
+               f"--policy.overrides={overrides}", f"--policy.device={args.device}", f"--policy.use_amp={str(args.amp).lower()}",
+               "--dataset.repo_id=local/pusht", f"--dataset.root={dataset}", f"--dataset.video_backend={args.video_backend}",
+               f"--steps={args.steps}", f"--batch_size={args.batch}", f"--num_workers={args.lerobot_workers}", f"--log_freq={args.log_every}",
+               f"--save_freq={args.save_every or args.steps}", "--eval_freq=0", "--seed=0", f"--output_dir={out}", "--wandb.enable=false"]
     t0 = time.perf_counter()
-    text = sh(cmd, args.work / "lerobot_train.log", env={"OMP_NUM_THREADS": str(args.threads)})  # torch's intra-op threads
+    text = sh(cmd, args.work / ("lerobot_train_resumed.log" if args.resume else "lerobot_train.log"), env={"OMP_NUM_THREADS": str(args.threads)})  # torch's intra-op threads
     rows = [(float(u), float(d), float(loss)) for loss, u, d in
             re.findall(r"\bloss:([0-9.]+) .*?updt_s:([0-9.]+) data_s:([0-9.]+)", text)]
     steady = rows[1:] or rows
@@ -165,6 +171,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of each (default: the CPU count)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--amp", action="store_true", help="mixed precision in both (LeRobot's use_amp, dp's train.amp; default off: fp32)")
+    parser.add_argument("--parts", default="lerobot,dp,eval", help="comma-separated, default all: lerobot (lerobot-train), dp (dp train; "
+                        "with lerobot, the windows/s ratio), eval (with --episodes N: lerobot-train's weights under --work evaluated in both)")
+    parser.add_argument("--save-every", type=int, default=0, help="lerobot-train's checkpoint interval (default: only at the end)")
+    parser.add_argument("--resume", action="store_true", help="resume the lerobot-train run under --work from its last checkpoint")
     parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes of the plugin's weights in each (default 0: none)")
     parser.add_argument("--eval-batch", type=int, default=10, help="lerobot-eval's parallel environments (default 10)")
     parser.add_argument("--demos", type=int, default=0, help="use the first N demonstrations (default 0: all)")
@@ -174,6 +184,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_lerobot_plugin", help="working folder (reused data)")
     parser.add_argument("--json-out", type=Path, default=REPO / "bench" / "results" / "lerobot_plugin.json")
     args = parser.parse_args()
+    args.parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not args.parts <= {"lerobot", "dp", "eval"}:
+        raise SystemExit(f"--parts {','.join(sorted(args.parts))}: choose from lerobot, dp, eval")
+    if not args.episodes:
+        args.parts.discard("eval")
     args.preset = args.preset or PRESETS[args.obs]
     args.workers = (2 if args.obs == "image" else 0) if args.workers is None else args.workers
     args.lerobot_workers = args.workers if args.lerobot_workers is None else args.lerobot_workers
@@ -182,19 +197,25 @@ def main() -> None:
         raise SystemExit(f"no LeRobot virtualenv at {args.venv}: bash bench/peers/setup_lerobot.sh, then install dp and the plugin there (docs/lerobot.md)")
     if not args.src.is_dir():
         raise SystemExit(f"{args.src}: Diffusion Policy's Push-T replay (data/pusht of the Diffusion Policy release) not found; pass --src")
-    for name in ("lerobot_run", "dp_run", "lerobot_eval", "lerobot_run_as_dp"):
+    fresh = {"lerobot": [] if args.resume else ["lerobot_run"], "dp": ["dp_run"], "eval": ["lerobot_eval", "lerobot_run_as_dp"]}
+    for name in (name for part in sorted(args.parts) for name in fresh[part]):
         if (args.work / name).exists():
             raise SystemExit(f"{args.work / name} exists from an earlier run: remove it or choose another --work")
+    if (args.resume or args.parts == {"eval"}) and not (args.work / "lerobot_run" / "checkpoints" / "last").exists():
+        raise SystemExit(f"no lerobot-train checkpoint under {args.work / 'lerobot_run'} to resume or evaluate")
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     store, dataset = prepare(args)
     result: dict[str, Any] = {"obs": args.obs, "preset": args.preset, "overrides": args.overrides, "steps": args.steps, "batch_size": args.batch,
                               "workers": args.workers, "threads": args.threads, "lerobot_workers": args.lerobot_workers, "device": args.device, "amp": args.amp, "cpus": os.cpu_count(), "dataset": str(dataset)}
-    result["lerobot_train"] = lerobot_train(args, dataset)
-    result["dp_train"] = dp_train(args, store)
-    result["ratio_windows_per_s"] = round(result["lerobot_train"]["windows_per_s"] / result["dp_train"]["windows_per_s"], 3)
-    if args.episodes:
-        pretrained = Path(result["lerobot_train"]["run"]) / "checkpoints" / "last" / "pretrained_model"
+    if "lerobot" in args.parts:
+        result["lerobot_train"] = lerobot_train(args, dataset)
+    if "dp" in args.parts:
+        result["dp_train"] = dp_train(args, store)
+    if {"lerobot", "dp"} <= args.parts:
+        result["ratio_windows_per_s"] = round(result["lerobot_train"]["windows_per_s"] / result["dp_train"]["windows_per_s"], 3)
+    if "eval" in args.parts:
+        pretrained = args.work / "lerobot_run" / "checkpoints" / "last" / "pretrained_model"
         result["lerobot_eval"] = lerobot_eval(args, pretrained) if args.obs == "image" else "not run: LeRobot's Push-T env has no 9-keypoint observation"
         result["dp_eval"] = dp_eval(args, pretrained)
     emit(result, started, args.json_out)

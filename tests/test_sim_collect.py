@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import psutil
 import pytest
+import yaml
 
 from dp.cli import main
 from dp.collect.collector import collect
@@ -290,3 +291,19 @@ def test_intended_labels_record_the_noise_free_command(tmp_path, capsys):
     assert len(EpisodeStore.open(out)) == 1
     with pytest.raises(DpError, match="expert labels must be one of executed, intended"):
         make_expert("lift", labels="clean")
+
+
+def test_robosuite_image_preset_trains_on_the_collected_cameras_and_refuses_frames_smaller_than_its_crop(camera_store, tmp_path, capsys):
+    capsys.readouterr()
+    # the preset crops 76 of 84-pixel frames: a store of 48-pixel frames is refused by name before training
+    assert main(["train", "--data", str(camera_store), "--preset", "robosuite-image", "--out", str(tmp_path / "refused"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "model.aug_crop=76" in err and "agentview_image: 48x48" in err and "robot0_eye_in_hand_image: 48x48" in err
+    assert not (tmp_path / "refused" / "model.safetensors").exists()
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(camera_store), "--preset", "robosuite-image", "--out", str(run), "--no-progress",
+                 "model.aug_crop=40", "model.d_model=32", "model.n_layers=1", "model.expert_hidden=32", "model.vision_channels=[8,8,8]",
+                 "train.steps=2", "train.val_every=2", "train.ckpt_every=2", "data.val_fraction=0.5"]) == 0
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert data["lowdim_keys"] == ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]  # no object state
+    assert data["image_keys"] == ["agentview_image", "robot0_eye_in_hand_image"]

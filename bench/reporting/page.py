@@ -9,6 +9,7 @@ from bench.reporting.load import Results
 from bench.reporting.readme import headline_rows
 from bench.reporting.sections_ablation import section_ablation
 from bench.reporting.sections_peers import section_peers
+from bench.reporting.sections_plugin import section_plugin
 from bench.reporting.sections_policy import (
     runtime_targets,
     success_targets,
@@ -101,7 +102,7 @@ def build_page(results: Results, out: Path, img: Path) -> str:
     data = section_data(results, targets)
     formats = section_formats(results, targets)
     training = section_training(results, img, rel)
-    peers = section_peers(results, targets)
+    peers = section_peers(results, targets) + section_plugin(results, targets)
     quickstart = section_quickstart(results)
     inputs = section_inputs(results)
     verdicts = [r[4] for r in targets.rows]

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.common import scored
 from bench.reporting.load import Results
-from bench.reporting.spec import SAMPLER_TASKS, missing
+from bench.reporting.spec import SAMPLER_TASKS, WARM_START_TASKS, missing
 from bench.reporting.targets import Targets
 from bench.reporting.text import ci, finite, num, pct, shown, table
 
@@ -112,6 +112,7 @@ def section_sampler(results: Results, targets: Targets) -> list[str]:
         else:
             _sampler_targets(task, {}, targets)
             out += [f"### `{task}`", "", missing(f"sampler_{task}"), ""]
+    for task in WARM_START_TASKS:
         w = results.bench(f"warm_start_{task}")
         out += _warm_start_task(task, w) if w else [f"### Warm start on `{task}`", "", missing(f"warm_start_{task}"), ""]
     return out

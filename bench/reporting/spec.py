@@ -11,10 +11,13 @@ ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": 
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
 # issue 37: the sampler chosen per policy and what the warm start buys, on these tasks
 SAMPLER_TASKS = ("can", "pusht")
-SAMPLER_BENCHES = tuple(f"{kind}_{task}" for task in SAMPLER_TASKS for kind in ("sampler", "warm_start"))
+WARM_START_TASKS = ("lift", "can", "pusht")
+SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_start_{task}" for task in WARM_START_TASKS))
+# issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
+PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
-           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *SAMPLER_BENCHES, *ABLATIONS)
+           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -111,7 +114,11 @@ HOW = {
     **{f"sampler_{task}": f"python bench/sampler_choice.py --run RUN --task {task} --episodes 50 --test-episodes 100 --write "
                           f"--json-out bench/results/sampler_{task}.json" for task in SAMPLER_TASKS},
     **{f"warm_start_{task}": f"python bench/warm_start.py --run RUN --task {task} --episodes 50 --json-out bench/results/warm_start_{task}.json"
-       for task in SAMPLER_TASKS},
+       for task in WARM_START_TASKS},
+    "lerobot_plugin": "python bench/lerobot_plugin.py --obs image --steps 2500 --threads 1 --workers 0 --parts lerobot,eval --episodes 100 "
+                      "--save-every 500 --json-out bench/results/lerobot_plugin.json",
+    **{f"lerobot_plugin_speed_{obs}": f"python bench/lerobot_plugin.py --obs {obs} --steps 200 --batch {batch} --threads 1 --workers 1 "
+                                      f"--json-out bench/results/lerobot_plugin_speed_{obs}.json" for obs, batch in (("image", 64), ("state", 128))},
     **{name: "the dp train / dp eval --split val commands each row lists" for name in ABLATIONS},
 }
 

@@ -237,6 +237,10 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
             raise DpError(f"the language embeddings are {sorted(dims)}-d, model.lang_dim is {cfg.model.lang_dim}; set model.lang_dim")
     if cfg.vocab.tasks and cfg.vocab.tasks != tasks:  # resuming or fine-tuning on other data
         raise DpError(f"the stores' tasks {tasks} differ from the run's vocabulary {cfg.vocab.tasks}")
+    small = {k: shapes[k][:2] for k in image if cfg.model.aug_crop > min(shapes[k][:2])}
+    if small:
+        raise DpError(f"model.aug_crop={cfg.model.aug_crop} is larger than the cameras' frames "
+                      f"({', '.join(f'{k}: {h}x{w}' for k, (h, w) in small.items())}); set model.aug_crop to at most their size, or 0")
     data = dataclasses.replace(
         cfg.data,
         stores=[str(Path(p).resolve()) for p in paths],
