@@ -49,6 +49,21 @@ DATA_FILE_MB, VIDEO_FILE_MB = 100, 500  # LeRobot's default file size caps
 TIME_TOLERANCE_S = 1e-4  # LeRobot's tolerance_s between a query timestamp and a decoded frame
 
 
+def store_key(feature: str, camera: bool) -> str:
+    """The dp key of a LeRobot feature that no card names: ``observation.images.front`` -> ``front_image``,
+    ``observation.image`` -> ``image``, ``observation.state`` -> ``state``, ``action`` -> ``action``
+    (dots become underscores). The importer and the LeRobot policy plugin both name keys by it."""
+    if not camera:
+        return feature.removeprefix("observation.").replace(".", "_")
+    name = camera_name(feature)
+    return name.replace(".", "_") + ("" if name == "image" else "_image")
+
+
+def camera_name(feature: str) -> str:
+    """A LeRobot camera feature's camera: ``observation.images.front`` -> ``front``, ``observation.image`` -> ``image``."""
+    return feature.removeprefix("observation.images.").removeprefix("observation.")
+
+
 def require(name: str) -> Any:
     """Import an optional dependency of this format, or fail saying how to install it."""
     try:

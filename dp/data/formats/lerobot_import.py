@@ -29,7 +29,7 @@ from dp.data.formats import lerobot
 from dp.data.formats.cards import DatasetCard, card_from_dict, load_card
 from dp.data.formats.lerobot import (
     DP_RECORD, EPISODES_DIR, LEGACY_EPISODES_PATH, LEGACY_TASKS_PATH, LEGACY_VERSIONS, TASKS_PATH, parquet_errors, read_info,
-    require,
+    camera_name, require, store_key,
 )
 from dp.data.formats.pipeline import ImportItem
 from dp.data.formats.structure import refuse
@@ -182,12 +182,11 @@ def _with_cameras(card: DatasetCard, features: dict[str, Any], info: dict[str, A
     for feature, ft in features.items():
         if ft.get("dtype") not in ("video", "image") or feature in named:
             continue
-        camera = feature.removeprefix("observation.images.").removeprefix("observation.")
-        key = camera.replace(".", "_") + ("" if camera == "image" else "_image")
+        key = store_key(feature, camera=True)
         if key in keys:
             raise DpError(f"{feature}: its store key {key!r} is taken; name the camera in a card entry (--card)")
         keys.add(key)
-        raw["keys"].append({"key": key, "source": feature, "role": "image", "camera": camera})
+        raw["keys"].append({"key": key, "source": feature, "role": "image", "camera": camera_name(feature)})
     raw["control_freq"] = float(info["fps"])
     if info.get("robot_type"):
         raw.setdefault("robot", str(info["robot_type"]))

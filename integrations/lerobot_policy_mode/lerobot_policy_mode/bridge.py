@@ -31,7 +31,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 
 from dp.config import Config
 from dp.data.formats.cards import DatasetCard, SourceRef, card_from_dict
-from dp.data.formats.lerobot import DP_RECORD
+from dp.data.formats.lerobot import DP_RECORD, store_key
 from dp.data.normalize import Normalizer
 from dp.errors import DpError
 
@@ -48,16 +48,6 @@ class Entry:
     role: str  # lowdim, image or action
     encoder: str = "none"  # state, vision or none
     discrete: tuple[int, ...] = ()
-
-
-def default_key(feature: str) -> str:
-    """The dp key of a LeRobot feature without a dp card."""
-    if feature == ACTION:
-        return ACTION
-    name = feature.removeprefix("observation.")
-    if name.startswith("images."):
-        name = name.removeprefix("images.") + "_image"
-    return name.replace(".", "_")
 
 
 def role_of(feature: PolicyFeature) -> str:
@@ -84,7 +74,7 @@ def candidates(features: dict[str, PolicyFeature], card: DatasetCard | None) -> 
     for name, feature in features.items():
         role = role_of(feature)
         if name not in covered:
-            found.setdefault(default_key(name), Entry(SourceRef(name), role, _ENCODER[role]))
+            found.setdefault(store_key(name, camera=role == "image"), Entry(SourceRef(name), role, _ENCODER[role]))
     return found
 
 
