@@ -112,6 +112,7 @@ def main() -> int:
             n0 = len(watcher.states)
             t0 = time.monotonic()
             node = spawn_dp(["node", "--policy", args.policy, "--robot", endpoint, "--episodes", str(args.episodes),
+                             f"--rti={'on' if is_exported(args.policy) else 'off'}",  # as the in-process evaluation below
                              "--seed", str(args.seed), "--json-out", str(report_path)])
             rc = node.popen.wait(args.episodes * 30 + 120)
             if rc != 0:

@@ -108,7 +108,7 @@ def main() -> int:
                         help="--plan-ahead modes to run, in turn, each MODE or MODE:EPISODES (default off,auto; e.g. off:20,auto)")
     parser.add_argument("--episode-seconds", type=float, default=40.0, help="the longest an episode may take (default 40)")
     parser.add_argument("--robot-args", nargs="*", default=[], help="robot-file overrides (e.g. driver.options.task=can)")
-    parser.add_argument("--node-args", nargs="*", default=[], help="more dp node arguments (e.g. --no-rti)")
+    parser.add_argument("--node-args", nargs="*", default=[], help="more dp node arguments (e.g. --rti)")
     parser.add_argument("--eval-args", nargs="*", default=[], help="more dp eval arguments (e.g. --rti; an export is recognised by its policy.onnx)")
     parser.add_argument("--skip-eval", action="store_true", help="no dp eval reference")
     parser.add_argument("--out", type=Path, help="write the JSON here too")

@@ -191,20 +191,20 @@ def main() -> None:
     deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
     if deploy_n:  # the Push-T controller publishes the 96x96 view too, so image policies deploy as state ones do
         # `dp node` runs an export with its RTI settings: the chosen ones when the RTI stage ran
-        rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel)
+        rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel, rti=bool(rti_rows))
     out["test"] = rows
     emit(out, started, args.json_out)
 
 
-def deploy(folder: Path, export: Path, episodes: int, parallel: int) -> dict[str, Any]:
-    """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml), ``parallel`` launches at once
+def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool) -> dict[str, Any]:
+    """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml; with ``rti`` its warm starts), ``parallel`` launches at once
     (base seeds 0, 1, ...: test seeds, on their own ports) sharing ``episodes``; their reports as one test row."""
     from dp.stats import mean_interval
     from dp.stats import wilson_interval
 
     per = -(-episodes // parallel)
     runs = [(f"deploy_seed{b}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}", "--set", f"episodes={per}",
-                                       "--set", f"seed={b}", "--set", f"port={5655 + 2 * b}", "--json-out", str(folder / f"deploy_seed{b}.json")])
+                                       "--set", f"seed={b}", "--set", f"port={5655 + 2 * b}", "--set", f"rti={'on' if rti else 'off'}", "--json-out", str(folder / f"deploy_seed{b}.json")])
             for b in range(parallel)]
     todo = [subprocess.Popen([sys.executable, "-m", "dp.cli", *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, argv in runs if not (folder / name).is_file()]

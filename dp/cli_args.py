@@ -49,6 +49,16 @@ def deprecated_aliases(parser: argparse.ArgumentParser) -> dict[str, str]:
     return {s: a.new for a in parser._actions if isinstance(a, DeprecatedAlias) for s in a.option_strings}
 
 
+def switch(text: str) -> bool:
+    """An on/off flag value: on, true, yes, 1 / off, false, no, 0."""
+    value = text.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+
+
 def add_policy_argument(parser: argparse.ArgumentParser, help: str) -> argparse.Action:
     """POLICY, given either as the positional argument or as ``--policy POLICY`` (read it with :func:`policy_of`)."""
     parser.add_argument("policy", nargs="?", default=None, metavar="POLICY", help=f"{help} (or --policy POLICY)")

@@ -131,3 +131,13 @@ def test_the_quickstart_stages_speak_the_current_vocabulary(capsys):
         if stage.command == "eval":
             assert args.split == "test", stage  # the figures the quickstart reports
     assert "deprecated" not in capsys.readouterr().err
+
+
+def test_the_node_samples_fully_unless_rti_is_switched_on(capsys):
+    parser = build_parser("node")
+    assert parser.parse_args(["exported/lift"]).rti is False  # full sampling by default (issue 37: the warm start did not win)
+    assert parser.parse_args(["exported/lift", "--rti"]).rti is True
+    assert parser.parse_args(["exported/lift", "--rti=on"]).rti is True and parser.parse_args(["exported/lift", "--rti=off"]).rti is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["exported/lift", "--rti=maybe"])
+    assert "expected on or off, got 'maybe'" in capsys.readouterr().err

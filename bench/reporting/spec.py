@@ -93,7 +93,7 @@ HOW = {
     "train": "python bench/train.py --json-out bench/results/train.json",
     "latency": "python bench/latency.py > bench/results/latency.json",
     "deploy": "python bench/deploy.py --out bench/results/deploy.json",
-    "plan_ahead_pusht": "python bench/plan_ahead.py --robot robots/pusht_sim.yaml --task pusht --policy EXPORT --node-args=--no-rti "
+    "plan_ahead_pusht": "python bench/plan_ahead.py --robot robots/pusht_sim.yaml --task pusht --policy EXPORT "
                         "--parallel 2 --out bench/results/plan_ahead_pusht.json",
     "plan_ahead_lift": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift --task lift "
                        "--policy RUN --out bench/results/plan_ahead_lift.json",

@@ -24,10 +24,10 @@ import signal
 import sys
 from pathlib import Path
 
-from dp.cli_args import add_policy_argument, policy_of
+from dp.cli_args import add_policy_argument, policy_of, switch
 from dp.devices import add_device_argument
 from dp.errors import DpError
-from dp.infer.load import is_exported, load_policy
+from dp.infer.load import load_policy
 from dp.link.transport import ClientSockets, split_endpoint
 
 DEFAULT_CONNECT_TIMEOUT = 120.0  # seconds without State before `dp node --episodes N` gives up (a sim controller may take a minute to start on a busy machine)
@@ -43,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed of the episodes with --episodes: the seeds of `dp eval --split test --seed` (default 0)")
     parser.add_argument("--max-steps", type=int, help="episode length in control ticks (default: the controller's horizon)")
-    parser.add_argument("--no-rti", action="store_true", help="exported policies: full sampling every chunk instead of RTI warm starts")
+    parser.add_argument("--rti", nargs="?", const=True, default=False, type=switch, metavar="on|off",
+                        help="RTI warm starts (each chunk a few steps from the previous one) in place of full sampling with the "
+                             "policy's chosen sampler; off by default: on the tasks measured the warm start did not beat full "
+                             "sampling or a zero guess at equal network passes (results page, 'The sampler and the warm start'); "
+                             "--rti=off spells the default (launch files pass --rti=${rti})")
+    parser.add_argument("--no-rti", action="store_true", help="deprecated: full sampling is the default now (RTI with --rti)")
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling of overlapping chunks (ACT), weights exp(-DECAY * i) with i = 0 for the oldest (default: off)")
     parser.add_argument("--vote", type=int, default=None, metavar="K",
@@ -86,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
         raise DpError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
     if args.threads < 1:
         raise DpError(f"--threads must be >= 1, got {args.threads}")
-    policy = load_policy(spec, rti=not args.no_rti and is_exported(spec), ensemble=args.ensemble, vote=args.vote, importable=True,
+    if args.no_rti:
+        print("dp node: --no-rti is deprecated: full sampling is the default now (RTI with --rti)", file=sys.stderr)
+    policy = load_policy(spec, rti=args.rti, ensemble=args.ensemble, vote=args.vote, importable=True,
                          device=args.device)
 
     from dp.deploy.node import InferenceNode
