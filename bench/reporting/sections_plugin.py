@@ -9,7 +9,7 @@ from typing import Any
 from bench.reporting.load import Results
 from bench.reporting.spec import missing
 from bench.reporting.targets import Targets
-from bench.reporting.text import ci, get, num, pct, table
+from bench.reporting.text import ci, get, num, pct, shown, table
 
 SPEED_TARGET = 0.80  # the plugin's windows/s over dp train's
 
@@ -60,8 +60,9 @@ def _agreement(b: dict[str, Any], targets: Targets) -> list[str]:
             "`select_action`, dp's after `python -m lerobot_policy_mode.convert to-dp`. The two evaluators draw their own "
             "initial states (LeRobot's seeds, dp's test seeds), so the check is that each mean score lies inside the other's interval.",
             "", table(["Evaluator", "Episodes", "Mean score (95% CI)", "Success", "95% CI"], rows), "",
-            f"Commands: `{train.get('command', '?')}`; `{get(b, 'lerobot_eval', 'command')}`; "
-            f"`{get(b, 'dp_eval', 'convert')}`; `{get(b, 'dp_eval', 'command')}`.", ""]
+            "Commands: " + "; ".join(f"`{shown(c)}`" for c in (train.get("command"), get(b, "lerobot_eval", "command"),
+                                                               get(b, "dp_eval", "convert"), get(b, "dp_eval", "command"))) + ".",
+            "", *([b["note"], ""] if b.get("note") else [])]
 
 
 def section_plugin(results: Results, targets: Targets) -> list[str]:
