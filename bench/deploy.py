@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--skip-eval", action="store_true", help="do not run the in-process dp eval reference")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
+    rti = is_exported(args.policy)  # an export runs with its RTI warm starts, in the node and in the reference alike
 
     config = load_robot("robots/panda_sim.yaml")
     result: dict = {"policy": args.policy, "task": args.task, "control_hz": config.rates.control_hz,
@@ -112,7 +113,7 @@ def main() -> int:
             n0 = len(watcher.states)
             t0 = time.monotonic()
             node = spawn_dp(["node", "--policy", args.policy, "--robot", endpoint, "--episodes", str(args.episodes),
-                             f"--rti={'on' if is_exported(args.policy) else 'off'}",  # as the in-process evaluation below
+                             f"--rti={'on' if rti else 'off'}",  # as the in-process evaluation below
                              "--seed", str(args.seed), "--json-out", str(report_path)])
             rc = node.popen.wait(args.episodes * 30 + 120)
             if rc != 0:
@@ -139,7 +140,7 @@ def main() -> int:
         watcher.close()
         robot.stop()
     if not args.skip_eval:
-        ev = evaluate(load_policy(args.policy, rti=is_exported(args.policy), importable=True), args.task, args.episodes, seed=args.seed,
+        ev = evaluate(load_policy(args.policy, rti=rti, importable=True), args.task, args.episodes, seed=args.seed,
                       split="test", progress=False).as_dict()  # the node's seeds
         deploy["dp_eval_success_rate"] = ev["success_rate"]
         deploy["dp_eval_mean_length"] = ev["mean_length"]

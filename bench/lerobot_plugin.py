@@ -18,7 +18,7 @@ policy is evaluated by ``dp eval`` only.
     python bench/lerobot_plugin.py --obs image --demos 3 --steps 20 --batch 8 --episodes 2 \\
         --overrides model.d_model=32 model.n_layers=1 --json-out /tmp/lerobot_plugin_smoke.json       # smoke
     python bench/lerobot_plugin.py --obs image --steps 200 --threads 1 --workers 1                     # speed
-    python bench/lerobot_plugin.py --obs image --steps 3000 --threads 1 --workers 1 --parts lerobot,eval \
+    python bench/lerobot_plugin.py --obs image --steps 2500 --threads 1 --workers 0 --parts lerobot,eval \\
         --episodes 100 --save-every 500                                   # the figures (after a stop: --resume)
 """
 
@@ -174,7 +174,8 @@ def main() -> None:
     parser.add_argument("--parts", default="lerobot,dp,eval", help="comma-separated, default all: lerobot (lerobot-train), dp (dp train; "
                         "with lerobot, the windows/s ratio), eval (with --episodes N: lerobot-train's weights under --work evaluated in both)")
     parser.add_argument("--save-every", type=int, default=0, help="lerobot-train's checkpoint interval (default: only at the end)")
-    parser.add_argument("--resume", action="store_true", help="resume the lerobot-train run under --work from its last checkpoint")
+    parser.add_argument("--resume", action="store_true", help="resume the lerobot-train run under --work from its last checkpoint, "
+                        "with the settings it saved (--steps, --batch, ... are not read again)")
     parser.add_argument("--episodes", type=int, default=0, help="evaluation episodes of the plugin's weights in each (default 0: none)")
     parser.add_argument("--eval-batch", type=int, default=10, help="lerobot-eval's parallel environments (default 10)")
     parser.add_argument("--demos", type=int, default=0, help="use the first N demonstrations (default 0: all)")

@@ -11,8 +11,9 @@ Stages (each one skipped when its output is already in --work, so a long run can
 5. rti     RTI settings (steps, start sigma, re-planning interval) of that checkpoint on validation seeds
 6. test    on --test-episodes test seeds: torch, ONNX (`dp export`), ONNX with full sampling every N
            (the fair row beside RTI) and ONNX + RTI exported with the chosen settings
-7. deploy  the ONNX + RTI export driven by `dp node` against the Push-T controller (`dp launch
-           launch/pusht_deploy.yaml`, real time at 10 Hz) on the same test seeds
+7. deploy  the ONNX + RTI export (with --skip-rti: the plain export, fully sampled) driven by `dp node`
+           against the Push-T controller (`dp launch launch/pusht_deploy.yaml`, real time at 10 Hz) on the
+           same test seeds
 
 Score: per episode the maximum over at most 300 steps of min(coverage / 0.95, 1); success: coverage
 reached 0.95 (Diffusion Policy's and LeRobot's protocol). Mean score with a 95% t-interval, success
@@ -190,7 +191,7 @@ def main() -> None:
             rows["onnx_rti_defaults"] = eval_json(test / "onnx_rti_defaults.json", str(export), "--rti", *seed)  # as shipped
     deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
     if deploy_n:  # the Push-T controller publishes the 96x96 view too, so image policies deploy as state ones do
-        # `dp node` runs an export with its RTI settings: the chosen ones when the RTI stage ran
+        # with the RTI stage: the export of the chosen RTI settings, warm-started; without it: full sampling
         rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel, rti=bool(rti_rows))
     out["test"] = rows
     emit(out, started, args.json_out)

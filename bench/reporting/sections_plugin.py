@@ -12,12 +12,13 @@ from bench.reporting.targets import Targets
 from bench.reporting.text import ci, get, num, pct, shown, table
 
 SPEED_TARGET = 0.80  # the plugin's windows/s over dp train's
+AGREEMENT = "lerobot-eval and dp eval of the same weights: score gap inside both intervals"
 
 
 def _speed(results: Results, targets: Targets) -> list[str]:
     rows, out = [], []
-    for obs in ("image", "state"):
-        b = results.bench(f"lerobot_plugin_speed_{obs}")
+    benches = {obs: results.bench(f"lerobot_plugin_speed_{obs}") for obs in ("image", "state")}
+    for obs, b in benches.items():
         ratio = b.get("ratio_windows_per_s") if b else None
         targets.check("LeRobot plugin", f"Push-T {obs}: lerobot-train windows/s over dp train's (same preset, batch, threads, workers)",
                       ratio, ">=", SPEED_TARGET, "x", fmt=lambda v: num(v, 2))
@@ -30,8 +31,7 @@ def _speed(results: Results, targets: Targets) -> list[str]:
                      f"{num(ratio, 2)}x", num(b.get("load_average_1min"))])
     headers = ["Observation", "Preset", "Batch", "Torch threads", "Loader workers", "lerobot-train windows/s",
                "its update alone", "data wait s/step", "dp train windows/s", "Ratio", "Load (1 min)"]
-    notes = [f"{obs}: {results.bench(f'lerobot_plugin_speed_{obs}')['note']}" for obs in ("image", "state")
-             if (results.bench(f"lerobot_plugin_speed_{obs}") or {}).get("note")]
+    notes = [f"{obs}: {b['note']}" for obs, b in benches.items() if (b or {}).get("note")]
     if rows:
         out = [table(headers, rows), "", *([" ".join(notes), ""] if notes else []), *out]
     return out
@@ -40,14 +40,13 @@ def _speed(results: Results, targets: Targets) -> list[str]:
 def _agreement(b: dict[str, Any], targets: Targets) -> list[str]:
     lr, dp = b.get("lerobot_eval"), get(b, "dp_eval", "figures")
     if not isinstance(lr, dict) or not isinstance(dp, dict):
-        targets.check("LeRobot plugin", "lerobot-eval and dp eval of the same weights: score gap inside both intervals", None, "<=", 0)
+        targets.check("LeRobot plugin", AGREEMENT, None, "<=", 0)
         return [missing("lerobot_plugin"), ""]
     a, b_ = lr["mean_score"], dp["mean_score"]
     lo_l, hi_l = lr["score_interval_95"]
     lo_d, hi_d = dp["score_ci95"]
     room = min(hi_l - a, a - lo_l, hi_d - b_, b_ - lo_d)  # each mean inside the other's interval when the gap is at most this
-    targets.check("LeRobot plugin", "lerobot-eval and dp eval of the same weights: score gap inside both intervals", abs(a - b_), "<=",
-                  room, fmt=lambda v: num(v, 3))
+    targets.check("LeRobot plugin", AGREEMENT, abs(a - b_), "<=", room, fmt=lambda v: num(v, 3))
     train = b.get("lerobot_train") or {}
     rows = [["`lerobot-eval`, LeRobot's Push-T environment", lr["episodes"], f"{num(a, 3)} ({num(lo_l, 3)}–{num(hi_l, 3)})",
              pct(lr["success_rate"]), ci(lr["success_interval_95"])],
