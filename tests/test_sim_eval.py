@@ -38,6 +38,20 @@ def test_dp_eval_of_the_lift_expert_reports_its_success_and_writes_a_video(tmp_p
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == figures["lengths"][0] + 1  # the first frame, then one per step
 
 
+def test_dp_eval_in_two_worker_processes_gives_the_figures_of_one_process(tmp_path, capsys):
+    args = ["eval", "expert:lift", "--task", "lift", "--split", "test", "--episodes", "4", "--seed", "5", "--json"]
+    assert main(args) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert main([*args, "--workers", "2", "--video", str(tmp_path), "--video-episodes", "1"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    for key in ("seeds", "lengths", "scores", "successes", "milestones"):
+        assert two[key] == one[key], key
+    assert two["latency_ms"]["calls"] == sum(two["lengths"])
+    assert len(two["videos"]) == 1 and (tmp_path / "lift_ep000_success.mp4").stat().st_size > 0
+    assert main([*args, "--workers", "0"]) == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_eval_seeds_are_apart_from_collection_seeds():
     collect = {seed_for(0, i, "collect") for i in range(1000)}
     assert not collect & {seed_for(0, i, "eval") for i in range(1000)}

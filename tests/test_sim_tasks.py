@@ -73,6 +73,20 @@ def test_task_resets_steps_and_reports_success(envs, task):
         env.step(np.full(7, np.nan))
 
 
+@pytest.mark.parametrize("task", ["lift", "stack"])
+def test_every_env_instance_of_a_task_has_the_same_objects(envs, task):
+    """robosuite sizes these cubes at random when it builds the env: each instance (each worker) must
+    still be the same model, so that an episode's seed alone fixes the episode."""
+    other = get_task(task).make_env()
+    try:
+        np.testing.assert_array_equal(other.env.sim.model.geom_size, envs(task).env.sim.model.geom_size)
+        for key, value in other.reset(seed=9).items():
+            np.testing.assert_array_equal(value, envs(task).reset(seed=9)[key])
+    finally:
+        other.close()
+    assert np.random.default_rng().integers(2**63) != np.random.default_rng().integers(2**63)  # numpy is itself again
+
+
 def test_cameras_are_upright_uint8_images():
     spec = get_task("lift")
     env = spec.make_env(["agentview", "robot0_eye_in_hand"], image_size=48)

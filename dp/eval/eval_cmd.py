@@ -13,6 +13,7 @@ steps, score = max over steps of min(coverage / 0.95, 1), success = coverage rea
 
   dp eval runs/lift --task lift --episodes 50                          validation seeds: choose settings
   dp eval runs/lift --task lift --split test --episodes 100            test seeds: the figure to report
+  dp eval runs/can --task can --split test --episodes 100 --workers 2  the same seeds on two cores
   dp eval expert:can --task can --episodes 20 --video videos/
   dp eval exported/lift --task lift --episodes 50 --rti --json
   dp eval runs/lift --task lift --device cuda
@@ -21,6 +22,7 @@ steps, score = max over steps of min(coverage / 0.95, 1), success = coverage rea
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from pathlib import Path
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help=f"task to evaluate on ({', '.join(TASKS)})")
     parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes running episodes at once, one torch thread each (default 1: one process); the "
+                             "same seeds and figures as one process, latencies on one thread")
     parser.add_argument("--split", choices=("val", "test"), default="val",
                         help="seed split: val (choosing settings; default) or test (reported figures only)")
     parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")
@@ -79,11 +84,13 @@ def run(args: argparse.Namespace) -> int:
     from dp.stats import wilson_interval
 
     spec = policy_of(args)
-    policy = load_policy(spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
-                         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule, solver=args.solver, ensemble=args.ensemble, vote=args.vote,
-                         plan_ahead=args.plan_ahead, device=args.device)
-    result = evaluate(policy, args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
-                      video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json)
+    load = functools.partial(
+        load_policy, spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
+        replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule,
+        solver=args.solver, ensemble=args.ensemble, vote=args.vote, plan_ahead=args.plan_ahead, device=args.device)
+    result = evaluate(load(), args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
+                      video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json,
+                      workers=args.workers, reload=load)
     figures = {"policy": spec, **result.as_dict()}
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,8 @@ Diffusion Policy's protocol; robosuite tasks: 1 once solved).
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from dp.data.formats.workers import ordered_map
 from dp.data.video import write_mp4
 from dp.errors import DpError
 from dp.sim.rollout import ActionSource, run_episode, seed_for
@@ -42,6 +45,18 @@ class EvalResult:
     scores: list[float] = field(default_factory=list)
     split: str = "val"
     milestones: dict[str, int] = field(default_factory=dict)  # episodes that reached each of the task's milestones
+
+    def add(self, outcome: _Outcome) -> None:
+        """Count one more episode."""
+        self.episodes += 1
+        self.successes += outcome.success
+        self.scores.append(outcome.score)
+        self.lengths.append(outcome.length)
+        self.seeds.append(outcome.seed)
+        for name, reached in outcome.milestones.items():
+            self.milestones[name] = self.milestones.get(name, 0) + int(reached)
+        if outcome.video is not None:
+            self.videos.append(outcome.video)
 
     @property
     def success_rate(self) -> float:
@@ -110,45 +125,108 @@ def evaluate(
     video_episodes: int = 3,
     video_size: int = 256,
     progress: bool = True,
+    workers: int = 1,
+    reload: Callable[[], ActionSource] | None = None,
 ) -> EvalResult:
     """Roll ``policy`` out for ``episodes`` episodes of ``task`` seeded from ``split`` ("val", the
     default, or "test" for figures to report). ``cameras`` are rendered into the observations (default: those the policy declares, at
     ``image_size``, default the task's); with ``video_dir`` the first ``video_episodes`` episodes are
-    written as MP4s with every camera side by side."""
+    written as MP4s with every camera side by side.
+
+    With ``workers`` > 1 the episodes run in that many spawned processes, each acting with the policy
+    that ``reload`` (picklable and without arguments, e.g. ``functools.partial(load_policy, spec)``)
+    gives it, on one torch thread: the same seeds and figures as one process, in episode order."""
     spec = get_task(task)
     if episodes < 1:
         raise DpError(f"--episodes must be at least 1, got {episodes}")
     if split not in SPLITS:
         raise DpError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if workers < 1:
+        raise DpError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and reload is None:
+        raise DpError("evaluating in worker processes needs a way to load the policy in each (reload)")
     check_fit(policy, spec)
     cameras = policy_cameras(policy, spec) if cameras is None else list(cameras)
-    env = spec.make_env(cameras, image_size, offscreen=video_dir is not None)
     if video_dir is not None:
         video_dir.mkdir(parents=True, exist_ok=True)
+    plan = _Plan(spec.name, cameras, image_size, video_dir is not None, seed, split, video_dir, video_episodes, video_size)
     result = EvalResult(spec.name, 0, 0, [], [], np.zeros(0), split=split)
     latencies: list[np.ndarray] = []
     bar = tqdm(total=episodes, desc=f"eval {spec.name}", unit="ep", disable=not progress)
     try:
-        for i in range(episodes):
-            video = video_dir is not None and i < video_episodes
-            ep = run_episode(env, policy, seed_for(seed, i, split), record=False, milestones=True,
-                             video_cameras=list(spec.cameras) if video else None, video_size=video_size)
-            result.episodes += 1
-            result.successes += ep.success
-            result.scores.append(ep.score)
-            result.lengths.append(ep.length)
-            result.seeds.append(ep.seed)
-            for name, reached in ep.milestones.items():
-                result.milestones[name] = result.milestones.get(name, 0) + int(reached)
-            latencies.append(ep.latencies * 1000.0)
-            if video:
-                path = video_dir / f"{spec.name}_ep{i:03d}_{'success' if ep.success else 'failure'}.mp4"
-                write_mp4(path, ep.frames, spec.control_freq)
-                result.videos.append(str(path))
+        for outcome in _outcomes(policy, plan, episodes, workers, reload):
+            result.add(outcome)
+            latencies.append(outcome.latency_ms)
             bar.update(1)
             bar.set_postfix(success=f"{result.success_rate:.0%}", score=f"{np.mean(result.scores):.3f}")
     finally:
         bar.close()
-        env.close()
     result.latency_ms = np.concatenate(latencies) if latencies else np.zeros(0)
     return result
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every episode of one evaluation shares (sent to worker processes)."""
+
+    task: str
+    cameras: list[str]
+    image_size: int | None
+    offscreen: bool
+    seed: int
+    split: str
+    video_dir: Path | None
+    video_episodes: int
+    video_size: int
+
+
+@dataclass
+class _Outcome:
+    """What one evaluated episode adds to the figures."""
+
+    seed: int
+    success: bool
+    score: float
+    length: int
+    milestones: dict[str, bool]
+    latency_ms: np.ndarray
+    video: str | None
+
+
+def _outcomes(policy: ActionSource, plan: _Plan, episodes: int, workers: int,
+              reload: Callable[[], ActionSource] | None) -> Iterator[_Outcome]:
+    if workers > 1:
+        for future in ordered_map(_episode_in_worker, ((reload, plan, i) for i in range(episodes)), workers):
+            yield future.result()
+        return
+    env = get_task(plan.task).make_env(plan.cameras, plan.image_size, offscreen=plan.offscreen)
+    try:
+        for i in range(episodes):
+            yield _episode(env, policy, plan, i)
+    finally:
+        env.close()
+
+
+def _episode(env: Any, policy: ActionSource, plan: _Plan, index: int) -> _Outcome:
+    spec = get_task(plan.task)
+    video = plan.video_dir is not None and index < plan.video_episodes
+    ep = run_episode(env, policy, seed_for(plan.seed, index, plan.split), record=False, milestones=True,
+                     video_cameras=list(spec.cameras) if video else None, video_size=plan.video_size)
+    path = None
+    if video:
+        path = plan.video_dir / f"{spec.name}_ep{index:03d}_{'success' if ep.success else 'failure'}.mp4"
+        write_mp4(path, ep.frames, spec.control_freq)
+    return _Outcome(ep.seed, ep.success, ep.score, ep.length, dict(ep.milestones), ep.latencies * 1000.0,
+                    None if path is None else str(path))
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's policy and env, built at its first episode
+
+
+def _episode_in_worker(reload: Callable[[], ActionSource], plan: _Plan, index: int) -> _Outcome:
+    if not _WORKER:
+        _WORKER["policy"] = reload()
+        if "torch" in sys.modules:  # a trained run: one thread, one process per core (ONNX Runtime sessions use one)
+            sys.modules["torch"].set_num_threads(1)
+        _WORKER["env"] = get_task(plan.task).make_env(plan.cameras, plan.image_size, offscreen=plan.offscreen)
+    return _episode(_WORKER["env"], _WORKER["policy"], plan, index)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +136,28 @@ class _ErrorsOnly(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
+@contextmanager
+def _fixed_model_draws(seed: int = 0) -> Iterator[None]:
+    """Build a robosuite env whose randomly sized objects are the same in every instance.
+
+    robosuite draws some object sizes once, at construction, from unseeded generators: `lift`'s cube
+    from the env's own (``np.random.default_rng(None)`` unless ``suite.make`` is given a seed), `stack`'s
+    cubes from a fresh ``np.random.default_rng()`` that no option reaches. Unfixed, each env instance
+    (each eval or collect worker) had a cube of its own, so an episode's seed did not fix the episode.
+    Hence numpy's unseeded constructor swapped, for the construction only, for one drawing from ``seed``."""
+    real = np.random.default_rng
+    draws = real(seed)
+
+    def default_rng(seed: Any = None) -> np.random.Generator:
+        return real(draws.integers(2**63) if seed is None else seed)
+
+    np.random.default_rng = default_rng
+    try:
+        yield
+    finally:
+        np.random.default_rng = real
+
+
 class SimEnv(Env):
     """A robosuite environment seen through the project's keys. Build it with :meth:`TaskSpec.make_env`."""
 
@@ -148,23 +172,24 @@ class SimEnv(Env):
         self.image_size = image_size
         suite = import_robosuite()
         controller = suite.load_composite_controller_config(controller="BASIC", robot="Panda")
-        self.env = suite.make(
-            spec.env_name,
-            robots="Panda",
-            controller_configs=controller,
-            has_renderer=viewer,
-            has_offscreen_renderer=bool(cameras) or offscreen,
-            use_camera_obs=bool(cameras),
-            camera_names=cameras or "agentview",
-            camera_heights=image_size,
-            camera_widths=image_size,
-            control_freq=int(spec.control_freq),
-            horizon=spec.horizon,
-            ignore_done=True,
-            hard_reset=False,  # reloading the model every episode costs ~0.5 s and changes nothing we use
-            reward_shaping=False,
-            **spec.env_kwargs,
-        )
+        with _fixed_model_draws():
+            self.env = suite.make(
+                spec.env_name,
+                robots="Panda",
+                controller_configs=controller,
+                has_renderer=viewer,
+                has_offscreen_renderer=bool(cameras) or offscreen,
+                use_camera_obs=bool(cameras),
+                camera_names=cameras or "agentview",
+                camera_heights=image_size,
+                camera_widths=image_size,
+                control_freq=int(spec.control_freq),
+                horizon=spec.horizon,
+                ignore_done=True,
+                hard_reset=False,  # reloading the model every episode costs ~0.5 s (and would redraw the object sizes)
+                reward_shaping=False,
+                **spec.env_kwargs,
+            )
         context = self.env.sim._render_context_offscreen  # robosuite makes it in its constructor
         if context is not None:
             # Shadows and reflections double the cost of a frame on a CPU renderer (llvmpipe):
