@@ -1,0 +1,76 @@
+"""Merge `dp eval --json-out` files of one policy on one task and split into one row: the episodes of
+each, in the order given (e.g. two processes or machines that ran base seeds 0 and 1). Success and
+its 95% Wilson interval, the mean score and its 95% t-interval are recomputed over all episodes;
+latency is the larger of the parts' medians and p99s. Refuses parts of different policies, tasks or
+splits, and parts that share a seed. Prints the merged JSON.
+
+    python bench/merge_evals.py can_test_seed0.json can_test_seed1.json --json-out bench/results/success/can_image__image_preset.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dp.stats import mean_interval, wilson_interval  # noqa: E402
+
+SAME = ("policy", "task", "split")
+PER_EPISODE = ("scores", "lengths", "seeds")
+
+
+def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task and split."""
+    for key in SAME:
+        values = {str(p.get(key)) for p in parts}
+        if len(values) > 1:
+            raise SystemExit(f"the parts differ in {key}: {', '.join(f'{n}: {p.get(key)}' for n, p in zip(names, parts))}")
+    for part, name in zip(parts, names):
+        missing = [k for k in (*PER_EPISODE, "successes", "episodes") if k not in part]
+        if missing:
+            raise SystemExit(f"{name}: not a `dp eval --json-out` file (no {', '.join(missing)})")
+    merged = {key: [x for p in parts for x in p[key]] for key in PER_EPISODE}
+    if len(set(merged["seeds"])) < len(merged["seeds"]):
+        raise SystemExit("the parts share episode seeds: merge evaluations of different base seeds (dp eval --seed)")
+    episodes, wins = sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts)
+    milestones: dict[str, int] = {}
+    for p in parts:
+        for name, k in (p.get("milestones") or {}).items():
+            milestones[name] = milestones.get(name, 0) + k
+    latency = [p["latency_ms"] for p in parts if p.get("latency_ms", {}).get("median") is not None]
+    return {
+        **{key: parts[0][key] for key in SAME}, "merged_from": names, "episodes": episodes, "successes": wins,
+        "success_rate": wins / episodes, "success_ci95": list(wilson_interval(wins, episodes)),
+        "mean_score": sum(merged["scores"]) / episodes, "score_ci95": list(mean_interval(merged["scores"])),
+        "milestones": milestones, "mean_length": sum(merged["lengths"]) / episodes, **merged,
+        "latency_ms": {"median": max(x["median"] for x in latency), "p99": max(x["p99"] for x in latency),
+                       "calls": sum(x["calls"] for x in latency), "note": "the larger of the parts' medians / p99s"} if latency else {},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", type=Path, nargs="+", help="dp eval --json-out files")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the merged JSON here")
+    args = parser.parse_args(argv)
+    parts = []
+    for path in args.parts:
+        try:
+            parts.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
+    out = merge(parts, [p.name for p in args.parts])
+    text = json.dumps(out, indent=2)
+    if args.json_out is not None:
+        args.json_out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
