@@ -47,6 +47,16 @@ VARIANTS: dict[str, list[str]] = {
 COMMON = ["train.threads=1", "train.num_workers=0", "train.val_batches=16", "train.log_every=25", "train.warmup_steps=100"]
 
 
+def preset_recipe() -> dict[str, Any]:
+    """The `pusht-image` preset's settings that the variants change (the baseline of this round)."""
+    from dp.config import load_preset
+
+    cfg = load_preset("pusht-image")
+    return {"image_size": cfg.model.image_size, "aug_crop": cfg.model.aug_crop, "aug_shift": cfg.model.aug_shift,
+            "expert_hidden": cfg.model.expert_hidden, "vision_channels": cfg.model.vision_channels,
+            "vision_pool": cfg.model.vision_pool, "obs_horizon": cfg.data.obs_horizon, "lr": cfg.train.lr}
+
+
 def step_seconds(store: Path, overrides: list[str], steps: int = 6) -> float:
     """Seconds per training step of this variant (one thread), as bench/image_step.py measures it: the
     Trainer's own `train_step` on real batches, in a process of its own."""
@@ -123,7 +133,7 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         rows = list(pool.map(lambda n: run_variant(n, args.store, args.work, plans[n], batch), names))
     best = min((r for r in rows if "val_action_mse" in r), key=lambda r: r["val_action_mse"], default=None)
-    out = {"bench": "image_recipe", "preset": "pusht-image", "budget_cpu_min": round(budget_s / 60, 2), "threads_per_variant": 1,
+    out = {"bench": "image_recipe", "preset": "pusht-image", "preset_recipe": preset_recipe(), "budget_cpu_min": round(budget_s / 60, 2), "threads_per_variant": 1,
            "parallel": args.parallel, "variants": rows, "lowest_val_action_mse": best["name"] if best else None}
     emit(out, t0, args.json_out)
 

@@ -99,26 +99,40 @@ def section_pusht(results: Results, targets: Targets) -> list[str]:
     return out
 
 
+def recipe_baseline(b: dict[str, Any]) -> str:
+    """What a round of bench/image_recipe.py varied from: its recorded preset settings (the first round,
+    which predates the record, ran on the former preset)."""
+    r = b.get("preset_recipe")
+    if not r:
+        return "the former `pusht-image` preset (64-pixel resize, 6-pixel shift, experts of 512)"
+    size = "full resolution" if r.get("image_size") is None else f"a {r['image_size']}-pixel resize"
+    aug = f"random {r['aug_crop']}-pixel crops at {size}" if r.get("aug_crop") else f"{r.get('aug_shift')}-pixel shifts at {size}"
+    return (f"the `pusht-image` preset as the first round chose it ({aug}, experts of {r.get('expert_hidden')}, encoder stages "
+            f"{r.get('vision_channels')}, {r.get('vision_pool')} pooling, {r.get('obs_horizon')} observation steps, learning rate {r.get('lr')})")
+
+
+def recipe_round(b: dict[str, Any]) -> list[str]:
+    """One round of bench/image_recipe.py: what it varied from, its table and its findings."""
+    out = [f"`bench/image_recipe.py`: each variant is {recipe_baseline(b)} plus its overrides, trained on Diffusion Policy's 206 "
+           f"demonstrations with one thread for {num(b.get('budget_cpu_min'), 0)} CPU minutes (its step time measured first, its "
+           "step count set to fit, the cosine schedule ending at the budget; two variants at a time). Figures: the EMA weights at the "
+           "end on the held-out demonstration episodes (1,024 windows): the diffusion loss at fixed sigmas and noise, and the mean "
+           "squared error of sampled chunks against the demonstrations (normalised actions). One run per variant (seed 0): "
+           f"differences of a few percent are no difference. {b.get('note', '')}", "",
+           table(["Variant", "Overrides", "Step (s, 1 thread)", "Windows/s", "Steps in the budget", "Val loss", "Val action MSE"],
+                 [[r.get("name"), " ".join(r.get("overrides") or []) or "—", num(r.get("s_per_step"), 2), num(r.get("windows_per_s"), 0),
+                   r.get("steps"), num(r.get("val_loss"), 4), num(r.get("val_action_mse"), 4)]
+                  for r in b.get("variants") or [] if isinstance(r, dict)]), ""]
+    return out + [f"- {line}" for line in b.get("findings") or []] + ([""] if b.get("findings") else [])
+
+
 def section_image_recipe(results: Results) -> list[str]:
     """Issue 36: the image recipe's choices at equal CPU time (bench/image_recipe.py) and where an image
     training step spends its time before and after (bench/image_step.py)."""
     out = ["### Push-T from pixels: the recipe at equal CPU time", ""]
-    b = results.bench("image_recipe")
-    if b is None:
-        out += [missing("image_recipe"), ""]
-    else:
-        out += [f"`bench/image_recipe.py`: each variant is the former `pusht-image` preset (64-pixel resize, 6-pixel shift, experts of "
-                f"512) plus its overrides, trained on Diffusion Policy's 206 demonstrations with one thread for "
-                f"{num(b.get('budget_cpu_min'), 0)} CPU minutes (its step time measured first, its step count set to fit, the cosine "
-                "schedule ending at the budget; two variants at a time). Figures: the EMA weights at the end on the held-out "
-                "demonstration episodes (1,024 windows): the diffusion loss at fixed sigmas and noise, and the mean squared error of "
-                "sampled chunks against the demonstrations (normalised actions). One run per variant (seed 0): differences of a "
-                f"few percent are no difference. {b.get('note', '')}", "",
-                table(["Variant", "Overrides", "Step (s, 1 thread)", "Windows/s", "Steps in the budget", "Val loss", "Val action MSE"],
-                      [[r.get("name"), " ".join(r.get("overrides") or []) or "—", num(r.get("s_per_step"), 2), num(r.get("windows_per_s"), 0),
-                        r.get("steps"), num(r.get("val_loss"), 4), num(r.get("val_action_mse"), 4)]
-                       for r in b.get("variants") or [] if isinstance(r, dict)]), ""]
-        out += [f"- {line}" for line in b.get("findings") or []] + ([""] if b.get("findings") else [])
+    for name in ("image_recipe", "image_recipe_round2"):
+        b = results.bench(name)
+        out += [missing(name), ""] if b is None else recipe_round(b)
     rows = [(name, results.bench(name)) for name in ("image_step_preset", "image_step")]
     if all(r is None for _, r in rows):
         return out + [missing("image_step"), ""]

@@ -17,7 +17,7 @@ SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_star
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
-           "image_recipe", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
+           "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
 
@@ -31,7 +31,7 @@ METHODS = {
     "torch": "torch",
     "torch_every4": "torch, a new chunk every 4 steps (RTI's interval)",
     "preset": "torch, the `small` preset as it stands (9000 steps, a new chunk every 4, checkpoint chosen on validation)",
-    "image_preset": "torch, the `robosuite-image` preset (its final checkpoint, fixed before any evaluation)",
+    "image_preset": "torch, the `robosuite-image` preset, its final checkpoint fixed in advance",
     "torch_rti": "torch + RTI",
     "onnx": "ONNX Runtime",
     "onnx_rti": "ONNX Runtime + RTI",
@@ -109,6 +109,8 @@ HOW = {
     "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --json-out bench/results/pusht_image.json",
     "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
+    "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 wide avgpool obs1 lr1e-3 "
+                           "--json-out bench/results/image_recipe_round2.json",
     "image_step": "python bench/image_step.py --store PUSHT_IMG_ZARR --json-out bench/results/image_step.json",
     "image_step_preset": "python bench/image_step.py --store PUSHT_IMG_ZARR model.aug_crop=0 model.aug_shift=6 model.image_size=64 "
                          "model.expert_hidden=512 --json-out bench/results/image_step_preset.json",
