@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes running episodes at once, one torch thread each (default 1: one process); the "
-                             "same seeds and figures as one process, latencies on one thread")
+                             "same seeds as one process, in episode order, latencies on one thread")
     parser.add_argument("--split", choices=("val", "test"), default="val",
                         help="seed split: val (choosing settings; default) or test (reported figures only)")
     parser.add_argument("--rti", action="store_true", help="real-time-iteration warm starts (trained policies)")

@@ -135,7 +135,8 @@ def evaluate(
 
     With ``workers`` > 1 the episodes run in that many spawned processes, each acting with the policy
     that ``reload`` (picklable and without arguments, e.g. ``functools.partial(load_policy, spec)``)
-    gives it, on one torch thread: the same seeds and figures as one process, in episode order."""
+    gives it, on one torch thread: the same seeds as one process, in episode order (a scripted expert's
+    figures are identical; a torch policy's rounding follows its thread count)."""
     spec = get_task(task)
     if episodes < 1:
         raise DpError(f"--episodes must be at least 1, got {episodes}")
