@@ -69,7 +69,7 @@ def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
     out.append(f"Checkpoint `{shown(b.get('checkpoint'))}` (step {training.get('step', '?')}; "
                f"{num(training.get('cpu_min'), 0)} CPU-min, {num(training.get('wall_min'), 0)} min of wall time of training). "
                f"Validation: {b.get('episodes')} episodes per setting on `val` seeds (base seed {b.get('seed')}); chosen: "
-               f"`{b.get('chosen')}` ({b.get('why')}).")
+               f"`{b.get('chosen')}` ({b.get('why')}).{' ' + b['note'] if b.get('note') else ''}")
     out.append("")
     headers = ["Setting (solver:schedule:steps[:trim])", "Passes per chunk", "Success", "95% CI", "Successes", "Mean score (95% CI)"]
     out += ["Validation seeds:", "", table(headers, [[f"`{r['setting']}`", r["passes_per_chunk"], *_figure(r, task)] for r in b.get("rows") or []]), ""]

@@ -109,7 +109,7 @@ HOW = {
     "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --json-out bench/results/pusht_image.json",
     "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
-    "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 wide avgpool obs1 lr1e-3 "
+    "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 obs1 wide "
                            "--json-out bench/results/image_recipe_round2.json",
     "image_step": "python bench/image_step.py --store PUSHT_IMG_ZARR --json-out bench/results/image_step.json",
     "image_step_preset": "python bench/image_step.py --store PUSHT_IMG_ZARR model.aug_crop=0 model.aug_shift=6 model.image_size=64 "
