@@ -57,7 +57,7 @@ def preset_recipe() -> dict[str, Any]:
             "vision_pool": cfg.model.vision_pool, "obs_horizon": cfg.data.obs_horizon, "lr": cfg.train.lr}
 
 
-def step_seconds(store: Path, overrides: list[str], steps: int = 6) -> float:
+def step_seconds(store: Path, overrides: list[str], steps: int = 12) -> float:
     """Seconds per training step of this variant (one thread), as bench/image_step.py measures it: the
     Trainer's own `train_step` on real batches, in a process of its own."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
