@@ -189,6 +189,15 @@ def test_nan_actions_name_the_source_file_and_key_not_the_store(tmp_path, capsys
 
 
 # ---------------------------------------------------------------------------- 6. workers die with the import
+def command_line(process: psutil.Process) -> str:
+    """The process's command line, or "" for one that has just exited (a short-lived child can be a zombie
+    between listing the children and reading their command lines)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def test_sigkilled_import_takes_its_decoder_workers_and_resource_tracker_with_it(tmp_path):
     make_calvin_split(tmp_path / "calvin", episode_lens=(60, 60, 60), lang_per_episode=10, lang_len=12, static_size=96, gripper_size=32)
     out = tmp_path / "s.zarr"
@@ -200,10 +209,10 @@ def test_sigkilled_import_takes_its_decoder_workers_and_resource_tracker_with_it
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             children = psutil.Process(proc.pid).children(recursive=True)
-            if sum("spawn_main" in " ".join(c.cmdline()) for c in children) == 2 and (out / "meta").exists():
+            if sum("spawn_main" in command_line(c) for c in children) == 2 and (out / "meta").exists():
                 break
             time.sleep(0.02)
-        cmdlines = [" ".join(c.cmdline()) for c in children]
+        cmdlines = [command_line(c) for c in children]
         assert sum("spawn_main" in c for c in cmdlines) == 2 and any("resource_tracker" in c for c in cmdlines), cmdlines
         os.kill(proc.pid, signal.SIGKILL)  # the importer alone, mid-import: its workers must follow by themselves
         proc.wait()
