@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dp.stats import mean_interval, wilson_interval  # noqa: E402
+from dp.eval.evaluate import EvalResult  # noqa: E402
 
 SAME = ("policy", "task", "split")
 PER_EPISODE = ("scores", "lengths", "seeds")
@@ -36,17 +38,16 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     merged = {key: [x for p in parts for x in p[key]] for key in PER_EPISODE}
     if len(set(merged["seeds"])) < len(merged["seeds"]):
         raise SystemExit("the parts share episode seeds: merge evaluations of different base seeds (dp eval --seed)")
-    episodes, wins = sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts)
     milestones: dict[str, int] = {}
     for p in parts:
         for name, k in (p.get("milestones") or {}).items():
             milestones[name] = milestones.get(name, 0) + k
+    # the figures as dp eval computes them (EvalResult), over every part's episodes
+    result = EvalResult(parts[0]["task"], sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts), merged["lengths"],
+                        merged["seeds"], np.zeros(0), scores=merged["scores"], split=parts[0]["split"], milestones=milestones)
     latency = [p["latency_ms"] for p in parts if p.get("latency_ms", {}).get("median") is not None]
     return {
-        **{key: parts[0][key] for key in SAME}, "merged_from": names, "episodes": episodes, "successes": wins,
-        "success_rate": wins / episodes, "success_ci95": list(wilson_interval(wins, episodes)),
-        "mean_score": sum(merged["scores"]) / episodes, "score_ci95": list(mean_interval(merged["scores"])),
-        "milestones": milestones, "mean_length": sum(merged["lengths"]) / episodes, **merged,
+        "policy": parts[0]["policy"], "merged_from": names, **result.as_dict(),
         "latency_ms": {"median": max(x["median"] for x in latency), "p99": max(x["p99"] for x in latency),
                        "calls": sum(x["calls"] for x in latency), "note": "the larger of the parts' medians / p99s"} if latency else {},
     }

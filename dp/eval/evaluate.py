@@ -150,7 +150,7 @@ def evaluate(
     cameras = policy_cameras(policy, spec) if cameras is None else list(cameras)
     if video_dir is not None:
         video_dir.mkdir(parents=True, exist_ok=True)
-    plan = _Plan(spec.name, cameras, image_size, video_dir is not None, seed, split, video_dir, video_episodes, video_size)
+    plan = _Plan(spec.name, cameras, image_size, seed, split, video_dir, video_episodes, video_size)
     result = EvalResult(spec.name, 0, 0, [], [], np.zeros(0), split=split)
     latencies: list[np.ndarray] = []
     bar = tqdm(total=episodes, desc=f"eval {spec.name}", unit="ep", disable=not progress)
@@ -173,12 +173,15 @@ class _Plan:
     task: str
     cameras: list[str]
     image_size: int | None
-    offscreen: bool
     seed: int
     split: str
     video_dir: Path | None
     video_episodes: int
     video_size: int
+
+    def make_env(self) -> Any:
+        """The task's env with the policy's cameras (offscreen rendering too when videos are written)."""
+        return get_task(self.task).make_env(self.cameras, self.image_size, offscreen=self.video_dir is not None)
 
 
 @dataclass
@@ -200,7 +203,7 @@ def _outcomes(policy: ActionSource, plan: _Plan, episodes: int, workers: int,
         for future in ordered_map(_episode_in_worker, ((reload, plan, i) for i in range(episodes)), workers):
             yield future.result()
         return
-    env = get_task(plan.task).make_env(plan.cameras, plan.image_size, offscreen=plan.offscreen)
+    env = plan.make_env()
     try:
         for i in range(episodes):
             yield _episode(env, policy, plan, i)
@@ -229,5 +232,5 @@ def _episode_in_worker(reload: Callable[[], ActionSource], plan: _Plan, index: i
         _WORKER["policy"] = reload()
         if "torch" in sys.modules:  # a trained run: one thread, one process per core (ONNX Runtime sessions use one)
             sys.modules["torch"].set_num_threads(1)
-        _WORKER["env"] = get_task(plan.task).make_env(plan.cameras, plan.image_size, offscreen=plan.offscreen)
+        _WORKER["env"] = plan.make_env()
     return _episode(_WORKER["env"], _WORKER["policy"], plan, index)
