@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +15,51 @@ from typing import Any
 import numpy as np
 
 
-def emit(out: dict[str, Any], started: float, json_out: Path | None) -> None:
-    """Add the wall time since ``started`` (perf_counter) and the 1-minute load to ``out``, print it
-    as JSON on stdout and, with ``json_out``, write it there too."""
-    out["total_s"] = round(time.perf_counter() - started, 1)
-    out["load_average_1min"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(out, indent=2)
+ROOT = Path(__file__).resolve().parents[1]
+# Longest first: the interpreter lives under the home folder, the repository may too.
+_MACHINE_PATHS = [(sys.executable, "python"), (f"{ROOT}/", ""), (str(ROOT), "."),
+                  (f"{tempfile.gettempdir()}/", ""), (f"{Path.home()}/", "~/")]
+
+
+def public(value: Any) -> Any:
+    """``value`` (JSON-like) with this machine's paths taken out of its strings, for published results:
+    the interpreter becomes ``python``, paths under the repository or the temporary folder relative
+    paths, the home folder ``~``."""
+    if isinstance(value, dict):
+        return {key: public(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [public(item) for item in value]
+    if isinstance(value, str):
+        for path, name in _MACHINE_PATHS:
+            value = value.replace(path, name)
+    return value
+
+
+def write_json(out: dict[str, Any], json_out: Path | None) -> None:
+    """Print ``out`` as JSON, this machine's paths taken out, and with ``json_out`` write it there too."""
+    text = json.dumps(public(out), indent=2)
     print(text)
     if json_out:
         json_out.write_text(text + "\n")
+
+
+def emit(out: dict[str, Any], started: float, json_out: Path | None) -> None:
+    """Add the wall time since ``started`` (perf_counter) and the 1-minute load to ``out``, then print and
+    write it as :func:`write_json` does."""
+    out["total_s"] = round(time.perf_counter() - started, 1)
+    out["load_average_1min"] = round(os.getloadavg()[0], 2)
+    write_json(out, json_out)
+
+
+def worst_latency(parts: list[dict[str, Any]], what: str) -> dict[str, Any]:
+    """One latency entry for a row run in several parts (each a ``timing_summary``-like dict with ``median``
+    and ``p99``): the largest median and p99 of the parts that have them, and the sum of their calls."""
+    timed = [p for p in parts if p and p.get("median") is not None]
+    if not timed:
+        return {}
+    return {"median": max(p["median"] for p in timed), "p99": max(p["p99"] for p in timed),
+            **({"calls": sum(p["calls"] for p in timed)} if all("calls" in p for p in timed) else {}),
+            "note": f"{what}, the larger of the parts' medians / p99s"}
 
 
 def scored(task: str) -> bool:

@@ -25,12 +25,15 @@ from tempfile import TemporaryDirectory
 
 import numpy as np
 
-from dp.deploy.robot_config import load_robot
-from dp.eval.evaluate import evaluate
-from dp.infer.load import is_exported, load_policy
-from dp.link import protocol as P
-from dp.stats import timing_summary
-from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_json  # noqa: E402
+from dp.deploy.robot_config import load_robot  # noqa: E402
+from dp.eval.evaluate import evaluate  # noqa: E402
+from dp.infer.load import is_exported, load_policy  # noqa: E402
+from dp.link import protocol as P  # noqa: E402
+from dp.stats import timing_summary  # noqa: E402
+from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, start_robot  # noqa: E402
 
 
 
@@ -151,10 +154,7 @@ def main() -> int:
         "watchdog_hold_after_expiry_max_ms<=100": result["watchdog"]["hold_after_expiry_ms"]["max"] <= 100.0,
         "state_rate_hz>=100": result["jitter"]["state_rate_hz"] >= 100.0,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    write_json(result, args.out)
     return 0
 
 

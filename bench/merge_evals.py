@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import worst_latency, write_json  # noqa: E402
 from dp.eval.evaluate import EvalResult  # noqa: E402
 
 SAME = ("policy", "task", "split")
@@ -45,12 +46,8 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     # the figures as dp eval computes them (EvalResult), over every part's episodes
     result = EvalResult(parts[0]["task"], sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts), merged["lengths"],
                         merged["seeds"], np.zeros(0), scores=merged["scores"], split=parts[0]["split"], milestones=milestones)
-    latency = [p["latency_ms"] for p in parts if p.get("latency_ms", {}).get("median") is not None]
-    return {
-        "policy": parts[0]["policy"], "merged_from": names, **result.as_dict(),
-        "latency_ms": {"median": max(x["median"] for x in latency), "p99": max(x["p99"] for x in latency),
-                       "calls": sum(x["calls"] for x in latency), "note": "the larger of the parts' medians / p99s"} if latency else {},
-    }
+    return {"policy": parts[0]["policy"], "merged_from": names, **result.as_dict(),
+            "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
     out = merge(parts, [p.name for p in args.parts])
-    text = json.dumps(out, indent=2)
-    if args.json_out is not None:
-        args.json_out.write_text(text)
-    print(text)
+    write_json(out, args.json_out)
     return 0
 
 

@@ -34,10 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit, train_times  # noqa: E402
+from bench.common import emit, train_times, worst_latency  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = {"pusht": "pusht_keypoints", "pusht-image": "pusht"}
@@ -200,8 +201,7 @@ def main() -> None:
 def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool) -> dict[str, Any]:
     """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml; with ``rti`` its warm starts), ``parallel`` launches at once
     (base seeds 0, 1, ...: test seeds, on their own ports) sharing ``episodes``; their reports as one test row."""
-    from dp.stats import mean_interval
-    from dp.stats import wilson_interval
+    from dp.eval.evaluate import EvalResult  # the driver itself stays light: only this row needs dp's figures
 
     per = -(-episodes // parallel)
     runs = [(f"deploy_seed{b}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}", "--set", f"episodes={per}",
@@ -212,17 +212,13 @@ def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool) 
     if any(p.wait() != 0 for p in todo):
         raise SystemExit("a deploy run failed (run its `dp launch` command to see why)")
     reports = [json.loads((folder / name).read_text()) for name, _ in runs]
-    episodes_ = [e for r in reports for e in r["per_episode"]]
-    wins = sum(e["success"] for e in episodes_)
-    scores = [e["score"] for e in episodes_]
-    latency = [r["obs_to_command_ms"] for r in reports]
+    done = [e for r in reports for e in r["per_episode"]]
+    # the figures as dp eval computes them, over the node's episodes
+    result = EvalResult("pusht", len(done), sum(e["success"] for e in done), [e["steps"] for e in done], [e["seed"] for e in done],
+                        np.zeros(0), scores=[e["score"] for e in done], split="test").as_dict()
     return {"command": "\n".join(command(*argv) for _, argv in runs), "json": [str(folder / name) for name, _ in runs],
-            "split": "test", "seed_bases": list(range(parallel)), "episodes": len(episodes_), "successes": wins,
-            "success_rate": wins / len(episodes_), "success_ci95": list(wilson_interval(wins, len(episodes_))),
-            "mean_score": float(sum(scores) / len(scores)), "score_ci95": list(mean_interval(scores)),
-            "mean_length": float(sum(e["steps"] for e in episodes_) / len(episodes_)),
-            "latency_ms": {"median": max(x["median"] for x in latency), "p99": max(x["p99"] for x in latency),
-                           "note": "obs->command, the larger of the runs' medians / p99s"}}
+            "seed_bases": list(range(parallel)), **result,
+            "latency_ms": worst_latency([r["obs_to_command_ms"] for r in reports], "obs->command")}
 
 
 if __name__ == "__main__":

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from dp.config import Config, build_config
-from dp.models.cost import measure_flops, param_counts
-from dp.models.diffusion_policy import DiffusionPolicy
-from dp.testing.reach_store import make_store
-from dp.train.data import resolve
-from dp.train.train_cmd import set_experts
-from dp.train.trainer import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_json  # noqa: E402
+from dp.config import Config, build_config  # noqa: E402
+from dp.models.cost import measure_flops, param_counts  # noqa: E402
+from dp.models.diffusion_policy import DiffusionPolicy  # noqa: E402
+from dp.testing.reach_store import make_store  # noqa: E402
+from dp.train.data import resolve  # noqa: E402
+from dp.train.train_cmd import set_experts  # noqa: E402
+from dp.train.trainer import Trainer  # noqa: E402
 
 
 def samples_per_s(cfg: Config, store: Path, run: Path, steps: int, warmup: int = 3) -> dict:
@@ -75,10 +78,7 @@ def main() -> None:
             resolved, _ = resolve(cfg, [str(store)])
             out[name]["mode"] = sizes(resolved)
             out[name]["dense_twin"] = sizes(dense_twin(resolved))
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
+    write_json(out, args.json_out)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import public  # noqa: E402
 from dp.stats import wilson_interval  # noqa: E402
 from dp.train.trainer import cpu_has_amx  # noqa: E402
 
@@ -408,7 +409,7 @@ def main() -> None:
 
         def keep(partial: dict) -> None:
             section[part] = {**head, **partial, "complete": False}
-            a.json_out.write_text(json.dumps(out, indent=2) + "\n")
+            a.json_out.write_text(json.dumps(public(out), indent=2) + "\n")
 
         if part == "speed":
             result = speed(s, a, keep)
@@ -417,9 +418,9 @@ def main() -> None:
         else:
             result = evaluate(s, a)
         section[part] = {**head, **result}
-        a.json_out.write_text(json.dumps(out, indent=2) + "\n")  # after each part: nothing measured is lost
+        a.json_out.write_text(json.dumps(public(out), indent=2) + "\n")  # after each part: nothing measured is lost
     section["wall_s"] = round(time.time() - t0, 1)
-    print(json.dumps(section if a.obs == "image" else out, indent=2))
+    print(json.dumps(public(section if a.obs == "image" else out), indent=2))
 
 
 if __name__ == "__main__":
