@@ -54,6 +54,7 @@ class ModelConfig:
     image_sizes: dict[str, int] = field(default_factory=dict)  # per-camera resize, wins over image_size (filled from the card by training with card_resize)
     aug_shift: int = 4  # random-shift augmentation in pixels during training (0 = off)
     aug_crop: int = 0  # square crop of every camera before any resize: random in training, the centre at inference (Diffusion Policy: 84 of 96); 0 = off
+    privileged_weight: float = 1.0  # weight of the loss of predicting data.privileged_keys from the cameras' features (training only)
 
 
 SCHEDULES = ("exponential", "karras", "fitted")  # diffusion.schedule (dp.diffusion.schedules)
@@ -118,10 +119,11 @@ class DataConfig:
     n_action_steps: int = 8  # actions executed from each chunk
     val_fraction: float = 0.1  # share of episodes held out for validation
     pad_lowdim: bool = False  # zero-pad low-dim vectors whose width differs across stores (multitask state policies); runtimes pad narrower observations alike
+    privileged_keys: list[str] = field(default_factory=list)  # low-dim keys the policy does not observe (e.g. an object's pose) that its vision encoders learn to predict in training; nothing at inference
     # resolved by training:
     lowdim_keys: list[str] = field(default_factory=list)
     image_keys: list[str] = field(default_factory=list)
-    shapes: dict[str, list[int]] = field(default_factory=dict)  # per-frame shape of every obs key
+    shapes: dict[str, list[int]] = field(default_factory=dict)  # per-frame shape of every obs key and privileged key
     action_dim: int = 0
 
 

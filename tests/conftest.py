@@ -74,7 +74,7 @@ def pusht_image_run(tmp_path_factory):
     src = zarr.open_group(PUSHT_SRC, mode="r")
     stop = int(src["meta/episode_ends"][2])
     small = zarr.open_group(str(tmp / "src.zarr"), mode="w", zarr_format=2)
-    for key in ("img", "state", "action"):
+    for key in ("img", "state", "keypoint", "action"):
         small.create_array(f"data/{key}", data=src[f"data/{key}"][:stop])
     small.create_array("meta/episode_ends", data=src["meta/episode_ends"][:3])
     store, run = tmp / "pusht_img.zarr", tmp / "run"

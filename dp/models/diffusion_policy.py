@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dp.config import Config
@@ -74,13 +75,23 @@ class DiffusionPolicy(nn.Module):
         """Normalised action chunks -> raw."""
         return self._normalization().unnormalize(self.action_key, actions)
 
-    def encode(self, obs: dict[str, torch.Tensor], task_id: torch.Tensor | None = None, lang_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """Goal + observation tokens (run once per chunk)."""
+    def encode(
+        self, obs: dict[str, torch.Tensor], task_id: torch.Tensor | None = None, lang_emb: torch.Tensor | None = None,
+        privileged: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Goal + observation tokens (run once per chunk); with ``privileged``, also the privileged keys
+        predicted from the cameras (:meth:`MoDE.encode`)."""
         lowdim = None
         if self.lowdim_keys:
             lowdim = torch.cat([obs[k].flatten(2).float() for k in self.lowdim_keys], dim=-1)
         images = {k: obs[k] for k in self.image_keys}
-        return self.net.encode(lowdim, images, task_id, lang_emb)
+        return self.net.encode(lowdim, images, task_id, lang_emb, privileged=privileged)
+
+    def _privileged_targets(self, obs: dict[str, Any]) -> torch.Tensor:
+        missing = [k for k in self.cfg.data.privileged_keys if k not in obs]
+        if missing:
+            raise DpError(f"the batch has no privileged key(s) {missing} (data.privileged_keys), which this policy learns to predict")
+        return torch.cat([obs[k].flatten(2).float() for k in self.cfg.data.privileged_keys], dim=-1)
 
     def compute_loss(
         self, batch: dict[str, Any], generator: torch.Generator | None = None, draws: int | None = None
@@ -88,7 +99,12 @@ class DiffusionPolicy(nn.Module):
         """Training loss (EDM denoising loss + weighted router losses) and its parts, over ``draws``
         (sigma, noise) pairs per window (default ``train.noise_draws``)."""
         x0 = batch["action"]
-        cond = self.encode(batch["obs"], batch.get("task_id"), batch.get("lang_emb"))
+        extra: dict[str, torch.Tensor] = {}
+        if self.cfg.data.privileged_keys:  # the cameras' features also predict the privileged state
+            cond, predicted = self.encode(batch["obs"], batch.get("task_id"), batch.get("lang_emb"), privileged=True)
+            extra["privileged_loss"] = F.mse_loss(predicted, self._privileged_targets(batch["obs"]))
+        else:
+            cond = self.encode(batch["obs"], batch.get("task_id"), batch.get("lang_emb"))
         draws = self.cfg.train.noise_draws if draws is None else draws
         if draws > 1:  # one encoding, several noise levels: the denoiser's samples without the encoder's cost
             cond, x0 = cond.repeat_interleave(draws, 0), x0.repeat_interleave(draws, 0)
@@ -97,7 +113,8 @@ class DiffusionPolicy(nn.Module):
         per_sample, routings = self.edm.loss(self.net, cond, x0, sigma, noise)
         diffusion = per_sample.mean()
         aux, parts = self.net.aux_loss(routings)
-        return diffusion + aux, {"diffusion_loss": diffusion.detach(), **parts}
+        total = diffusion + aux + self.cfg.model.privileged_weight * extra.get("privileged_loss", 0.0)
+        return total, {"diffusion_loss": diffusion.detach(), **parts, **{k: v.detach() for k, v in extra.items()}}
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss (so that DistributedDataParallel's hooks see it as the forward pass)."""

@@ -52,6 +52,7 @@ class MoDE(nn.Module):
         action_horizon: int,
         goal: str,
         n_tasks: int,
+        privileged_dim: int = 0,
     ):
         super().__init__()
         d = cfg.d_model
@@ -73,6 +74,8 @@ class MoDE(nn.Module):
         if self.state is None and not self.image_keys:
             raise ValueError("the model needs at least one observation key (low-dim or image)")
         self.n_obs_tokens = obs_horizon * ((self.state is not None) + len(self.image_keys))
+        # training only: the privileged low-dim keys (data.privileged_keys) predicted from the cameras' features
+        self.privileged = nn.Linear(d * len(self.image_keys), privileged_dim) if privileged_dim and self.image_keys else None
         self.cond_pos = nn.Parameter(torch.randn(1, 1 + self.n_obs_tokens, d) * 0.02)
         self.noise_emb = NoiseEmbedding(d)
         self.action_in = nn.Linear(action_dim, d)
@@ -102,6 +105,7 @@ class MoDE(nn.Module):
             action_horizon=data.action_horizon,
             goal=cfg.model.goal,
             n_tasks=len(cfg.vocab.tasks),
+            privileged_dim=sum(int(torch.tensor(data.shapes[k]).prod()) for k in data.privileged_keys),
         )
 
     # ------------------------------------------------------------------ encoders (once per chunk)
@@ -111,8 +115,10 @@ class MoDE(nn.Module):
         images: dict[str, torch.Tensor],
         task_id: torch.Tensor | None = None,
         lang_emb: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Goal + observation tokens (B, 1 + n_obs_tokens, d).
+        privileged: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Goal + observation tokens (B, 1 + n_obs_tokens, d); with ``privileged``, also the privileged
+        keys predicted from the cameras' features (B, To, privileged_dim).
 
         ``lowdim``: normalised, concatenated low-dim keys (B, To, D); ``images``: key -> uint8
         (B, To, H, W, C). In training mode images get the random crop (``model.aug_crop``) and shift
@@ -132,7 +138,13 @@ class MoDE(nn.Module):
                 flat = random_shift(flat, self.cfg.aug_shift)
             cond = goal.repeat_interleave(self.obs_horizon, dim=0)
             tokens.append(encoder(flat, cond).view(B, self.obs_horizon, -1))
-        return torch.cat(tokens, dim=1) + self.cond_pos
+        cond_tokens = torch.cat(tokens, dim=1) + self.cond_pos
+        if not privileged:
+            return cond_tokens
+        if self.privileged is None:
+            raise ValueError("this network predicts no privileged keys (data.privileged_keys is empty)")
+        cameras = torch.cat(tokens[len(tokens) - len(self.cameras):], dim=-1)  # (B, To, n_cameras * d)
+        return cond_tokens, self.privileged(cameras)
 
     # ------------------------------------------------------------------ denoiser (once per step)
     def forward(self, cond: torch.Tensor, x: torch.Tensor, c_noise: torch.Tensor) -> tuple[torch.Tensor, list[Routing]]:

@@ -92,18 +92,33 @@ def _select_keys(cfg: Config, stores: list[EpisodeStore]) -> tuple[list[str], li
             raise DpError(f"{first.path}: data.images=true but the store has no image keys for the vision encoder (roles: {first.roles})")
         wanted = [*lowdim, *image]
     for store in stores:
-        missing = [k for k in [*wanted, data.action_key] if k not in store.keys]
+        missing = [k for k in [*wanted, data.action_key, *data.privileged_keys] if k not in store.keys]
         if missing:
             raise DpError(
                 f"{store.path}: no key(s) {missing}, which the configuration asks for "
-                f"(data.obs_keys / data.action_key); the store has: {', '.join(store.keys)}"
+                f"(data.obs_keys / data.action_key / data.privileged_keys); the store has: {', '.join(store.keys)}"
             )
     if not wanted:
         raise DpError(
             f"{first.path}: no observation keys to train on (roles: {first.roles}; data.lowdim={str(data.lowdim).lower()}, "
             f"data.images={str(data.images).lower()}); set data.obs_keys, data.lowdim=true or data.images=true"
         )
+    _check_privileged(data.privileged_keys, wanted, image, first)
     return lowdim, image
+
+
+def _check_privileged(privileged: list[str], observed: list[str], image: list[str], store: EpisodeStore) -> None:
+    """Privileged keys: low-dim keys the policy does not observe, predicted from its cameras' features."""
+    if not privileged:
+        return
+    if not image:
+        raise DpError(f"data.privileged_keys={privileged} are predicted from the cameras' features, but this policy observes no camera")
+    seen = [k for k in privileged if k in observed]
+    if seen:
+        raise DpError(f"data.privileged_keys {seen} are also observation keys: a privileged key is one the policy does not observe")
+    not_lowdim = [k for k in privileged if k not in store.roles["lowdim"]]
+    if not_lowdim:
+        raise DpError(f"{store.path}: data.privileged_keys {not_lowdim} are not low-dim keys (low-dim keys: {store.roles['lowdim']})")
 
 
 def _image_sizes(cfg: Config, stores: list[EpisodeStore], image: list[str]) -> dict[str, int]:
@@ -211,7 +226,7 @@ def resolve(cfg: Config, paths: list[str]) -> tuple[Config, list[EpisodeStore]]:
         _embed_instructions(paths)
     stores = open_stores(paths)
     lowdim, image = _select_keys(cfg, stores)
-    shapes = _shapes(cfg, stores, [*lowdim, *image, cfg.data.action_key], lowdim if cfg.data.pad_lowdim else [])
+    shapes = _shapes(cfg, stores, [*lowdim, *image, *cfg.data.privileged_keys, cfg.data.action_key], lowdim if cfg.data.pad_lowdim else [])
     action_shape = shapes.pop(cfg.data.action_key)
     if len(action_shape) != 1:
         raise DpError(f"{stores[0].path}: action key {cfg.data.action_key!r} must be one vector per frame; frame shape is {action_shape}")
@@ -259,9 +274,9 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     data = cfg.data
     widths = pad_widths(cfg)
     if normalizer is None:
-        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key], widths=widths)
+        normalizer = Normalizer.fit(stores, [*data.lowdim_keys, data.action_key, *data.privileged_keys], widths=widths)
     splits = [split_episodes(len(s), data.val_fraction, cfg.train.seed) for s in stores]
-    obs_keys = [*data.lowdim_keys, *data.image_keys]
+    obs_keys = [*data.lowdim_keys, *data.image_keys, *data.privileged_keys]  # privileged keys ride in "obs" as training targets
 
     def windows(episodes: list[np.ndarray]) -> WindowDataset:
         return WindowDataset(
