@@ -74,14 +74,15 @@ def eval_json(out: Path, *argv: str) -> dict[str, Any]:
 
 def curve(run: Path, work: Path, episodes: int, seed: int, steps: list[int] | None = None) -> list[dict[str, Any]]:
     """Every checkpoint (or those of ``steps``) on ``episodes`` validation seeds, with its training time."""
-    times = train_times(run)
+    times, cpu = train_times(run), train_times(run, "cpu_s")
     points = []
     for ckpt in sorted((run / "checkpoints").glob("step_*")):
         step = int(ckpt.name.split("_")[1])
         if steps is not None and step not in steps:
             continue
         fig = eval_json(work / "val" / f"{ckpt.name}.json", str(ckpt), "--split", "val", "--episodes", str(episodes), "--seed", str(seed))
-        points.append({"step": step, "train_s": round(times.get(step, float("nan")), 1), "checkpoint": str(ckpt), **fig})
+        points.append({"step": step, "train_s": round(times.get(step, float("nan")), 1),
+                       **({"train_cpu_s": round(cpu[step], 1)} if step in cpu else {}), "checkpoint": str(ckpt), **fig})
     return points
 
 

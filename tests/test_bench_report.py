@@ -306,3 +306,30 @@ def test_headline_only(report, tmp_path, capsys):
     assert "| lift | torch | 94.0% | 83.8–97.9% | 47/50 |" in text
     assert "##" not in text and "Target" not in text
     assert not (tmp_path / "docs").exists()
+
+
+def test_pusht_image_targets_are_checked_on_the_recipe_validation_chose(report, tmp_path):
+    from bench.reporting.load import load
+    from bench.reporting.sections_pusht import section_pusht
+    from bench.reporting.targets import Targets
+
+    def point(step, score, success, **clock):
+        return {"step": step, "episodes": 50, "mean_score": score, "success_rate": success, **clock}
+
+    def bench(curve, chosen, test_score, **extra):
+        return {"preset": "pusht-image", "curve": curve, "chosen": {"step": chosen, "why": "best mean score on validation seeds"},
+                "test": {"torch": {"mean_score": test_score, "success_rate": 0.3, "successes": 30, "episodes": 100}}, **extra}
+
+    runs = {"pusht_image": bench([point(8000, 0.82, 0.28, train_s=600.0)], 8000, 0.81, train_wall_s=600.0, train_cpu_s=900.0),
+            "pusht_image_obs1": bench([point(6000, 0.80, 0.2, train_cpu_s=3000.0), point(10000, 0.86, 0.3, train_cpu_s=6000.0)], 10000, 0.85),
+            "pusht_image_priv": bench([point(9000, 0.86, 0.2, train_cpu_s=5400.0)], 9000, 0.99)}  # ties obs1's score, fewer successes
+    for name, data in runs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    targets = Targets()
+    page = "\n".join(section_pusht(load(tmp_path), targets))
+    rows = {r[1]: r[2:] for r in targets.rows}
+    assert rows["pusht_image_obs1: test mean score (torch)"][:2] == ["0.85", "≥ 0.90"]
+    assert not any(k.startswith(("pusht_image:", "pusht_image_priv:")) for k in rows)  # only the chosen recipe is checked
+    assert "`pusht_image_obs1`" in page and page.count("Validation curve") == 3
+    assert "| 8000 | 10.0 | 15 | 50 | 0.820 | 28.0% |" in page  # CPU minutes from the run's CPU / wall ratio
+    assert "| 10000 | 0.0 | 100 | 50 | 0.860 | 30.0% |" in page  # CPU minutes as logged

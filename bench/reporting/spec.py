@@ -16,7 +16,7 @@ SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_star
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image",
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
@@ -108,6 +108,9 @@ HOW = {
     "sim_collect": "python bench/sim_collect.py > bench/results/sim_collect.json",
     "pusht": "python bench/pusht.py --src PUSHT_ZARR --work WORK --json-out bench/results/pusht.json",
     "pusht_image": "python bench/pusht.py --src PUSHT_ZARR --work WORK --preset pusht-image --json-out bench/results/pusht_image.json",
+    **{f"pusht_image_{name}": f"python bench/pusht.py --src PUSHT_ZARR --work WORK_{name.upper()} --preset pusht-image --run RUN_{name.upper()} "
+                              f"--curve-steps STEPS --test-episodes 100 --skip-rti --deploy-episodes 0 --json-out bench/results/pusht_image_{name}.json"
+       for name in ("obs1", "priv")},
     "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
     "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 obs1 wide "
                            "--json-out bench/results/image_recipe_round2.json",
