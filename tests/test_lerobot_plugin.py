@@ -34,4 +34,4 @@ def test_plugin_in_lerobot_virtualenv():
                          cwd=ROOT, env={**os.environ, "DP_PYTHON": sys.executable}, capture_output=True, text=True, timeout=900)
     summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
-    assert re.search(r"\b9 passed\b", summary) and "skipped" not in summary, summary
+    assert re.search(r"\b10 passed\b", summary) and "skipped" not in summary, summary

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,11 @@ def run_config(cfg: Config, key_map: dict[str, str], features: dict[str, PolicyF
         raise ValueError("policy (type mode): model.goal=lang (language embeddings) is not available through LeRobot; use task or none")
     if cfg.model.card_resize:
         raise ValueError("policy (type mode): model.card_resize reads a dp store's card; set model.image_size or model.image_sizes instead")
+    if cfg.data.privileged_keys:  # a training aid of dp's stores: a LeRobot dataset carries no privileged state for it
+        warnings.warn(f"policy (type mode): data.privileged_keys {cfg.data.privileged_keys} are trained by `dp train` from a dp store "
+                      "only; this policy trains without them", stacklevel=2)
     data = dataclasses.replace(cfg.data, lowdim_keys=lowdim, image_keys=image, shapes=shapes, action_key=action,
-                               action_dim=width(refs[action], features[refs[action].field]))
+                               action_dim=width(refs[action], features[refs[action].field]), privileged_keys=[])
     vocab = dataclasses.replace(cfg.vocab, tasks=list(tasks))
     return dataclasses.replace(cfg, data=data, model=dataclasses.replace(cfg.model, goal=goal), vocab=vocab)
 

@@ -123,6 +123,13 @@ def test_unknown_preset_fails_at_config_time():
         ModeConfig(preset="tiny", overrides=["model.n_layerz=2"], device="cpu")
 
 
+def test_privileged_keys_are_a_dp_train_aid_dropped_with_a_warning(data):
+    """A preset that trains its cameras on privileged state (dp stores only) builds through LeRobot without it."""
+    with pytest.warns(UserWarning, match=r"data.privileged_keys \['keypoint'\] are trained by `dp train`"):
+        policy, _ = fresh_policy(data.ds_img, "pusht-image", [*TINY, "data.privileged_keys=[keypoint]"])
+    assert policy.dp_cfg.data.privileged_keys == [] and policy.model.net.privileged is None
+
+
 def test_normalisation_is_dps():
     """LeRobot's normaliser with the plugin's statistics maps like dp's Normalizer, also where dp departs
     from min-max: a flat dimension (centred), a two-level one at -1/+1 (passed through), one at 0/1."""
