@@ -22,7 +22,8 @@ def test_pusht_card_import(tmp_path):
                  "--workers", "2", "--no-progress"]) == 0
     with EpisodeStore.open(tmp_path / "s.zarr") as store:
         assert store.zarr_format == 3 and store.control_freq == 10.0
-        assert store.roles == {"lowdim": ["agent_pos", "state"], "image": ["img"], "action": ["action"]}
+        assert store.roles == {"lowdim": ["agent_pos", "state", "keypoint"], "image": ["img"], "action": ["action"]}
+        assert store.array("keypoint").shape[1:] == (18,)  # privileged state: the block's 9 keypoints, flattened
         assert store.episode_ends.tolist() == np.cumsum(LENS).tolist()
         np.testing.assert_array_equal(store.array("agent_pos")[:], src["state"][:, :2])
         image = store.array("img")[:]

@@ -156,14 +156,14 @@ def test_normalisation_is_dps():
 
 
 def test_dataset_without_the_keys_the_preset_reads(data):
-    with pytest.raises(ValueError, match=r"no key\(s\) \['keypoint'\].*data\.obs_keys"):
-        fresh_policy(data.ds_img, "pusht", [])
+    with pytest.raises(ValueError, match=r"no key\(s\) \['img'\].*data\.obs_keys"):
+        fresh_policy(data.ds_kp, "pusht-image", [])
 
 
 def test_lerobot_train_loss_falls(trained):
     out, losses = trained
     assert len(losses) == 6, losses
-    assert losses[-1] < losses[0], losses
+    assert sum(losses[-3:]) / 3 < losses[0], losses  # batches of 8: single logs are noisy
     saved = out / "checkpoints" / "last" / "pretrained_model"
     config = json.loads((saved / "config.json").read_text())
     assert config["type"] == "mode" and config["key_map"] == {"agent_pos": "observation.state", "img": "observation.image", "action": "action"}
