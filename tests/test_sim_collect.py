@@ -130,8 +130,9 @@ def test_sigkill_mid_collection_keeps_complete_episodes_and_rerun_completes(tmp_
 def test_ctrl_c_stops_workers_and_keeps_finished_episodes(tmp_path):
     out = tmp_path / "interrupted.zarr"
     cmd = [sys.executable, "-m", "dp", "collect", "--task", "lift", "--episodes", "20", "--out", str(out), "--workers", "2"]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    # as from a terminal: Ctrl-C at its default disposition, whatever an earlier test left in this worker to inherit
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_episodes(out, proc, 1)
         workers = psutil.Process(proc.pid).children(recursive=True)
