@@ -20,6 +20,11 @@ from dp.models.mode import MoDE
 from dp.models.normalization import Normalization
 
 
+def _vectors(obs: dict[str, Any], keys: list[str]) -> torch.Tensor:
+    """Low-dim keys of ``obs`` (B, To, ...) flattened per step and concatenated: (B, To, D)."""
+    return torch.cat([obs[k].flatten(2).float() for k in keys], dim=-1)
+
+
 class DiffusionPolicy(nn.Module):
     """``compute_loss(batch)`` for training, ``sample(obs, ...)`` for normalised action chunks.
 
@@ -83,7 +88,7 @@ class DiffusionPolicy(nn.Module):
         predicted from the cameras (:meth:`MoDE.encode`)."""
         lowdim = None
         if self.lowdim_keys:
-            lowdim = torch.cat([obs[k].flatten(2).float() for k in self.lowdim_keys], dim=-1)
+            lowdim = _vectors(obs, self.lowdim_keys)
         images = {k: obs[k] for k in self.image_keys}
         return self.net.encode(lowdim, images, task_id, lang_emb, privileged=privileged)
 
@@ -91,7 +96,7 @@ class DiffusionPolicy(nn.Module):
         missing = [k for k in self.cfg.data.privileged_keys if k not in obs]
         if missing:
             raise DpError(f"the batch has no privileged key(s) {missing} (data.privileged_keys), which this policy learns to predict")
-        return torch.cat([obs[k].flatten(2).float() for k in self.cfg.data.privileged_keys], dim=-1)
+        return _vectors(obs, self.cfg.data.privileged_keys)
 
     def compute_loss(
         self, batch: dict[str, Any], generator: torch.Generator | None = None, draws: int | None = None

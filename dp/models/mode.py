@@ -90,13 +90,16 @@ class MoDE(nn.Module):
     def from_config(cls, cfg: Config) -> MoDE:
         """Build from a resolved run configuration (keys, shapes and vocabulary filled in by training)."""
         data = cfg.data
-        lowdim_dim = sum(int(torch.tensor(data.shapes[k]).prod()) for k in data.lowdim_keys)
+
+        def width(keys: list[str]) -> int:  # values per step of these keys together
+            return sum(int(torch.tensor(data.shapes[k]).prod()) for k in keys)
+
         channels = {data.shapes[k][-1] for k in data.image_keys} or {3}
         if len(channels) > 1:
             raise ValueError(f"all cameras need the same channel count; got {sorted(channels)}")
         return cls(
             cfg.model,
-            lowdim_dim=lowdim_dim,
+            lowdim_dim=width(data.lowdim_keys),
             image_keys=data.image_keys,
             image_shapes={k: data.shapes[k] for k in data.image_keys},
             image_channels=channels.pop(),
@@ -105,7 +108,7 @@ class MoDE(nn.Module):
             action_horizon=data.action_horizon,
             goal=cfg.model.goal,
             n_tasks=len(cfg.vocab.tasks),
-            privileged_dim=sum(int(torch.tensor(data.shapes[k]).prod()) for k in data.privileged_keys),
+            privileged_dim=width(data.privileged_keys),
         )
 
     # ------------------------------------------------------------------ encoders (once per chunk)
