@@ -21,6 +21,10 @@ def section_ablation(results: Results) -> list[str]:
         headers = ["Question", "Setting", "Training (min)", "Seeds (episodes)", "Success", "95% CI", "Successes"]
         body = [[r.get("question"), r.get("setting"), num(r.get("train_min"), 0), f"{r.get('split')} ({r.get('episodes')})",
                  pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}"] for r in rows]
+        if any("mean_score" in r for r in rows):  # Push-T: the coverage score beside success
+            headers += ["Mean score", "Score 95% CI"]
+            for row, r in zip(body, rows):
+                row += [num(r.get("mean_score"), 3), _score_ci(r.get("score_ci95"))]
         reached = [r["milestones"] if isinstance(r.get("milestones"), dict) else {} for r in rows]
         if any(reached):  # where the failures stopped (dp eval)
             headers.append("Milestones reached")
@@ -34,3 +38,7 @@ def section_ablation(results: Results) -> list[str]:
         if commands:
             out += ["Commands (each row's `dp eval`; the runs as in the success section):", "", "```bash", *commands, "```", ""]
     return out
+
+
+def _score_ci(bounds: object) -> str:
+    return "–".join(num(b, 3) for b in bounds) if isinstance(bounds, list) and len(bounds) == 2 else "—"

@@ -8,7 +8,8 @@ from dp.sim.tasks import TaskSpec
 # issue 16: what limits success, one table per task (bench name -> section title)
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
              "ablation_stack": "What limits success on `stack`",
-             "ablation_lift_image": "What limits success from images (`lift`, and `can`)"}
+             "ablation_lift_image": "What limits success from images (`lift`, and `can`)",
+             "ablation_pusht_image": "What limits success from pixels on Push-T"}
 # issue 37: the sampler chosen per policy and what the warm start buys, on these tasks
 SAMPLER_TASKS = ("can", "pusht")
 WARM_START_TASKS = ("lift", "can", "pusht")
