@@ -330,6 +330,7 @@ def test_pusht_image_targets_are_checked_on_the_recipe_validation_chose(report, 
     rows = {r[1]: r[2:] for r in targets.rows}
     assert rows["pusht_image_obs1: test mean score (torch)"][:2] == ["0.85", "≥ 0.90"]
     assert not any(k.startswith(("pusht_image:", "pusht_image_priv:")) for k in rows)  # only the chosen recipe is checked
+    assert rows["pusht_image_obs1: training CPU minutes of the chosen checkpoint"] == ["100", "≤ 180", "met"]
     assert "`pusht_image_obs1`" in page and page.count("Validation curve") == 3
     assert "| 8000 | 10.0 | 15 | 50 | 0.820 | 28.0% |" in page  # CPU minutes from the run's CPU / wall ratio
     assert "| 10000 | 0.0 | 100 | 50 | 0.860 | 30.0% |" in page  # CPU minutes as logged
