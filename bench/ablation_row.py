@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import public, scored  # noqa: E402
-from bench.merge_evals import merge  # noqa: E402
+from bench.merge_evals import merge, read_parts  # noqa: E402
 
 FIGURES = ("split", "episodes", "successes", "success_rate", "success_ci95", "mean_length", "milestones")
 
@@ -65,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-min", type=float, default=None, help="training minutes of the policy, where they compare")
     parser.add_argument("--about", default=None, help="the file's description (required to create it)")
     args = parser.parse_args(argv)
-    parts = []
-    for path in args.parts:
-        try:
-            parts.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
-    row = ablation_row(parts, [p.name for p in args.parts], args.question, args.setting, args.command, args.train_min)
+    row = ablation_row(read_parts(args.parts), [p.name for p in args.parts], args.question, args.setting, args.command, args.train_min)
     args.to.write_text(json.dumps(add_row(args.to, row, args.about), indent=2) + "\n")
     print(json.dumps(row, indent=2))
     return 0

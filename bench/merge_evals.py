@@ -50,19 +50,24 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 
 
+def read_parts(paths: list[Path]) -> list[dict[str, Any]]:
+    """The `dp eval --json-out` files at ``paths``; a file that is not JSON is refused by name."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
+    return parts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", type=Path, nargs="+", help="dp eval --json-out files")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the merged JSON here")
     args = parser.parse_args(argv)
-    parts = []
-    for path in args.parts:
-        try:
-            parts.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
-    out = merge(parts, [p.name for p in args.parts])
+    out = merge(read_parts(args.parts), [p.name for p in args.parts])
     write_json(out, args.json_out)
     return 0
 
