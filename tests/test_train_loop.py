@@ -224,6 +224,33 @@ def test_checkpoint_from_another_preset(overfit_run, tmp_path, capsys):
     assert rc == 1 and "--resume" in capsys.readouterr().err
 
 
+def test_resuming_with_more_steps_stretches_the_schedule(overfit_run, tmp_path):
+    """train.steps=N on --resume: the cosine schedule is rebuilt to end at N and the rate continues from it
+    (the finished run's rate was zero), with a warning that says so."""
+    import math
+
+    store, run = overfit_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    assert rows(copy, "train")[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
+    cfg = load_config(copy / "config.yaml")
+    cfg.train.steps = 440
+
+    def rate(step: int) -> float:  # diffusers' cosine with warmup, at the stretched length
+        return cfg.train.lr * 0.5 * (1 + math.cos(math.pi * (step - cfg.train.warmup_steps) / (440 - cfg.train.warmup_steps)))
+
+    with pytest.warns(UserWarning, match="now ends at step 440"):
+        trainer = Trainer(cfg, [str(store)], copy, resume=True, progress=False)
+    assert trainer.step == 400 and trainer.optimizer.param_groups[0]["lr"] == pytest.approx(rate(400), rel=1e-6)  # the first resumed step's
+    with pytest.warns(UserWarning, match="configured for 400.*now ends at step 440"):
+        rc = dp_main(["train", "--out", str(copy), "--resume", "--no-progress", "train.steps=440", "train.log_every=10"])
+    assert rc == 0
+    resumed = [r for r in rows(copy, "train") if r["step"] > 400]
+    assert [r["step"] for r in resumed] == [410, 420, 430, 440]
+    assert [r["lr"] for r in resumed] == pytest.approx([rate(r["step"]) for r in resumed], rel=1e-6)
+    assert resumed[0]["lr"] > 0.01 * cfg.train.lr
+
+
 def test_nan_loss_stops_with_step_and_keeps_the_last_checkpoint(tmp_path, capsys):
     store = make_store(tmp_path / "s.zarr", episodes=3, length=20)
     run = tmp_path / "run"

@@ -5,6 +5,7 @@ Examples:
   dp train --data data/lift.zarr,data/can.zarr --out runs/multi model.n_layers=6 train.steps=40000
   dp train --data data/lift.zarr --out runs/lift_img data.images=true
   dp train --out runs/lift --resume                      continue at the same step, same data order
+  dp train --out runs/lift --resume train.steps=20000    train on: the learning-rate schedule stretched to 20000 steps
   dp train --data data/lift.zarr --out runs/ddp --nproc 2   (= torchrun --nproc-per-node 2 -m dp.train ...)
   dp train --data data/lift.zarr --out runs/gpu train.device=cuda
 

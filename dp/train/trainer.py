@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dp.config import Config, TrainConfig, dump_config
+from dp.config import Config, TrainConfig, dump_config, load_config
 from dp.data.normalize import Normalizer
 from dp.data.windows import passthrough_collate
 from dp.errors import DpError
@@ -172,6 +172,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self._follow_schedule(load_config(source / ckpt_files.CONFIG_FILE).train.steps)
         rng = state["rng"]
         if len(rng) == self.dist.world:
             torch.set_rng_state(rng[self.dist.rank]["torch"])
@@ -201,6 +202,20 @@ class Trainer:
         for name, buf in self.policy.state_dict().items():
             weights.setdefault(name, buf)
         return weights
+
+    def _follow_schedule(self, saved_steps: int) -> None:
+        """Set the learning rate to this run's schedule at the resumed step. The schedule is built from
+        ``train.steps``, so a run resumed with more steps than it was started with (``train.steps=N`` on
+        ``--resume``) stretches it: the rate continues from the stretched schedule's value, not from
+        the checkpoint's (which the old schedule had taken towards zero). Unchanged steps set the same rate."""
+        rates = [base * fn(self.scheduler.last_epoch) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        self.scheduler._last_lr = rates  # what get_last_lr() reports until the next step
+        if saved_steps != self.cfg.train.steps and self.dist.main:
+            warnings.warn(f"resuming at step {self.step} with train.steps={self.cfg.train.steps} (the run was configured for "
+                          f"{saved_steps}): the {self.cfg.train.lr_schedule} learning-rate schedule now ends at step "
+                          f"{self.cfg.train.steps}; the rate continues from its value there, {rates[0]:.3g}", stacklevel=3)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
