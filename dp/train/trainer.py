@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dp.config import Config, TrainConfig, dump_config, load_config
+from dp.config import Config, dump_config, load_config
 from dp.data.normalize import Normalizer
 from dp.data.windows import passthrough_collate
 from dp.errors import DpError
@@ -35,6 +35,7 @@ from dp.models.diffusion_policy import DiffusionPolicy
 from dp.train import checkpoint as ckpt
 from dp.train.data import TrainData, build_data, resolve
 from dp.train.distributed import init_distributed
+from dp.train.lr_schedule import LR_SCHEDULES, follow_schedule, lr_scheduler
 from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
 from dp.train.resumable_sampler import ResumableSampler
 
@@ -47,17 +48,6 @@ def cpu_has_amx() -> bool:
     slower. torch has no public probe for it, so this asks its private one, and says no if it is gone."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(probe and probe())
-
-
-# train.lr_schedule -> the diffusers scheduler: linear warmup over train.warmup_steps, then this shape
-LR_SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-
-
-def lr_scheduler(optimizer: torch.optim.Optimizer, tcfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning-rate schedule of ``train.lr_schedule`` (validated by the Trainer)."""
-    from diffusers.optimization import get_scheduler
-
-    return get_scheduler(LR_SCHEDULES[tcfg.lr_schedule], optimizer, num_warmup_steps=tcfg.warmup_steps, num_training_steps=tcfg.steps)
 
 
 def bf16_autocast_pays(device: torch.device) -> bool:
@@ -172,7 +162,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        self._follow_schedule(load_config(source / ckpt_files.CONFIG_FILE).train.steps)
+        rates = follow_schedule(self.scheduler, self.optimizer)
+        saved_steps = load_config(source / ckpt_files.CONFIG_FILE).train.steps
+        if saved_steps != self.cfg.train.steps and self.dist.main:
+            warnings.warn(f"resuming at step {self.step} with train.steps={self.cfg.train.steps} (the run was configured for "
+                          f"{saved_steps}): the {self.cfg.train.lr_schedule} learning-rate schedule now ends at step "
+                          f"{self.cfg.train.steps}; the rate continues from its value there, {rates[0]:.3g}", stacklevel=3)
         rng = state["rng"]
         if len(rng) == self.dist.world:
             torch.set_rng_state(rng[self.dist.rank]["torch"])
@@ -202,20 +197,6 @@ class Trainer:
         for name, buf in self.policy.state_dict().items():
             weights.setdefault(name, buf)
         return weights
-
-    def _follow_schedule(self, saved_steps: int) -> None:
-        """Set the learning rate to this run's schedule at the resumed step. The schedule is built from
-        ``train.steps``, so a run resumed with more steps than it was started with (``train.steps=N`` on
-        ``--resume``) stretches it: the rate continues from the stretched schedule's value, not from
-        the checkpoint's (which the old schedule had taken towards zero). Unchanged steps set the same rate."""
-        rates = [base * fn(self.scheduler.last_epoch) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
-        for group, rate in zip(self.optimizer.param_groups, rates):
-            group["lr"] = rate
-        self.scheduler._last_lr = rates  # what get_last_lr() reports until the next step
-        if saved_steps != self.cfg.train.steps and self.dist.main:
-            warnings.warn(f"resuming at step {self.step} with train.steps={self.cfg.train.steps} (the run was configured for "
-                          f"{saved_steps}): the {self.cfg.train.lr_schedule} learning-rate schedule now ends at step "
-                          f"{self.cfg.train.steps}; the rate continues from its value there, {rates[0]:.3g}", stacklevel=3)
 
     # ------------------------------------------------------------------ one step
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:

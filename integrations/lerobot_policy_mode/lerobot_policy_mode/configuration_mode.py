@@ -22,7 +22,7 @@ from dp.config import Config, build_config
 from dp.errors import DpError
 from dp.infer.rti import RTISettings
 from dp.infer.rti_guess import DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
-from dp.train.trainer import LR_SCHEDULES
+from dp.train.lr_schedule import LR_SCHEDULES
 
 
 @PreTrainedConfig.register_subclass("mode")
