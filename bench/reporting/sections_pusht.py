@@ -50,7 +50,7 @@ PUSHT_IMAGE_RUNS = (
     ("pusht_image_obs1", "one observation step, 10,000 steps on one thread"),
     ("pusht_image_priv", "one observation step and the block's keypoints as privileged state, 9,000 steps on one thread"),
     ("pusht_image_priv15k", "the same run resumed to 15,000 steps on one thread (`train.steps=15000` on `--resume`: the cosine "
-                            "schedule stretched, so the rate restarts at 35% of its peak and falls to zero at step 15,000)"),
+                            "schedule stretched, so the rate restarts at about 36% of its peak and falls to zero at step 15,000)"),
 )
 
 
