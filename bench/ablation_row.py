@@ -11,7 +11,6 @@ setting and split is replaced; the file is created (with --about) when absent. P
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import public, scored  # noqa: E402
-from bench.merge_evals import merge, read_parts  # noqa: E402
+from bench.merge_evals import merge, parts_parser, read_parts  # noqa: E402
 
 FIGURES = ("split", "episodes", "successes", "success_rate", "success_ci95", "mean_length", "milestones")
 
@@ -55,9 +54,7 @@ def add_row(path: Path, row: dict[str, Any], about: str | None) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", type=Path, nargs="+", help="dp eval --json-out file(s) of one setting")
+    parser = parts_parser(__doc__, "dp eval --json-out file(s) of one setting")
     parser.add_argument("--to", type=Path, required=True, help="the ablation file (bench/results/ablation_NAME.json)")
     parser.add_argument("--question", required=True, help="what the row answers (rows of one question are compared)")
     parser.add_argument("--setting", required=True, help="the setting this row measured")

@@ -50,6 +50,15 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
             "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 
 
+def parts_parser(doc: str, parts_help: str) -> argparse.ArgumentParser:
+    """A command-line parser described by ``doc`` (its first paragraph; the rest as the epilog) that takes
+    `dp eval --json-out` files as its positional ``parts``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("parts", type=Path, nargs="+", help=parts_help)
+    return parser
+
+
 def read_parts(paths: list[Path]) -> list[dict[str, Any]]:
     """The `dp eval --json-out` files at ``paths``; a file that is not JSON is refused by name."""
     parts = []
@@ -62,9 +71,7 @@ def read_parts(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", type=Path, nargs="+", help="dp eval --json-out files")
+    parser = parts_parser(__doc__, "dp eval --json-out files")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the merged JSON here")
     args = parser.parse_args(argv)
     out = merge(read_parts(args.parts), [p.name for p in args.parts])
