@@ -28,7 +28,7 @@ def ablation_row(parts: list[dict[str, Any]], names: list[str], question: str, s
                  train_min: float | None = None) -> dict[str, Any]:
     """The row of ``parts`` (dp eval JSON of one setting): its success figures, and its mean score where
     the task has one worth reporting (Push-T)."""
-    evaluated = {**merge(parts, names), "task": parts[0]["task"]}  # one part too: its figures recomputed as dp eval does
+    evaluated = merge(parts, names)  # one part too: its figures recomputed as dp eval does
     row: dict[str, Any] = {"question": question, "setting": setting, "train_min": train_min,
                            **{key: evaluated[key] for key in FIGURES if key in evaluated}}
     if scored(str(evaluated.get("task"))):

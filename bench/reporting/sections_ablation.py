@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.reporting.load import Results
 from bench.reporting.spec import ABLATIONS, missing
-from bench.reporting.text import ci, num, pct, shown, table
+from bench.reporting.text import ci, num, pct, score_ci, shown, table
 
 
 def section_ablation(results: Results) -> list[str]:
@@ -24,7 +24,7 @@ def section_ablation(results: Results) -> list[str]:
         if any("mean_score" in r for r in rows):  # Push-T: the coverage score beside success
             headers += ["Mean score", "Score 95% CI"]
             for row, r in zip(body, rows):
-                row += [num(r.get("mean_score"), 3), _score_ci(r.get("score_ci95"))]
+                row += [num(r.get("mean_score"), 3), score_ci(r.get("score_ci95"))]
         reached = [r["milestones"] if isinstance(r.get("milestones"), dict) else {} for r in rows]
         if any(reached):  # where the failures stopped (dp eval)
             headers.append("Milestones reached")
@@ -39,6 +39,3 @@ def section_ablation(results: Results) -> list[str]:
             out += ["Commands (each row's `dp eval`; the runs as in the success section):", "", "```bash", *commands, "```", ""]
     return out
 
-
-def _score_ci(bounds: object) -> str:
-    return "–".join(num(b, 3) for b in bounds) if isinstance(bounds, list) and len(bounds) == 2 else "—"

@@ -7,7 +7,7 @@ from typing import Any
 from bench.reporting.load import Results
 from bench.reporting.spec import MISSING, missing
 from bench.reporting.targets import Targets
-from bench.reporting.text import big, ci, finite, get, num, pct, table
+from bench.reporting.text import big, ci, finite, get, num, pct, score_ci, table
 
 
 # issue 17: dp against LeRobot's DiffusionPolicy on Push-T (bench/peers/compare_lerobot.py -> peers.json)
@@ -39,8 +39,7 @@ def peers_success_rows(peers: dict | None, dp_label: str = "dp, `pusht` preset")
             ev = ev.get("on_common_seeds") if common else ev
             if not ev:
                 continue
-            bounds = ev.get("score_ci95") or [None, None]
-            score = f"{num(ev.get('mean_score'), 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})"
+            score = f"{num(ev.get('mean_score'), 3)} ({score_ci(ev.get('score_ci95') or [None, None])})"
             rows.append([label + (" (seeds both finished)" if common else ""), f"{num(tr.get('steps'), 0)} × {num(tr.get('batch_size'), 0)}",
                          pct(ev.get("success_rate")), ci(ev.get("success_ci95")), f"{num(ev.get('successes'), 0)}/{num(ev.get('episodes'), 0)}", score])
     return rows

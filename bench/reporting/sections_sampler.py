@@ -9,7 +9,7 @@ from bench.common import scored
 from bench.reporting.load import Results
 from bench.reporting.spec import SAMPLER_TASKS, WARM_START_TASKS, missing
 from bench.reporting.targets import Targets
-from bench.reporting.text import ci, finite, num, pct, shown, table
+from bench.reporting.text import ci, finite, num, pct, score_ci, shown, table
 
 PUSHT_STATE_TARGET = {"score": 0.95, "success": 0.65, "cpu_min": 120}
 
@@ -18,7 +18,7 @@ def _figure(r: dict[str, Any], task: str) -> list[str]:
     """Success (with its interval) and, where the task has a score of its own (:func:`bench.common.scored`),
     the mean score (with its interval)."""
     score, bounds = r.get("mean_score"), r.get("score_ci95") or []
-    shown_score = f"{num(score, 3)} ({num(bounds[0], 3)}–{num(bounds[1], 3)})" if scored(task) and finite(score) and len(bounds) == 2 else "—"
+    shown_score = f"{num(score, 3)} ({score_ci(bounds)})" if scored(task) and finite(score) and len(bounds) == 2 else "—"
     return [pct(r.get("success_rate")), ci(r.get("success_ci95")), f"{r.get('successes')}/{r.get('episodes')}", shown_score]
 
 

@@ -43,6 +43,11 @@ def pct(v: Any) -> str:
     return f"{100 * v:.1f}%" if finite(v) else "—"
 
 
+def score_ci(bounds: Any) -> str:
+    """A mean score's interval as "0.945–0.985", '—' when absent."""
+    return "–".join(num(b, 3) for b in bounds) if isinstance(bounds, list) and len(bounds) == 2 else "—"
+
+
 def ci(bounds: Any) -> str:
     if not bounds or len(bounds) != 2 or not all(finite(b) for b in bounds):
         return "—"
