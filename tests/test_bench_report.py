@@ -334,3 +334,15 @@ def test_pusht_image_targets_are_checked_on_the_recipe_validation_chose(report, 
     assert "`pusht_image_obs1`" in page and page.count("Validation curve") == 3
     assert "| 8000 | 10.0 | 15 | 50 | 0.820 | 28.0% |" in page  # CPU minutes from the run's CPU / wall ratio
     assert "| 10000 | 0.0 | 100 | 50 | 0.860 | 30.0% |" in page  # CPU minutes as logged
+
+
+def test_committed_page_and_readme_match_the_results(report, tmp_path, monkeypatch):
+    """docs/results.md and the README's results section are what bench/report.py makes of bench/results:
+    an edit to a result or a note without `python bench/report.py [--readme README.md]` fails here."""
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    page = tmp_path / "docs" / "results.md"
+    monkeypatch.chdir(ROOT)  # the page names its inputs as the README's command does: bench/results
+    assert report.main(["--results", "bench/results", "--out", str(page), "--readme", str(readme)]) == 0
+    assert page.read_text() == (ROOT / "docs" / "results.md").read_text(), "docs/results.md is stale: run python bench/report.py"
+    assert readme.read_text() == (ROOT / "README.md").read_text(), "README's results are stale: run python bench/report.py --readme README.md"
