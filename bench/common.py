@@ -68,6 +68,13 @@ def scored(task: str) -> bool:
     return task == "pusht"
 
 
+def best_row(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    """The evaluation row (``success_rate``, ``mean_score``) a choice on ``task`` ranks first: the highest
+    mean score, then success, where the task is :func:`scored`; else the highest success, then score."""
+    key = (lambda r: (r["mean_score"], r["success_rate"])) if scored(task) else (lambda r: (r["success_rate"], r["mean_score"] or 0))
+    return max(rows, key=key)
+
+
 def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:
     """Median and p99 ms of each of ``fns`` over ``calls`` calls, interleaved (call i runs every function
     once, in an order rotated by i), so that load on the machine falls on all modes alike."""

@@ -7,9 +7,10 @@ A setting is ``solver:schedule:steps[:trim]`` (dp.diffusion.solvers / schedules)
 setting with the fewest network passes whose validation success (and, for Push-T, mean score) is inside
 the 95% interval of the best setting's; ties go to the higher success, then score.
 
-With ``--test-episodes N`` the reference (the grid's first setting) and the choice are then evaluated
-on N test seeds, which chose nothing, and their time per chunk is measured (torch, batch 1, one thread,
-experts cached; the two interleaved call by call, ``--calls`` each): the rows to report.
+With ``--test-episodes N`` the reference (the grid's first setting), the best setting on validation
+(where it is neither: the setting for a target on success or score itself) and the choice are then
+evaluated on N test seeds, which chose nothing, and their time per chunk is measured (torch, batch 1,
+one thread, experts cached; interleaved call by call, ``--calls`` each): the rows to report.
 
     python bench/sampler_choice.py --run runs/pusht --task pusht --episodes 50 --test-episodes 100 --write \\
         --json-out bench/results/sampler_pusht.json
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit, scored, timed, train_times  # noqa: E402
+from bench.common import best_row, emit, scored, timed, train_times  # noqa: E402
 from dp.models.checkpoint_files import CONFIG_FILE, STATE_FILE, resolve_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +92,13 @@ def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, repl
             "score_ci95": figures.get("score_ci95")}
 
 
-def choose(rows: list[dict[str, Any]], scored: bool) -> dict[str, Any]:
-    """The cheapest row inside the best row's intervals (success, and score where ``scored``)."""
-    key = (lambda r: (r["mean_score"], r["success_rate"])) if scored else (lambda r: (r["success_rate"], r["mean_score"] or 0))
-    best = max(rows, key=key)
+def choose(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
+    """The cheapest row inside the best row's intervals (success, and score where the task is scored)."""
+    best = best_row(rows, task)
 
     def inside(r: dict[str, Any]) -> bool:
         ok = r["success_rate"] >= best["success_ci95"][0]
-        return ok and (not scored or r["mean_score"] >= best["score_ci95"][0])
+        return ok and (not scored(task) or r["mean_score"] >= best["score_ci95"][0])
 
     return min((r for r in rows if inside(r)), key=lambda r: (r["passes_per_chunk"], -r["success_rate"], -(r["mean_score"] or 0)))
 
@@ -171,17 +171,18 @@ def main(argv: list[str] | None = None) -> int:
             return list(pool.map(lambda s: evaluate(ckpt, args.task, s, episodes, args.seed, args.replan_every, Path(tmp), split), names))
 
         rows = evaluate_all(settings, args.episodes, "val")
-        chosen = choose(rows, scored=scored(args.task))
-        pair = list(dict.fromkeys([settings[0], chosen["setting"]]))  # the reference, then the choice
-        test_rows = evaluate_all(pair, args.test_episodes, "test") if args.test_episodes else []
+        chosen, best = choose(rows, args.task), best_row(rows, args.task)
+        # the reference, the best on validation (the setting for a target on success itself), then the choice
+        tested = list(dict.fromkeys([settings[0], best["setting"], chosen["setting"]]))
+        test_rows = evaluate_all(tested, args.test_episodes, "test") if args.test_episodes else []
     note = (f"{chosen['setting']} on {args.episodes} validation episodes of {args.task} (seed {args.seed}): success "
             f"{chosen['successes']}/{chosen['episodes']}, the cheapest inside the best setting's interval")
-    latency = chunk_latency(ckpt, pair, args.calls) if args.test_episodes else {}
+    latency = chunk_latency(ckpt, tested, args.calls) if args.test_episodes else {}
     if args.write:
         write_choice(ckpt, chosen, note)
     out = {"bench": "sampler_choice", "checkpoint": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt.name), "task": args.task,
            "training": training_cost(ckpt), "split": "val", "episodes": args.episodes, "seed": args.seed, "replan_every": args.replan_every, "rows": rows,
-           "chosen": chosen["setting"], "why": note, "written": args.write,
+           "chosen": chosen["setting"], "why": note, "best": best["setting"], "written": args.write,
            "test_episodes": args.test_episodes, "test_rows": test_rows, "chunk_latency_ms": latency}
     emit(out, started, args.json_out)
     return 0

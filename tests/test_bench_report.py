@@ -346,3 +346,31 @@ def test_committed_page_and_readme_match_the_results(report, tmp_path, monkeypat
     assert report.main(["--results", "bench/results", "--out", str(page), "--readme", str(readme)]) == 0
     assert page.read_text() == (ROOT / "docs" / "results.md").read_text(), "docs/results.md is stale: run python bench/report.py"
     assert readme.read_text() == (ROOT / "README.md").read_text(), "README's results are stale: run python bench/report.py --readme README.md"
+
+
+def test_pusht_state_target_is_checked_on_the_setting_best_on_validation(report, tmp_path):
+    from bench.reporting.load import load
+
+    def figures(setting, steps, successes, score, split, n):
+        return {"setting": setting, "passes_per_chunk": steps, "split": split, "successes": successes, "episodes": n,
+                "success_rate": successes / n, "success_ci95": list(wilson_interval(successes, n)), "mean_score": score,
+                "score_ci95": [score - 0.03, score + 0.02]}
+    rows = [figures("ddim:exponential:10", 10, 30, 0.95, "val", 50), figures("ddim:exponential:20", 20, 33, 0.97, "val", 50),
+            figures("ddim:exponential:5", 5, 28, 0.94, "val", 50)]
+    test = [figures("ddim:exponential:10", 10, 55, 0.951, "test", 100), figures("ddim:exponential:20", 20, 66, 0.962, "test", 100),
+            figures("ddim:exponential:5", 5, 50, 0.930, "test", 100)]
+    bench = {"bench": "sampler_choice", "checkpoint": "runs/pusht/checkpoints/step_0006000", "task": "pusht",
+             "training": {"step": 6000, "wall_min": 110.0, "cpu_min": 107.0}, "episodes": 50, "seed": 0, "rows": rows,
+             "chosen": "ddim:exponential:5", "best": "ddim:exponential:20", "why": "test", "test_episodes": 100, "test_rows": test,
+             "chunk_latency_ms": {}}
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "sampler_pusht.json").write_text(json.dumps(bench))
+    page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
+    assert "| `ddim:exponential:20` (best on validation) |" in page and "| `ddim:exponential:5` (chosen) |" in page
+    assert "Push-T state mean score, test, the best setting on validation, <= 120 CPU-min of training | 0.962 | ≥ 0.950 | met |" in page
+    assert "Push-T state success, test, the best setting on validation, <= 120 CPU-min of training | 66.0% | ≥ 65.0% | met |" in page
+    bench["training"]["cpu_min"] = 130.0  # over the budget: the figures do not count
+    (results / "sampler_pusht.json").write_text(json.dumps(bench))
+    page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
+    assert "Push-T state success, test, the best setting on validation, <= 120 CPU-min of training | — | ≥ 65.0% | **not met** |" in page

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import best_row  # noqa: E402
 from bench.sampler_choice import choose, parse_setting, write_choice  # noqa: E402
 from dp.config import load_config  # noqa: E402
 from dp.stats import wilson_interval  # noqa: E402
@@ -24,11 +25,19 @@ def row(setting: str, successes: int, score: float, n: int = 50) -> dict:
 def test_the_cheapest_setting_inside_the_best_ones_interval_is_chosen():
     rows = [row("ddim:exponential:10", 40, 0.95), row("ddim:exponential:5", 25, 0.90), row("dpmpp2m:karras:5", 38, 0.94),
             row("dpmpp2m:exponential:3", 20, 0.85)]
-    assert choose(rows, scored=True)["setting"] == "dpmpp2m:karras:5"  # 5 passes, inside 10-step DDIM's intervals
-    assert choose(rows, scored=False)["setting"] == "dpmpp2m:karras:5"
+    assert choose(rows, "pusht")["setting"] == "dpmpp2m:karras:5"  # 5 passes, inside 10-step DDIM's intervals
+    assert choose(rows, "can")["setting"] == "dpmpp2m:karras:5"
     rows[2] = row("dpmpp2m:karras:5", 38, 0.85)  # its score falls outside the best score's interval
-    assert choose(rows, scored=True)["setting"] == "ddim:exponential:10"
-    assert choose(rows, scored=False)["setting"] == "dpmpp2m:karras:5"  # success alone still fits
+    assert choose(rows, "pusht")["setting"] == "ddim:exponential:10"
+    assert choose(rows, "can")["setting"] == "dpmpp2m:karras:5"  # success alone still fits
+
+
+def test_the_best_setting_ranks_score_first_on_pusht_and_success_first_elsewhere():
+    rows = [row("ddim:exponential:10", 30, 0.95), row("ddim:exponential:20", 33, 0.94), row("dpmpp2m:karras:5", 20, 0.96)]
+    assert best_row(rows, "pusht")["setting"] == "dpmpp2m:karras:5"
+    assert best_row(rows, "can")["setting"] == "ddim:exponential:20"
+    rows[2] = row("dpmpp2m:karras:5", 20, 0.95)  # a tie on score goes to success
+    assert best_row(rows, "pusht")["setting"] == "ddim:exponential:10"
 
 
 def test_settings_parse_and_bad_ones_are_refused():

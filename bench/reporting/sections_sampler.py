@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.common import scored
+from bench.common import best_row, scored
 from bench.reporting.load import Results
 from bench.reporting.spec import SAMPLER_TASKS, WARM_START_TASKS, missing
 from bench.reporting.targets import Targets
@@ -51,16 +51,27 @@ def _sampler_targets(task: str, b: dict[str, Any], targets: Targets) -> list[lis
     rows = [targets.check("Sampler", f"{task}: network passes per chunk at test success (and score) inside 10-step DDIM's interval",
                           passes, "<=", 5, fmt=lambda v: num(v, 0)),
             targets.check("Sampler", f"{task}: full-sampling (first-chunk) latency, 10-step DDIM over the choice", _latency_ratio(b), ">=", 2.0, "x")]
-    if task == "pusht":
-        test, cpu = b.get("test_rows") or [], (b.get("training") or {}).get("cpu_min")
-        chosen = test[-1] if test else {}
+    if task == "pusht":  # the hard target: the setting best on validation (not the cheapest), on test
+        best, cpu = _best_on_test(task, b), (b.get("training") or {}).get("cpu_min")
         within = finite(cpu) and cpu <= PUSHT_STATE_TARGET["cpu_min"]
-        budget = f"test, <= {PUSHT_STATE_TARGET['cpu_min']} CPU-min of training"
-        rows += [targets.check("Sampler", f"Push-T state mean score, {budget}", chosen.get("mean_score") if within else float("nan"),
-                               ">=", PUSHT_STATE_TARGET["score"], fmt=lambda v: num(v, 3), available=bool(test)),
-                 targets.check("Sampler", f"Push-T state success, {budget}", chosen.get("success_rate") if within else float("nan"),
-                               ">=", PUSHT_STATE_TARGET["success"], fmt=pct, available=bool(test))]
+        budget = f"test, the best setting on validation, <= {PUSHT_STATE_TARGET['cpu_min']} CPU-min of training"
+        rows += [targets.check("Sampler", f"Push-T state mean score, {budget}", best.get("mean_score") if within else float("nan"),
+                               ">=", PUSHT_STATE_TARGET["score"], fmt=lambda v: num(v, 3), available=bool(best)),
+                 targets.check("Sampler", f"Push-T state success, {budget}", best.get("success_rate") if within else float("nan"),
+                               ">=", PUSHT_STATE_TARGET["success"], fmt=pct, available=bool(best))]
     return rows
+
+
+def _best_setting(task: str, b: dict[str, Any]) -> str | None:
+    """The setting that ranked first on validation (recorded by the bench, or ranked here for older files)."""
+    rows = b.get("rows") or []
+    return b.get("best") or (best_row(rows, task)["setting"] if rows else None)
+
+
+def _best_on_test(task: str, b: dict[str, Any]) -> dict[str, Any]:
+    """The test row of the setting best on validation ({} where it was not tested)."""
+    best = _best_setting(task, b)
+    return next((r for r in b.get("test_rows") or [] if r["setting"] == best), {})
 
 
 def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
@@ -76,7 +87,9 @@ def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
     times = b.get("chunk_latency_ms") or {}
     test = b.get("test_rows") or []
     if test:
-        body = [[f"`{r['setting']}`" + (" (reference)" if i == 0 else " (chosen)"), r["passes_per_chunk"], *_figure(r, task),
+        best, last = _best_setting(task, b), len(test) - 1
+        roles = lambda i, r: [role for role, ok in (("reference", i == 0), ("best on validation", r["setting"] == best), ("chosen", i == last)) if ok]
+        body = [[f"`{r['setting']}` ({', '.join(roles(i, r))})", r["passes_per_chunk"], *_figure(r, task),
                  f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}"]
                 for i, r in enumerate(test)]
         out += [f"Test seeds ({b.get('test_episodes')} episodes each, never used for a choice); time per fully sampled chunk: torch, "
