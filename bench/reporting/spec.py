@@ -126,8 +126,7 @@ HOW = {
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
     **{f"sampler_{task}": f"python bench/sampler_choice.py --run RUN --task {task} --episodes 50 --test-episodes 100 --write "
                           f"--json-out bench/results/sampler_{task}.json" for task in SAMPLER_TASKS},
-    "pusht_state_budget": "dp train --data PUSHT_KP_ZARR --preset pusht --out RUN train.steps=6000 train.threads=1, dp eval of its checkpoints "
-                          "(--split val --episodes 50), then python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 "
+    "pusht_state_budget": "python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 "
                           "--grid ddim:exponential:10,ddim:exponential:20,ddim:exponential:5,dpmpp2m:fitted:5:0.001 --test-episodes 100 "
                           "--write --json-out bench/results/pusht_state_budget.json",
     **{f"warm_start_{task}": f"python bench/warm_start.py --run RUN --task {task} --episodes 50 --json-out bench/results/warm_start_{task}.json"
