@@ -99,7 +99,7 @@ def _grid(task: str, b: dict[str, Any]) -> list[str]:
                  f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}"]
                 for i, r in enumerate(test)]
         out += [f"Test seeds ({b.get('test_episodes')} episodes each, never used for a choice); time per fully sampled chunk: torch, "
-                "batch 1, one thread, experts cached, the two interleaved:", "",
+                "batch 1, one thread, experts cached, interleaved:", "",
                 table([*headers, "Chunk ms (median / p99)"], body), ""]
     return out
 
@@ -115,8 +115,8 @@ def _pusht_state_budget(results: Results, targets: Targets) -> list[str]:
     for name, b in runs:
         if name != "sampler_pusht":  # sampler_pusht is shown above
             out += [f"`{name}`:", "", *_grid("pusht", b)]
-    ranked = [(best_row(b["rows"], "pusht"), name, b) for name, b in runs]
-    _, name, b = max(ranked, key=lambda rnb: (rnb[0]["mean_score"], rnb[0]["success_rate"])) if ranked else ({}, "", {})
+    bests = [best_row(b["rows"], "pusht") for _, b in runs]  # each run's best on validation, then the best of those
+    name, b = runs[next(i for i, r in enumerate(bests) if r is best_row(bests, "pusht"))] if runs else ("", {})
     best, cpu = _best_on_test("pusht", b), (b.get("training") or {}).get("cpu_min")
     within = finite(cpu) and cpu <= PUSHT_STATE_TARGET["cpu_min"]
     budget = f"test, the best setting on validation ({name or '—'}), <= {PUSHT_STATE_TARGET['cpu_min']} CPU-min of training"
