@@ -27,11 +27,11 @@ def _figure(r: dict[str, Any], task: str) -> list[str]:
 def _equal_at_fewer_passes(task: str, b: dict[str, Any]) -> float | None:
     """The chosen setting's passes per chunk where its test success (and, where the task is scored, its
     score) lies inside the reference's test interval, as the bench chose on validation seeds; the
-    reference's passes otherwise; None before the test rows."""
-    rows = b.get("test_rows") or []
-    if not rows:
+    reference's passes otherwise; None before the test rows (or without the choice among them)."""
+    rows, chosen = b.get("test_rows") or [], _test_row(b, b.get("chosen"))
+    if not rows or not chosen:
         return None
-    ref, chosen = rows[0], _test_row(b, b.get("chosen")) or rows[-1]
+    ref = rows[0]
     inside = chosen["success_rate"] >= ref["success_ci95"][0]
     if scored(task):
         inside = inside and chosen["mean_score"] >= ref["score_ci95"][0]
@@ -41,9 +41,8 @@ def _equal_at_fewer_passes(task: str, b: dict[str, Any]) -> float | None:
 def _latency_ratio(b: dict[str, Any]) -> float | None:
     """The reference's median time per chunk over the choice's (same run, interleaved)."""
     times = b.get("chunk_latency_ms") or {}
-    rows = b.get("test_rows") or []
-    chosen = b.get("chosen") if b.get("chosen") in times else (rows[-1]["setting"] if rows else None)
-    if len(rows) < 2 or rows[0]["setting"] not in times or chosen not in times:
+    rows, chosen = b.get("test_rows") or [], b.get("chosen")
+    if not rows or rows[0]["setting"] not in times or chosen not in times:
         return None
     return times[rows[0]["setting"]]["median_ms"] / times[chosen]["median_ms"]
 
@@ -92,7 +91,7 @@ def _grid(task: str, b: dict[str, Any]) -> list[str]:
     times = b.get("chunk_latency_ms") or {}
     test = b.get("test_rows") or []
     if test:
-        best, chosen = _best_setting(task, b), b.get("chosen") or test[-1]["setting"]
+        best, chosen = _best_setting(task, b), b.get("chosen")
         roles = lambda i, r: [role for role, ok in (("reference", i == 0), ("best on validation", r["setting"] == best),
                                                     ("chosen", r["setting"] == chosen)) if ok]
         body = [[f"`{r['setting']}` ({', '.join(roles(i, r))})", r["passes_per_chunk"], *_figure(r, task),
