@@ -70,9 +70,13 @@ def scored(task: str) -> bool:
 
 def best_row(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
     """The evaluation row (``success_rate``, ``mean_score``) a choice on ``task`` ranks first: the highest
-    mean score, then success, where the task is :func:`scored`; else the highest success, then score."""
-    key = (lambda r: (r["mean_score"], r["success_rate"])) if scored(task) else (lambda r: (r["success_rate"], r["mean_score"] or 0))
-    return max(rows, key=key)
+    mean score, then success, where the task is :func:`scored`; else the highest success, then score.
+    A missing figure counts as 0; ties go to the earliest row."""
+    def figure(row: dict[str, Any], name: str) -> float:
+        return row.get(name) or 0.0
+
+    order = ("mean_score", "success_rate") if scored(task) else ("success_rate", "mean_score")
+    return max(rows, key=lambda r: tuple(figure(r, name) for name in order))
 
 
 def timed(fns: dict[str, Callable[[], Any]], calls: int, warmup: int = 5) -> dict[str, dict[str, float]]:

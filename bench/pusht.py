@@ -38,7 +38,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import emit, train_times, worst_latency  # noqa: E402
+from bench.common import best_row, emit, train_times, worst_latency  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = {"pusht": "pusht_keypoints", "pusht-image": "pusht"}
@@ -84,10 +84,6 @@ def curve(run: Path, work: Path, episodes: int, seed: int, steps: list[int] | No
         points.append({"step": step, "train_s": round(times.get(step, float("nan")), 1),
                        **({"train_cpu_s": round(cpu[step], 1)} if step in cpu else {}), "checkpoint": str(ckpt), **fig})
     return points
-
-
-def choose(points: list[dict[str, Any]]) -> dict[str, Any]:
-    return max(points, key=lambda p: (p["mean_score"], p["success_rate"], -p["step"]))
 
 
 def main() -> None:
@@ -147,7 +143,8 @@ def main() -> None:
     out["train_cpu_s"] = round(max(cpu.values()), 1) if cpu else None  # the trainer process's own CPU time (runs logging it)
 
     out["curve"] = curve(run, work, val_n, args.seed, args.curve_steps)
-    best = choose([p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step])
+    candidates = sorted((p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step), key=lambda p: p["step"])
+    best = best_row(candidates, "pusht")  # ties to the earlier step
     out["chosen"] = {"step": best["step"], "checkpoint": best["checkpoint"], "train_s": best["train_s"],
                      "why": "best mean score on validation seeds" + (f" among steps <= {args.last_step}" if args.last_step else "")}
     ckpt = best["checkpoint"]

@@ -38,6 +38,11 @@ def test_the_best_setting_ranks_score_first_on_pusht_and_success_first_elsewhere
     assert best_row(rows, "can")["setting"] == "ddim:exponential:20"
     rows[2] = row("dpmpp2m:karras:5", 20, 0.95)  # a tie on score goes to success
     assert best_row(rows, "pusht")["setting"] == "ddim:exponential:10"
+    tied = [row("ddim:karras:5", 20, 0.95), row("ddim:fitted:5", 20, 0.95)]  # a full tie goes to the earlier row
+    assert best_row(tied, "pusht")["setting"] == best_row(tied, "can")["setting"] == "ddim:karras:5"
+    unscored = [{"setting": "none", "success_rate": 0.5, "mean_score": None}, row("ddim:karras:5", 10, 0.5)]
+    assert best_row(unscored, "pusht")["setting"] == "ddim:karras:5"  # a missing score counts as 0
+    assert best_row(unscored, "can")["setting"] == "none"
 
 
 def test_settings_parse_and_bad_ones_are_refused():

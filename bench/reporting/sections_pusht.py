@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import best_row
 from bench.reporting.load import Results
 from bench.reporting.spec import missing
 from bench.reporting.targets import Targets
@@ -63,10 +64,8 @@ def chosen_point(b: dict[str, Any] | None) -> dict[str, Any]:
 def chosen_image_run(results: Results) -> str:
     """The image recipe whose chosen checkpoint scored best on validation seeds (mean score, then success):
     the one the page's image targets are checked on."""
-    scored = [(name, chosen_point(b)) for name, _ in PUSHT_IMAGE_RUNS if (b := results.bench(name)) is not None]
-    if not scored:
-        return PUSHT_IMAGE_RUNS[0][0]
-    return max(scored, key=lambda item: (item[1].get("mean_score") or 0.0, item[1].get("success_rate") or 0.0))[0]
+    points = [{**chosen_point(b), "run": name} for name, _ in PUSHT_IMAGE_RUNS if (b := results.bench(name)) is not None]
+    return best_row(points, "pusht")["run"] if points else PUSHT_IMAGE_RUNS[0][0]
 
 
 def cpu_minutes(b: dict[str, Any], point: dict[str, Any]) -> float | None:
