@@ -117,6 +117,7 @@ class DataConfig:
     obs_horizon: int = 1
     action_horizon: int = 10  # the predicted chunk
     n_action_steps: int = 8  # actions executed from each chunk
+    pad_executed: bool = False  # true: a window on every frame, so near an episode's end the executed actions repeat its last one; false: Diffusion Policy's pad_after = n_action_steps - 1, windows end where every executed action is a recorded one
     val_fraction: float = 0.1  # share of episodes held out for validation
     pad_lowdim: bool = False  # zero-pad low-dim vectors whose width differs across stores (multitask state policies); runtimes pad narrower observations alike
     privileged_keys: list[str] = field(default_factory=list)  # low-dim keys the policy does not observe (e.g. an object's pose) that its vision encoders learn to predict in training; nothing at inference

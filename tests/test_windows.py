@@ -32,6 +32,34 @@ def test_window_edges_repeat_first_and_last_frames(make_store):
     assert ds[8]["obs"]["agentview_image"].dtype == torch.uint8
 
 
+def test_windows_end_where_the_executed_actions_are_still_recorded(make_store):
+    store = make_store(3, lengths=[6, 3, 1])
+    every = WindowDataset([store], ["step"], obs_horizon=2, action_horizon=4)
+    ds = WindowDataset([store], ["step"], obs_horizon=2, action_horizon=4, executed=2)
+    assert len(every) == 10 and len(ds) == 5 + 2 + 1  # anchors 0..L-2 per episode; a 1-frame episode keeps its one window
+    _, act = ds.frame_indices(np.arange(len(ds)))
+    stops = np.repeat([6, 9, 10], [5, 2, 1])
+    assert (act[:7, :2] < stops[:7, None]).all()  # the two executed actions of every window are recorded frames
+    assert (act[:, 2:] <= stops[:, None] - 1).all()  # the chunk's tail may still repeat the last frame
+    np.testing.assert_array_equal(ds[4]["action"].numpy(), store.get_episode(0)["action"][[4, 5, 5, 5]])
+    assert len(WindowDataset([store], ["step"], action_horizon=4, executed=1)) == len(every)
+    for bad in (0, 5):
+        with pytest.raises(DpError, match="executed actions per chunk must be 1..action_horizon"):
+            WindowDataset([store], ["step"], action_horizon=4, executed=bad)
+
+
+def test_training_windows_follow_pad_executed(make_store, tmp_path):
+    from dp.config import build_config
+    from dp.train.data import build_data, resolve
+
+    store = make_store(4, image=False, lengths=[20, 20, 20, 20])
+    cfg = build_config("tiny", ["data.obs_keys=[robot0_eef_pos]", "data.action_horizon=8", "data.n_action_steps=4", "data.val_fraction=0"])
+    cfg, stores = resolve(cfg, [str(store.path)])
+    assert len(build_data(cfg, stores).train) == 4 * 17
+    cfg.data.pad_executed = True
+    assert len(build_data(cfg, stores).train) == 4 * 20
+
+
 def test_batches_equal_single_items(make_store):
     store = make_store(4)
     ds = WindowDataset([store], ["robot0_eef_pos", "agentview_image"], obs_horizon=2, action_horizon=5)

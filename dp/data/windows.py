@@ -2,7 +2,11 @@
 
 A window is anchored at frame t of an episode of length L: observations at t-To+1 .. t and
 actions at t .. t+Ta-1; indices outside the episode repeat its first / last frame (edge padding
-by repetition, as Diffusion Policy's SequenceSampler does). One window per frame.
+by repetition, as Diffusion Policy's SequenceSampler does). One window per frame; with
+``executed`` = Te, as Diffusion Policy's ``pad_after = n_action_steps - 1``, the last anchor is
+L-Te, so the Te actions a policy executes from a chunk are always recorded ones and only the
+chunk's tail repeats the last action (a window whose executed actions were that repetition would
+teach the policy to stand still just before the demonstration's end).
 
 Low-dim keys are cached in memory (small); image frames are read lazily, frame by frame, so
 memory does not grow with the store. :meth:`WindowDataset.__getitems__` builds a whole batch with
@@ -51,8 +55,10 @@ class WindowDataset(Dataset):
         cache_lowdim: bool = True,
         widths: dict[str, int] | None = None,
         goals: list[dict[str, np.ndarray]] | None = None,
+        executed: int | None = None,
     ):
-        """``widths``: low-dim keys zero-padded to that many values per frame (stores of different widths
+        """``executed``: actions a policy executes from each chunk; windows end where these are still
+        recorded (None: one window per frame). ``widths``: low-dim keys zero-padded to that many values per frame (stores of different widths
         training one policy, ``data.pad_lowdim``). ``goals``: per store, instruction -> language embedding
         for episodes whose metadata has none (embedded in memory because the store could not be written)."""
         if obs_horizon < 1 or action_horizon < 1:
@@ -64,6 +70,9 @@ class WindowDataset(Dataset):
         self.obs_keys = list(obs_keys)
         self.action_key = action_key
         self.obs_horizon, self.action_horizon = obs_horizon, action_horizon
+        if executed is not None and not 1 <= executed <= action_horizon:
+            raise DpError(f"executed actions per chunk must be 1..action_horizon ({action_horizon}), got {executed}")
+        self.executed = executed
         self.normalizer = normalizer
         self.cache_lowdim = cache_lowdim
         self.widths = dict(widths or {})
@@ -86,13 +95,15 @@ class WindowDataset(Dataset):
             chosen = range(len(store)) if episodes is None or episodes[sid] is None else episodes[sid]
             tasks, instrs, lang = store.meta_column("task"), store.meta_column("instruction"), episode_embeddings(store, goals[sid])
             for e in chosen:
-                start, stop = store.episode_bounds(int(e))
+                start, episode_stop = store.episode_bounds(int(e))
+                # anchors: every frame, or (executed) up to L-Te, at least the first frame of a short episode
+                stop = episode_stop if self.executed is None else max(start + 1, episode_stop - self.executed + 1)
                 task = tasks[e] or DEFAULT_TASK
                 if instrs[e]:
                     self.instructions.setdefault(task, instrs[e])
                 anchors.append(np.arange(start, stop))
                 starts.append(np.full(stop - start, start))
-                stops.append(np.full(stop - start, stop))
+                stops.append(np.full(stop - start, episode_stop))
                 store_ids.append(np.full(stop - start, sid))
                 task_names += [task] * (stop - start)
                 embs.append(lang[e])

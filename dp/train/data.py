@@ -281,7 +281,7 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     def windows(episodes: list[np.ndarray]) -> WindowDataset:
         return WindowDataset(
             stores, obs_keys, data.action_key, data.obs_horizon, data.action_horizon, episodes=episodes, normalizer=normalizer,
-            widths=widths, goals=[_memory_goals(s) for s in stores],
+            widths=widths, goals=[_memory_goals(s) for s in stores], executed=None if data.pad_executed else data.n_action_steps,
         )
 
     train = windows([tr for tr, _ in splits])
