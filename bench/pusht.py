@@ -86,6 +86,12 @@ def curve(run: Path, work: Path, episodes: int, seed: int, steps: list[int] | No
     return points
 
 
+def choose(points: list[dict[str, Any]], last_step: int | None = None) -> dict[str, Any]:
+    """The validation-curve point of the checkpoint to keep: the best mean score, then success, then the
+    earlier step, among steps up to ``last_step`` (all by default)."""
+    return best_row(sorted((p for p in points if last_step is None or p["step"] <= last_step), key=lambda p: p["step"]), "pusht")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, required=True, help="pusht_cchi_v7_replay.zarr (Diffusion Policy's Push-T data)")
@@ -143,8 +149,7 @@ def main() -> None:
     out["train_cpu_s"] = round(max(cpu.values()), 1) if cpu else None  # the trainer process's own CPU time (runs logging it)
 
     out["curve"] = curve(run, work, val_n, args.seed, args.curve_steps)
-    candidates = sorted((p for p in out["curve"] if args.last_step is None or p["step"] <= args.last_step), key=lambda p: p["step"])
-    best = best_row(candidates, "pusht")  # ties to the earlier step
+    best = choose(out["curve"], args.last_step)
     out["chosen"] = {"step": best["step"], "checkpoint": best["checkpoint"], "train_s": best["train_s"],
                      "why": "best mean score on validation seeds" + (f" among steps <= {args.last_step}" if args.last_step else "")}
     ckpt = best["checkpoint"]

@@ -38,6 +38,8 @@ def test_the_checkpoint_is_chosen_by_validation_score_then_success_then_earlier(
     points = [{"step": 1000, "mean_score": 0.80, "success_rate": 0.30}, {"step": 2000, "mean_score": 0.85, "success_rate": 0.20},
               {"step": 3000, "mean_score": 0.85, "success_rate": 0.26}, {"step": 4000, "mean_score": 0.85, "success_rate": 0.26}]
     assert bench.choose(points)["step"] == 3000
+    assert bench.choose(points[::-1])["step"] == 3000  # in any order, a tie goes to the earlier step
+    assert bench.choose(points, last_step=2000)["step"] == 2000
 
 
 def test_the_deploy_row_has_dp_evals_figures_over_the_nodes_reports(bench, tmp_path):
