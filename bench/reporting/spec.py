@@ -14,7 +14,7 @@ ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": 
 SAMPLER_TASKS = ("can", "pusht")
 WARM_START_TASKS = ("lift", "can", "pusht")
 SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_start_{task}" for task in WARM_START_TASKS),
-                   "pusht_state_budget")  # a later Push-T state run, for the 120 CPU-minute target
+                   "pusht_state_budget", "pusht_state_windows")  # later Push-T state runs, for the 120 CPU-minute target
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
@@ -126,9 +126,9 @@ HOW = {
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
     **{f"sampler_{task}": f"python bench/sampler_choice.py --run RUN --task {task} --episodes 50 --test-episodes 100 --write "
                           f"--json-out bench/results/sampler_{task}.json" for task in SAMPLER_TASKS},
-    "pusht_state_budget": "python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 "
-                          "--grid ddim:exponential:10,ddim:exponential:20,ddim:exponential:5,dpmpp2m:fitted:5:0.001 --test-episodes 100 "
-                          "--write --json-out bench/results/pusht_state_budget.json",
+    **{name: "python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 "
+             "--grid ddim:exponential:10,ddim:exponential:20,ddim:exponential:5,dpmpp2m:fitted:5:0.001 --test-episodes 100 "
+             f"--write --json-out bench/results/{name}.json" for name in ("pusht_state_budget", "pusht_state_windows")},
     **{f"warm_start_{task}": f"python bench/warm_start.py --run RUN --task {task} --episodes 50 --json-out bench/results/warm_start_{task}.json"
        for task in WARM_START_TASKS},
     "lerobot_plugin": "python bench/lerobot_plugin.py --obs image --steps 2500 --threads 1 --workers 0 --parts lerobot,eval --episodes 100 "
