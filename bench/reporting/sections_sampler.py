@@ -114,8 +114,8 @@ def _pusht_state_budget(results: Results, targets: Targets) -> list[str]:
     for name, b in runs:
         if name != "sampler_pusht":  # sampler_pusht is shown above
             out += [f"`{name}`:", "", *_grid("pusht", b)]
-    bests = [best_row(b["rows"], "pusht") for _, b in runs]  # each run's best on validation, then the best of those
-    name, b = runs[next(i for i, r in enumerate(bests) if r is best_row(bests, "pusht"))] if runs else ("", {})
+    bests = [{**best_row(b["rows"], "pusht"), "run": i} for i, (_, b) in enumerate(runs)]  # each run's best on validation
+    name, b = runs[best_row(bests, "pusht")["run"]] if runs else ("", {})  # then the best of those
     best, cpu = _best_on_test("pusht", b), (b.get("training") or {}).get("cpu_min")
     within = finite(cpu) and cpu <= PUSHT_STATE_TARGET["cpu_min"]
     budget = f"test, the best setting on validation ({name or '—'}), <= {PUSHT_STATE_TARGET['cpu_min']} CPU-min of training"
