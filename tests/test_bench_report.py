@@ -336,6 +336,26 @@ def test_pusht_image_targets_are_checked_on_the_recipe_validation_chose(report, 
     assert "| 10000 | 0.0 | 100 | 50 | 0.860 | 30.0% |" in page  # CPU minutes as logged
 
 
+def test_plan_ahead_targets_skip_rows_a_later_run_superseded(report, tmp_path):
+    from bench.reporting.load import load
+    from bench.reporting.sections_robot import plan_ahead
+    from bench.reporting.targets import Targets
+
+    def mode(holds, p99, **extra):
+        return {"episodes": 100, "success_rate": 0.5, "holds_during_episodes": {"command_expired": holds} if holds else {},
+                "held_ticks": holds, "ticks": 3000, "obs_to_command_ms": {"median": 2.0, "p99_worst_pair": p99}, "half_period_ms": 50.0,
+                **extra}
+
+    deploy = {"off": mode(500, 80.0), "auto (old)": mode(3, 14.0, superseded_by="auto"), "auto": mode(0, 11.0)}
+    (tmp_path / "plan_ahead_pusht.json").write_text(json.dumps({"deploy": deploy}))
+    targets = Targets()
+    page = "\n".join(plan_ahead(load(tmp_path), targets))
+    checked = {(r[0], r[1]): r[4] for r in targets.rows}
+    assert checked == {("Plan-ahead (Push-T, 10 Hz, auto)", "command_expired holds during episodes"): "met",
+                       ("Plan-ahead (Push-T, 10 Hz, auto)", "obs→command p99 (ms)"): "met"}
+    assert "| Push-T, 10 Hz | `auto (old)` (superseded by `auto`) | 100 | 50.0% |" in page  # kept in the table, not checked
+
+
 def test_committed_page_and_readme_match_the_results(report, tmp_path, monkeypatch):
     """docs/results.md and the README's results section are what bench/report.py makes of bench/results:
     an edit to a result or a note without `python bench/report.py [--readme README.md]` fails here."""

@@ -52,6 +52,8 @@ PUSHT_IMAGE_RUNS = (
     ("pusht_image_priv", "one observation step and the block's keypoints as privileged state, 9,000 steps on one thread"),
     ("pusht_image_priv15k", "the same run resumed to 15,000 steps on one thread (`train.steps=15000` on `--resume`: the cosine "
                             "schedule stretched, so the rate restarts at about 36% of its peak and falls to zero at step 15,000)"),
+    ("pusht_image_windows", "the same recipe trained afresh on a 15,000-step schedule, with training windows that end where the "
+                            "executed actions are recorded (`data.pad_executed=false`, the default since session 26), on one thread"),
 )
 
 

@@ -18,7 +18,7 @@ SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_star
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k",
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
@@ -116,6 +116,10 @@ HOW = {
     "pusht_image_priv15k": "python bench/pusht.py --src PUSHT_ZARR --work WORK_PRIV15K --preset pusht-image --run RUN_PRIV15K --curve-steps "
                            "9000,11000,13000,15000 --test-episodes 100 --rti-grid '3,2.0,8;3,1.0,8' --skip-rti-defaults "
                            "--json-out bench/results/pusht_image_priv15k.json",
+    "pusht_image_windows": "dp train --data PUSHT_IMG_ZARR --preset pusht-image --out RUN_WINDOWS train.steps=15000 train.threads=1 "
+                           "train.num_workers=0 && python bench/pusht.py --src PUSHT_ZARR --work WORK_WINDOWS --preset pusht-image --run "
+                           "RUN_WINDOWS --curve-steps 3000,4000,5000,6000,7000,8000,9000,10000,11000,12000,13000,14000,15000 "
+                           "--test-episodes 100 --skip-rti --deploy-episodes 0 --json-out bench/results/pusht_image_windows.json",
     "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
     "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 obs1 wide "
                            "--json-out bench/results/image_recipe_round2.json",
