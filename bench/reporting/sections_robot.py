@@ -42,7 +42,8 @@ def plan_ahead(results: Results, targets: Targets) -> list[str]:
             lead = row.get("plan_ahead_lead") or {}
             replan = row.get("replan_every") or {}
             superseded = row.get("superseded_by")  # an earlier code's row, kept for the record; the target is checked on its successor
-            rows.append([label, f"`{mode}`" + (f" (superseded by `{superseded}`)" if superseded else ""), num(row.get("episodes"), 0), pct(row.get("success_rate")), num(row.get("mean_score"), 3),
+            shown_mode = f"`{mode}`" + (f" (superseded by `{superseded}`)" if superseded else "")
+            rows.append([label, shown_mode, num(row.get("episodes"), 0), pct(row.get("success_rate")), num(row.get("mean_score"), 3),
                          num(get(row, "holds_during_episodes", "command_expired") or 0, 0),
                          f"{num(row.get('held_ticks'), 0)} / {num(row.get('ticks'), 0)}", num(row.get("late_plans"), 0),
                          f"{num(lead.get('min'), 0)}–{num(lead.get('max'), 0)}" if lead else "—",
