@@ -196,20 +196,25 @@ def main() -> None:
     deploy_n = test_n if args.deploy_episodes is None else args.deploy_episodes
     if deploy_n:  # the Push-T controller publishes the 96x96 view too, so image policies deploy as state ones do
         # with the RTI stage: the export of the chosen RTI settings, warm-started; without it: full sampling
-        rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel, rti=bool(rti_rows))
+        rows["deploy"] = deploy(test, sub / "export_rti" if rti_rows else export, deploy_n, args.deploy_parallel, rti=bool(rti_rows),
+                                seed=args.seed)
     out["test"] = rows
     emit(out, started, args.json_out)
 
 
-def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool) -> dict[str, Any]:
+def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool, seed: int = 0) -> dict[str, Any]:
     """The export through `dp node` + `dp robot` (launch/pusht_deploy.yaml; with ``rti`` its warm starts), ``parallel`` launches at once
-    (base seeds 0, 1, ...: test seeds, on their own ports) sharing ``episodes``; their reports as one test row."""
+    (each on its own ports) sharing ``episodes``: the test seeds of `dp eval --split test --seed SEED --episodes EPISODES`, launch i
+    from episode i * ceil(episodes / parallel) on, so each deploy episode pairs with a `dp eval` episode; their reports as one test row."""
     from dp.eval.evaluate import EvalResult  # the driver itself stays light: only this row needs dp's figures
 
     per = -(-episodes // parallel)
-    runs = [(f"deploy_seed{b}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}", "--set", f"episodes={per}",
-                                       "--set", f"seed={b}", "--set", f"port={5655 + 2 * b}", "--set", f"rti={'on' if rti else 'off'}", "--json-out", str(folder / f"deploy_seed{b}.json")])
-            for b in range(parallel)]
+    starts = range(0, episodes, per)
+    runs = [(f"deploy_ep{first:03d}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}",
+                                            "--set", f"episodes={min(per, episodes - first)}", "--set", f"seed={seed}",
+                                            "--set", f"first_episode={first}", "--set", f"port={5655 + 2 * i}",
+                                            "--set", f"rti={'on' if rti else 'off'}", "--json-out", str(folder / f"deploy_ep{first:03d}.json")])
+            for i, first in enumerate(starts)]
     todo = [subprocess.Popen([sys.executable, "-m", "dp.cli", *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, argv in runs if not (folder / name).is_file()]
     if any(p.wait() != 0 for p in todo):
@@ -220,7 +225,7 @@ def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool) 
     result = EvalResult("pusht", len(done), sum(e["success"] for e in done), [e["steps"] for e in done], [e["seed"] for e in done],
                         np.zeros(0), scores=[e["score"] for e in done], split="test").as_dict()
     return {"command": "\n".join(command(*argv) for _, argv in runs), "json": [str(folder / name) for name, _ in runs],
-            "seed_bases": list(range(parallel)), **result,
+            "seed_base": seed, **result,
             "latency_ms": worst_latency([r["obs_to_command_ms"] for r in reports], "obs->command")}
 
 

@@ -46,13 +46,15 @@ def test_the_deploy_row_has_dp_evals_figures_over_the_nodes_reports(bench, tmp_p
     from dp.stats import mean_interval, wilson_interval
 
     episodes = [[(0, True, 120, 1.0), (1, False, 300, 0.5)], [(1000, True, 90, 1.0)]]
-    for base, (eps, p99) in enumerate(zip(episodes, (4.0, 9.0))):  # what each launch's `dp node` reported
+    for base, (first, eps, p99) in enumerate(zip((0, 2), episodes, (4.0, 9.0))):  # what each launch's `dp node` reported
         report = {"per_episode": [{"seed": s, "success": w, "steps": n, "score": c} for s, w, n, c in eps],
                   "obs_to_command_ms": {"median": 2.0 + base, "p99": p99}}
-        (tmp_path / f"deploy_seed{base}.json").write_text(json.dumps(report))
-    row = bench.deploy(tmp_path, tmp_path / "export", episodes=3, parallel=2, rti=False)  # read back, nothing launched
+        (tmp_path / f"deploy_ep{first:03d}.json").write_text(json.dumps(report))
+    row = bench.deploy(tmp_path, tmp_path / "export", episodes=3, parallel=2, rti=False, seed=7)  # read back, nothing launched
     assert row["episodes"] == 3 and row["successes"] == 2 and row["seeds"] == [0, 1, 1000] and row["split"] == "test"
     assert row["success_ci95"] == list(wilson_interval(2, 3)) and row["score_ci95"] == list(mean_interval([1.0, 0.5, 1.0]))
     assert row["mean_score"] == pytest.approx(2.5 / 3) and row["mean_length"] == pytest.approx(170.0)
     assert (row["latency_ms"]["median"], row["latency_ms"]["p99"]) == (3.0, 9.0) and "calls" not in row["latency_ms"]
     assert row["command"].count("dp launch launch/pusht_deploy.yaml") == 2
+    # one dp eval run's episodes, split: both launches on base seed 7, the second from episode 2 on
+    assert row["command"].count("seed=7") == 2 and "first_episode=2" in row["command"] and "episodes=1" in row["command"]

@@ -17,6 +17,7 @@ from dp.deploy.node import command_mode  # noqa: E402
 from dp.errors import DpError  # noqa: E402
 from dp.infer.chunked_runtime import ChunkedRuntime  # noqa: E402
 from dp.link import protocol as P  # noqa: E402
+from dp.sim.rollout import seed_for  # noqa: E402
 from dp.testing.robot_harness import Commander, StateWatcher, spawn_dp, watched_robot  # noqa: E402
 
 pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
@@ -160,15 +161,25 @@ def test_plan_ahead_keeps_a_slow_policy_from_holding_at_chunk_boundaries(robot, 
 
 def test_node_drives_an_exported_image_policy_from_the_controllers_camera(robot, pusht_image_run, tmp_path):
     """Issue 36, item 4: the controller publishes the 96x96 view as camera ``top`` (observation key ``img``),
-    so `dp node` runs an image Push-T policy's ONNX export (RTI on: the default) as it runs a state policy."""
+    so `dp node` runs an image Push-T policy's ONNX export (full sampling: the default) as it runs a state
+    policy; ``--first-episode`` starts it at that episode of `dp eval --split test --seed`'s seeds."""
     from dp.cli import main
 
     proc, endpoint, watcher, info = robot
     assert main(["export", str(pusht_image_run), "--out", str(tmp_path / "onnx")]) == 0
     report = tmp_path / "node.json"
     node = spawn_dp(["node", "--policy", str(tmp_path / "onnx"), "--robot", endpoint, "--episodes", "2", "--max-steps", "15",
-                     "--json-out", str(report)], env=NODE_ENV)
+                     "--seed", "5", "--first-episode", "3", "--json-out", str(report)], env=NODE_ENV)
     assert node.popen.wait(180) == 0, node.output
     figures = json.loads(report.read_text())
     assert figures["episodes"] == 2 and figures["policy_errors"] == 0 and figures["rejected_states"] == 0, figures
     assert [e["steps"] for e in figures["per_episode"]] == [15, 15], figures
+    assert [e["seed"] for e in figures["per_episode"]] == [seed_for(5, 3, "test"), seed_for(5, 4, "test")], figures
+
+
+def test_a_negative_first_episode_is_refused_by_name(capsys):
+    from dp.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["node", "expert:lift", "--episodes", "1", "--first-episode", "-1"])
+    assert "--first-episode: expected the index of an episode, 0 or more, got '-1'" in capsys.readouterr().err

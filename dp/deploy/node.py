@@ -27,8 +27,8 @@ before anything is sent, with an error naming both sides (:func:`check_policy`);
 commands the node sends heartbeats. If the controller falls silent the node stops commanding and says so;
 when a controller (re)appears — a new ``boot`` — the node resets the policy and starts over. With ``episodes > 0``
 the node runs that many episodes itself: it sends a Reset with the seed `dp eval --split test --seed` gives episode i
-(``seed_for(seed, i, "test")``, so the two success rates are paired), drives until the State reports success or the
-horizon passes, and reports the success rate.
+(``seed_for(seed, i, "test")``, so the two success rates are paired; i from ``first_episode`` on, so nodes side by side
+can share one `dp eval` run's episodes), drives until the State reports success or the horizon passes, and reports.
 """
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ def joint_waypoints(chunk: np.ndarray, info: P.Info) -> tuple[np.ndarray, np.nda
 
 class InferenceNode:
     def __init__(self, policy: Any, sockets: ClientSockets, *, instruction: str | None = None, episodes: int = 0, seed: int = 0,
-                 max_steps: int | None = None, silence_timeout: float = 0.5, heartbeat_period: float = 0.05,
+                 first_episode: int = 0, max_steps: int | None = None, silence_timeout: float = 0.5, heartbeat_period: float = 0.05,
                  timings: Path | None = None, plan_ahead: int | str | None = "auto", clock=time.monotonic):
         self.policy, self.sockets, self.instruction = policy, sockets, instruction
-        self.episodes, self.seed, self.max_steps = episodes, seed, max_steps
+        self.episodes, self.seed, self.first_episode, self.max_steps = episodes, seed, first_episode, max_steps
         self.silence_timeout, self.heartbeat_period, self.clock = silence_timeout, heartbeat_period, clock
         self.sender = P.new_id()
         self.seq = 0
@@ -278,7 +278,7 @@ class InferenceNode:
             self._start_episode(s)
             return
         if self.awaiting_reset is None:
-            seed = seed_for(self.seed, len(self.report.episodes), "test")
+            seed = seed_for(self.seed, self.first_episode + len(self.report.episodes), "test")
             if self._send(P.Reset(self.sender, self._next_seq(), s.boot, s.stamp, seed)):  # not yet connected: try again next wake-up
                 self.awaiting_reset = (s.episode + 1, now + 5.0)
                 self.episode_seed = seed

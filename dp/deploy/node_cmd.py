@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run this many episodes on test-split seeds, then exit (default 0: run until stopped)")
     parser.add_argument("--seed", type=int, default=0,
                         help="base seed of the episodes with --episodes: the seeds of `dp eval --split test --seed` (default 0)")
+    parser.add_argument("--first-episode", type=first_episode_arg, default=0, metavar="I",
+                        help="with --episodes: start at episode I of those seeds, so that nodes side by side can split one "
+                             "`dp eval` run's episodes (default 0)")
     parser.add_argument("--max-steps", type=int, help="episode length in control ticks (default: the controller's horizon)")
     parser.add_argument("--rti", nargs="?", const=True, default=False, type=switch, metavar="on|off",
                         help="RTI warm starts (each chunk a few steps from the previous one) in place of full sampling with the "
@@ -83,6 +86,13 @@ def plan_ahead_arg(text: str) -> int | str | None:
     raise argparse.ArgumentTypeError(f"expected auto, off or a number of control steps >= 1, got {text!r}")
 
 
+def first_episode_arg(text: str) -> int:
+    """``--first-episode``: a whole number >= 0."""
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected the index of an episode, 0 or more, got {text!r}")
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
     spec = policy_of(args)
@@ -104,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     sockets = ClientSockets(args.robot, args.keys)
     node = InferenceNode(
         policy, sockets, instruction=args.instruction, episodes=args.episodes, seed=args.seed,
-        max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings, plan_ahead=args.plan_ahead,
+        first_episode=args.first_episode, max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings, plan_ahead=args.plan_ahead,
     )
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
