@@ -15,15 +15,36 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return float(ci.low), float(ci.high)
 
 
-def mean_interval(values, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval of a mean (e.g. per-episode scores in [0, 1]), clipped to [0, 1]; fewer than 2 values: (0, 1)."""
+def mean_interval(values, level: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
+    """Student-t interval of a mean, clipped to ``bounds`` (default [0, 1], for per-episode scores; the
+    width of a difference's range for paired differences); fewer than 2 values: ``bounds``."""
     x = np.asarray(values, dtype=np.float64)
     if x.size < 2:
-        return 0.0, 1.0
+        return bounds
     from scipy import stats  # here: as for wilson_interval, keep scipy's start-up off the robot-side import
 
     half = float(stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))  # not t.interval: it gives NaN when every value is equal
-    return max(0.0, float(x.mean()) - half), min(1.0, float(x.mean()) + half)
+    return max(bounds[0], float(x.mean()) - half), min(bounds[1], float(x.mean()) + half)
+
+
+def paired_outcomes(success_a, success_b, scores_a=None, scores_b=None) -> dict[str, float | int | list[float]]:
+    """Two policies on the same episodes (same seeds, same order): the episodes only A solved and only B
+    solved, the exact two-sided McNemar p-value of their success rates (a binomial test on those
+    discordant episodes), and with scores the mean of B's minus A's with its 95% t-interval."""
+    a, b = np.asarray(success_a, dtype=bool), np.asarray(success_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired outcomes need two equal-length lists of episodes, got {a.shape} and {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    from scipy.stats import binomtest  # as above
+
+    p = float(binomtest(min(only_a, only_b), only_a + only_b).pvalue) if only_a + only_b else 1.0
+    out: dict[str, float | int | list[float]] = {"episodes": int(a.size), "successes_a": int(a.sum()), "successes_b": int(b.sum()),
+                                                 "only_a": only_a, "only_b": only_b, "mcnemar_p": p}
+    if scores_a is not None and scores_b is not None:
+        diff = np.asarray(scores_b, dtype=np.float64) - np.asarray(scores_a, dtype=np.float64)
+        out["score_difference"] = float(diff.mean())
+        out["score_difference_ci95"] = list(mean_interval(diff, bounds=(-1.0, 1.0)))
+    return out
 
 
 def timing_summary(values, target: float | None = None) -> dict[str, float]:
