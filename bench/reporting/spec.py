@@ -19,6 +19,7 @@ SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_star
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows",
+           "export_lockstep_pusht_image",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
@@ -34,6 +35,8 @@ METHODS = {
     "torch_every4": "torch, a new chunk every 4 steps (RTI's interval)",
     "preset": "torch, the `small` preset as it stands (9000 steps, a new chunk every 4, checkpoint chosen on validation)",
     "image_preset": "torch, the `robosuite-image` preset, its final checkpoint fixed in advance",
+    "image_preset_priv": "torch, the `robosuite-image` preset with the object state as a training-only target "
+                         "(`data.privileged_keys=[object]`), its final checkpoint fixed in advance",
     "torch_rti": "torch + RTI",
     "onnx": "ONNX Runtime",
     "onnx_rti": "ONNX Runtime + RTI",
@@ -103,7 +106,9 @@ HOW = {
     "plan_ahead_lift": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift --task lift "
                        "--policy RUN --out bench/results/plan_ahead_lift.json",
     "plan_ahead_lift_torch": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift "
-                             "--task lift --policy RUN --out bench/results/plan_ahead_lift_torch.json",
+                             "--task lift --policy RUN --out bench/results/plan_ahead_lift_torch.json ('auto', session 28: RUN from "
+                             "dp train --data LIFT_STORE --preset small --out RUN 'data.obs_keys=[robot0_eef_pos,robot0_eef_quat,"
+                             "robot0_gripper_qpos,object]' train.steps=3000 train.threads=1, then --modes auto)",
     "abuse_stop": "python bench/abuse_stop.py",
     "abuse_box": "python bench/abuse_box.py",
     "abuse_data": "python bench/abuse_data.py",
@@ -119,7 +124,13 @@ HOW = {
     "pusht_image_windows": "dp train --data PUSHT_IMG_ZARR --preset pusht-image --out RUN_WINDOWS train.steps=15000 train.threads=1 "
                            "train.num_workers=0 && python bench/pusht.py --src PUSHT_ZARR --work WORK_WINDOWS --preset pusht-image --run "
                            "RUN_WINDOWS --curve-steps 3000,4000,5000,6000,7000,8000,9000,10000,11000,12000,13000,14000,15000 "
-                           "--test-episodes 100 --skip-rti --deploy-episodes 0 --json-out bench/results/pusht_image_windows.json",
+                           "--test-episodes 100 --rti-grid '3,1.0,8' --skip-rti-defaults --json-out bench/results/pusht_image_windows.json "
+                           "(RTI's setting: the one `pusht_image_priv15k` chose on validation seeds)",
+    "export_lockstep_pusht_image": "for S in 0 1: dp eval CKPT --task pusht --split test --episodes 100 --seed S [--workers 2 for torch "
+                                   "again] --json-out ... (CKPT and its export EXPORT, each; python bench/merge_evals.py joins the two "
+                                   "seeds); then python bench/export_lockstep.py --policy CKPT --export EXPORT --task pusht --episodes 10 "
+                                   "--torch-json TORCH_200 --export-json ONNX_200 --torch-again-json AGAIN_200 "
+                                   "--json-out bench/results/export_lockstep_pusht_image.json (CKPT: RUN_WINDOWS's step 12000)",
     "image_recipe": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK --budget-min 14 --json-out bench/results/image_recipe.json",
     "image_recipe_round2": "python bench/image_recipe.py --store PUSHT_IMG_ZARR --work WORK2 --budget-min 14 --only preset draws2 obs1 wide "
                            "--json-out bench/results/image_recipe_round2.json",
