@@ -414,3 +414,26 @@ def test_pusht_state_target_is_checked_on_the_setting_best_on_validation(report,
     (results / "sampler_pusht.json").write_text(json.dumps(bench))
     page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
     assert "Push-T state success, test, the best setting on validation (sampler_pusht), <= 120 CPU-min of training | 66.0% |" in page
+
+
+def test_the_export_check_reads_the_three_pairings_as_measured(report):
+    from bench.reporting.sections_pusht import _lockstep_block
+    from bench.reporting.targets import Targets
+
+    def pair(a, b, a_wins, b_wins, p):
+        return {f"{a}_successes": a_wins, f"{b}_successes": b_wins, f"{a}_only": 1, f"{b}_only": 1, "episodes": 200, "mcnemar_p": p,
+                "score_difference": -0.01, "score_difference_ci95": [-0.02, 0.0]}
+
+    def block(p_export, p_again, p_between, ratio=5e-5):
+        b = {"lockstep": {"episodes": 10, "steps": 2000, "max_over_scale": ratio, "action_difference": {"median": 1e-4, "p99": 1e-3, "max": 0.02}},
+             "paired": pair("torch", "export", 107, 96, p_export), "paired_torch_again": pair("torch", "torch_again", 107, 97, p_again),
+             "paired_export_torch_again": pair("torch_again", "export", 97, 96, p_between)}
+        targets = Targets()
+        return "\n".join(_lockstep_block(b, targets)), targets.rows[0][-1]
+
+    page, verdict = block(0.02, 0.01, 1.0)
+    assert "| torch against the ONNX export | 107 / 96 of 200 | 1 | 1 | 0.020 |" in page and verdict == "met"
+    assert "alike (107 successes against 97 and 96): the first run is the outlying draw of three" in page
+    assert "No pair differs by more than chance" in block(0.3, 0.4, 0.9)[0]
+    assert "this page does not explain" in block(0.01, 0.4, 0.02)[0]  # the export alone differs: not rounding's spread
+    assert block(0.3, 0.4, 0.9, ratio=2e-4)[1] == "**not met**"  # actions further apart than the export's check allows
