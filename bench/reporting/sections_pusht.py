@@ -176,7 +176,7 @@ def _lockstep_block(b: dict[str, Any] | None, targets: Targets) -> list[str]:
                                 get(b, "paired", "export_successes"))
         if p_between >= 0.05 and p_export < 0.05 and p_again < 0.05:
             out += [f"The export and torch again differ from each other by no more than chance, and both differ from the first torch "
-                    f"run alike ({first} successes against {again} and {export}): the first run is the outlying draw of three, and the "
+                    f"run alike ({first} successes against {again} and {export}): rounding alone opens the gap the export shows, so the "
                     "export loses nothing to torch that another float rounding of torch itself does not. One evaluation's success on "
                     "Push-T moves by several points with the rounding alone; the torch-against-export success gaps on this page are "
                     "of this kind.", ""]
