@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rti = args.rti_steps is not None
+    command = " ".join(["python", "bench/export_lockstep.py", *(sys.argv[1:] if argv is None else argv)])
     out: dict[str, Any] = {"bench": "export_lockstep", "task": args.task, "policy": args.policy, "export": args.export,
-                           "split": args.split, "seed": args.seed, "rti": rti, "command": " ".join(["python", "bench/export_lockstep.py", *(sys.argv[1:] if argv is None else argv)])}
+                           "split": args.split, "seed": args.seed, "rti": rti, "command": command}
     if args.episodes:
         torch_policy = load_policy(args.policy, rti=rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every)
         export = load_policy(args.export, rti=rti)

@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     sockets = ClientSockets(args.robot, args.keys)
     node = InferenceNode(
         policy, sockets, instruction=args.instruction, episodes=args.episodes, seed=args.seed,
-        first_episode=args.first_episode, max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings, plan_ahead=args.plan_ahead,
+        first_episode=args.first_episode, max_steps=args.max_steps, silence_timeout=args.silence_timeout, timings=args.timings,
+        plan_ahead=args.plan_ahead,
     )
     stopping = []
     for sig in (signal.SIGINT, signal.SIGTERM):
