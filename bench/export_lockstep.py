@@ -38,36 +38,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit  # noqa: E402
 from dp.eval.evaluate import policy_cameras  # noqa: E402
 from dp.infer.load import load_policy  # noqa: E402
-from dp.sim.rollout import seed_for  # noqa: E402
+from dp.sim.rollout import run_episode, seed_for  # noqa: E402
 from dp.sim.tasks import get_task  # noqa: E402
 from dp.stats import paired_outcomes  # noqa: E402
 
 
+class Shadowed:
+    """An action source for :func:`dp.sim.rollout.run_episode`: ``policy`` acts, ``shadow`` (seeded and reset
+    alike) is given the same observations; each step's largest |difference| between their actions is kept."""
+
+    def __init__(self, policy: Any, shadow: Any):
+        self.policy, self.shadow = policy, shadow
+        self.differences: list[float] = []
+        self.scale = 0.0  # the largest |action| the acting policy chose
+
+    def seed(self, seed: int) -> None:
+        for p in (self.policy, self.shadow):
+            p.seed(seed)
+
+    def reset(self, instruction: str | None = None) -> None:
+        for p in (self.policy, self.shadow):
+            p.reset(instruction=instruction)
+
+    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+        action, shadow = np.asarray(self.policy.select_action(obs)), np.asarray(self.shadow.select_action(obs))
+        self.differences.append(float(np.abs(action - shadow).max()))
+        self.scale = max(self.scale, float(np.abs(action).max()))
+        return action
+
+
 def lockstep(torch_policy: Any, export: Any, task: str, seeds: list[int]) -> dict[str, Any]:
-    """The torch policy drives one episode per seed; ``export`` acts on the same observations. Per step,
-    the largest |difference| between their actions; summarised over all steps and per episode."""
+    """The torch policy drives one episode per seed (as `dp eval` does); ``export`` acts on the same observations.
+    Per step, the largest |difference| between their actions; summarised over all steps and per episode."""
     spec = get_task(task)
     env = spec.make_env(cameras=policy_cameras(torch_policy, spec) or None)
-    episodes, every_step, scale = [], [], 0.0
+    pair, episodes = Shadowed(torch_policy, export), []
     for seed in tqdm(seeds, desc="lockstep", unit="episode"):
-        obs = env.reset(seed)
-        for policy in (torch_policy, export):
-            policy.seed(seed)
-            policy.reset(instruction=spec.instruction)
-        diffs = []
-        for _ in range(spec.horizon):
-            action, shadow = torch_policy.select_action(obs), export.select_action(obs)
-            diffs.append(float(np.abs(np.asarray(action) - np.asarray(shadow)).max()))
-            scale = max(scale, float(np.abs(action).max()))
-            obs, _ = env.step(action)
-            if env.success():
-                break
-        every_step += diffs
-        episodes.append({"seed": seed, "steps": len(diffs), "success": bool(env.success()), "max_action_difference": max(diffs)})
-    steps = np.asarray(every_step)
-    return {"episodes": len(seeds), "steps": int(steps.size), "action_scale": scale,
+        ep = run_episode(env, pair, seed, record=False)
+        episodes.append({"seed": seed, "steps": ep.length, "success": ep.success,
+                         "max_action_difference": max(pair.differences[-ep.length:])})
+    steps = np.asarray(pair.differences)
+    return {"episodes": len(seeds), "steps": int(steps.size), "action_scale": pair.scale,
             "action_difference": {"median": float(np.median(steps)), "p99": float(np.percentile(steps, 99)), "max": float(steps.max())},
-            "max_over_scale": float(steps.max()) / max(scale, 1e-12), "per_episode": episodes}
+            "max_over_scale": float(steps.max()) / max(pair.scale, 1e-12), "per_episode": episodes}
 
 
 def paired(a_json: Path, b_json: Path, a: str = "torch", b: str = "export") -> dict[str, Any]:

@@ -209,12 +209,11 @@ def deploy(folder: Path, export: Path, episodes: int, parallel: int, rti: bool, 
     from dp.eval.evaluate import EvalResult  # the driver itself stays light: only this row needs dp's figures
 
     per = -(-episodes // parallel)
-    starts = range(0, episodes, per)
-    runs = [(f"deploy_ep{first:03d}.json", ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}",
-                                            "--set", f"episodes={min(per, episodes - first)}", "--set", f"seed={seed}",
-                                            "--set", f"first_episode={first}", "--set", f"port={5655 + 2 * i}",
-                                            "--set", f"rti={'on' if rti else 'off'}", "--json-out", str(folder / f"deploy_ep{first:03d}.json")])
-            for i, first in enumerate(starts)]
+    names = {first: f"deploy_ep{first:03d}.json" for first in range(0, episodes, per)}
+    runs = [(name, ["launch", "launch/pusht_deploy.yaml", "--set", f"policy={export}", "--set", f"episodes={min(per, episodes - first)}",
+                    "--set", f"seed={seed}", "--set", f"first_episode={first}", "--set", f"port={5655 + 2 * i}",
+                    "--set", f"rti={'on' if rti else 'off'}", "--json-out", str(folder / name)])
+            for i, (first, name) in enumerate(names.items())]
     todo = [subprocess.Popen([sys.executable, "-m", "dp.cli", *argv], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, argv in runs if not (folder / name).is_file()]
     if any(p.wait() != 0 for p in todo):

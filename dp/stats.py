@@ -16,8 +16,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def mean_interval(values, level: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float]:
-    """Student-t interval of a mean, clipped to ``bounds`` (default [0, 1], for per-episode scores; the
-    width of a difference's range for paired differences); fewer than 2 values: ``bounds``."""
+    """Student-t interval of a mean, clipped to ``bounds`` (default [0, 1], for per-episode scores; (-1, 1)
+    for differences of such scores); fewer than 2 values: ``bounds``."""
     x = np.asarray(values, dtype=np.float64)
     if x.size < 2:
         return bounds

@@ -93,9 +93,10 @@ def _pusht_block(b: dict[str, Any] | None, name: str, label: str, minutes: int) 
            f"{'CPU ' if name != 'pusht' else ''}minutes; {spent}).", ""]
     rows = _pusht_rows(b.get("test"))
     out += [table(PUSHT_HEADER, rows) if rows else "No test rows: the validation curve only (`--test-episodes 0`).", ""]
-    if len(get(b, "test", "deploy", "seed_bases") or []) > 1:  # written before the deploy launches split one dp eval run's episodes
-        out += ["The deploy row ran its launches on base seeds " + ", ".join(map(str, get(b, "test", "deploy", "seed_bases")))
-                + ": its first half on the episodes of the rows above, the rest on other test seeds (unpaired).", ""]
+    bases = get(b, "test", "deploy", "seed_bases") or []  # written before the deploy launches split one dp eval run's episodes
+    if len(bases) > 1:
+        out += [f"The deploy row ran its launches on base seeds {', '.join(map(str, bases))}: its first half on the episodes of the "
+                "rows above, the rest on other test seeds (unpaired).", ""]
     cont = b.get("continued")
     if isinstance(cont, dict) and (rows := _pusht_rows(cont.get("test"))):
         c = cont.get("chosen") or {}
