@@ -9,7 +9,8 @@ from dp.sim.tasks import TaskSpec
 ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": "What limits success on `square`",
              "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)",
-             "ablation_pusht_image": "What limits success from pixels on Push-T"}
+             "ablation_pusht_image": "What limits success from pixels on Push-T",
+             "ablation_pusht_state": "What limits success on Push-T state"}
 # issue 37: the sampler chosen per policy and what the warm start buys, on these tasks
 SAMPLER_TASKS = ("can", "pusht")
 WARM_START_TASKS = ("lift", "can", "pusht")
