@@ -20,7 +20,7 @@ SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_star
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
 BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows",
-           "export_lockstep_pusht_image",
+           "export_lockstep_pusht_image", "denoise_error_pusht_state",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
 MET, NOT_MET = "met", "**not met**"
@@ -152,6 +152,8 @@ HOW = {
     **{f"lerobot_plugin_speed_{obs}": f"python bench/lerobot_plugin.py --obs {obs} --steps 200 --batch {batch} --threads 1 --workers 1 "
                                       f"--json-out bench/results/lerobot_plugin_speed_{obs}.json" for obs, batch in (("image", 64), ("state", 128))},
     **{name: "the dp train / dp eval --split val commands each row lists" for name in ABLATIONS},
+    "denoise_error_pusht_state": "python bench/denoise_error.py RUN_0.5/checkpoints/step_0005000 RUN_1.0/... RUN_1.5/... "
+                                 "--data data/pusht_kp.zarr --json-out bench/results/denoise_error_pusht_state.json",
 }
 
 
