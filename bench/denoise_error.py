@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dp.diffusion.schedules import log_logistic_cdf  # noqa: E402
 from dp.infer.policy import Policy  # noqa: E402
 from dp.train.data import build_data, open_stores  # noqa: E402
 
@@ -41,7 +41,7 @@ def denoising_error(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         rmse = (denoise(x0 + sigma * noise, levels) - x0).pow(2).mean().sqrt().item()
         row = {"sigma": float(sigma), "rmse": rmse, "rmse_over_sigma": rmse / sigma}
         if train:
-            row["train_share_below"] = 1.0 / (1.0 + math.exp(-(math.log(sigma) - train[0]) / train[1]))
+            row["train_share_below"] = log_logistic_cdf(sigma, *train)
         rows.append(row)
     return rows
 
