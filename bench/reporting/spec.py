@@ -103,7 +103,9 @@ HOW = {
     "latency": "python bench/latency.py > bench/results/latency.json",
     "deploy": "python bench/deploy.py --out bench/results/deploy.json",
     "plan_ahead_pusht": "python bench/plan_ahead.py --robot robots/pusht_sim.yaml --task pusht --policy EXPORT "
-                        "--parallel 2 --out bench/results/plan_ahead_pusht.json",
+                        "--parallel 2 --out bench/results/plan_ahead_pusht.json (the 'auto' row of session 30: --modes auto "
+                        "--episodes 100 --parallel 1, with dp train --data PUSHT_KP_ZARR --preset pusht --out RUN "
+                        "train.threads=1 running beside it)",
     "plan_ahead_lift": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift --task lift "
                        "--policy RUN --out bench/results/plan_ahead_lift.json",
     "plan_ahead_lift_torch": "python bench/plan_ahead.py --robot robots/panda_sim.yaml --robot-args driver.options.task=lift "
