@@ -56,8 +56,8 @@ def average_checkpoints(sources: list[str | Path], out: Path) -> Path:
         if w.keys() != weights[0].keys() or any(w[k].shape != weights[0][k].shape for k in w):
             raise DpError(f"{folder / MODEL_FILE}: its tensors differ in names or shapes from {folders[0] / MODEL_FILE}")
     mean = {k: (sum(w[k].double() for w in weights) / len(weights)).to(weights[0][k].dtype) for k in weights[0]}
-    if out.exists() and any(out.iterdir()):
-        raise DpError(f"{out}: exists and is not empty (choose a new folder)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DpError(f"{out}: exists and is not an empty folder (choose a new folder)")
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_checkpoint_config(folders[-1])
     save_file(mean, str(out / MODEL_FILE), metadata={"preset": cfg.preset, "averaged": json.dumps([str(f) for f in folders])})

@@ -56,5 +56,5 @@ def test_checkpoints_of_another_run_or_too_few_are_refused(runs, tmp_path, capsy
     (tmp_path / "full").mkdir()
     (tmp_path / "full/keep.txt").write_text("mine")
     assert main([str(runs / "a/checkpoints/step_0000010"), str(a20), "--out", str(tmp_path / "full")]) == 2
-    assert "not empty" in capsys.readouterr().err and (tmp_path / "full/keep.txt").read_text() == "mine"
+    assert "not an empty folder" in capsys.readouterr().err and (tmp_path / "full/keep.txt").read_text() == "mine"
     assert not (tmp_path / "x").exists()
