@@ -21,15 +21,17 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dp.config import Config  # noqa: E402
 from dp.errors import DpError  # noqa: E402
 from dp.files import sha256_file  # noqa: E402
 from dp.models.checkpoint_files import (CONFIG_FILE, GOALS_FILE, MODEL_FILE, NORMALIZER_FILE, load_checkpoint_config,  # noqa: E402
                                         load_weights, resolve_checkpoint, verify_checkpoint, write_checksums)
 
 
-def _same_run(folders: list[Path]) -> None:
-    """A DpError naming the first checkpoint whose configuration, normaliser or goal table differs from the first's."""
-    first = load_checkpoint_config(folders[0])
+def _same_run(folders: list[Path]) -> Config:
+    """The last checkpoint's configuration; a DpError naming the first checkpoint whose configuration,
+    normaliser or goal table differs from the first's."""
+    first = cfg = load_checkpoint_config(folders[0])
     for folder in folders[1:]:
         cfg = load_checkpoint_config(folder)
         for section in ("model", "data", "vocab"):  # the sampler settings (diffusion) may differ: the last one's are kept
@@ -39,27 +41,27 @@ def _same_run(folders: list[Path]) -> None:
             here, there = folder / name, folders[0] / name
             if here.is_file() != there.is_file() or (here.is_file() and sha256_file(here) != sha256_file(there)):
                 raise DpError(f"{here}: differs from {there}: average checkpoints of one run only")
+    return cfg
 
 
 def average_checkpoints(sources: list[str | Path], out: Path) -> Path:
     """Write the mean of the checkpoints' weights (in float64, stored in their dtype) to the policy folder ``out``."""
     if len(sources) < 2:
         raise DpError(f"averaging needs at least two checkpoints, got {len(sources)}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DpError(f"{out}: exists and is not an empty folder (choose a new folder)")
     folders = [resolve_checkpoint(s) for s in sources]
     if len(set(folders)) < len(folders):
         raise DpError("the same checkpoint is listed twice")
     for folder in folders:
         verify_checkpoint(folder)
-    _same_run(folders)
+    cfg = _same_run(folders)
     weights = [load_weights(f / MODEL_FILE) for f in folders]
     for folder, w in zip(folders[1:], weights[1:]):
         if w.keys() != weights[0].keys() or any(w[k].shape != weights[0][k].shape for k in w):
             raise DpError(f"{folder / MODEL_FILE}: its tensors differ in names or shapes from {folders[0] / MODEL_FILE}")
     mean = {k: (sum(w[k].double() for w in weights) / len(weights)).to(weights[0][k].dtype) for k in weights[0]}
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DpError(f"{out}: exists and is not an empty folder (choose a new folder)")
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_checkpoint_config(folders[-1])
     save_file(mean, str(out / MODEL_FILE), metadata={"preset": cfg.preset, "averaged": json.dumps([str(f) for f in folders])})
     for name in (CONFIG_FILE, NORMALIZER_FILE, GOALS_FILE):
         if (folders[-1] / name).is_file():

@@ -12,7 +12,6 @@ below that sigma (the policy's log-logistic training distribution). Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import write_json  # noqa: E402
 from dp.diffusion.schedules import log_logistic_cdf  # noqa: E402
 from dp.infer.policy import Policy  # noqa: E402
 from dp.train.data import build_data, open_stores  # noqa: E402
@@ -78,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     sigmas = [float(s) for s in args.sigmas.split(",")]
     result = {"bench": "denoise_error", "sigmas": sigmas,
               "policies": [checkpoint_error(c, args.data, args.windows, sigmas, args.seed) for c in args.checkpoints]}
-    text = json.dumps(result, indent=2)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    write_json(result, args.json_out)
     return 0
 
 
