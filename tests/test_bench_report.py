@@ -416,6 +416,34 @@ def test_pusht_state_target_is_checked_on_the_setting_best_on_validation(report,
     assert "Push-T state success, test, the best setting on validation (sampler_pusht), <= 120 CPU-min of training | 66.0% |" in page
 
 
+def test_sampler_targets_are_read_on_the_tasks_last_run(report, tmp_path):
+    """Push-T's sampler runs are shown in the order made; the passes target is read on the last (the current policy)."""
+    from bench.reporting.load import load
+
+    def row(setting, passes, successes, score, n=100):
+        return {"setting": setting, "passes_per_chunk": passes, "successes": successes, "episodes": n, "success_rate": successes / n,
+                "success_ci95": list(wilson_interval(successes, n)), "mean_score": score, "score_ci95": [score - 0.03, score + 0.02]}
+
+    def run(chosen, test):
+        return {"bench": "sampler_choice", "checkpoint": "runs/pusht/checkpoints/step_0005000", "task": "pusht", "training": {"step": 5000},
+                "episodes": 50, "seed": 0, "rows": [row(r["setting"], r["passes_per_chunk"], 25, 0.96, 50) for r in test],
+                "chosen": chosen, "why": "test", "test_episodes": 100, "test_rows": test,
+                "chunk_latency_ms": {test[0]["setting"]: {"median_ms": 80.0}, chosen: {"median_ms": 25.0}}}
+    results = tmp_path / "results"
+    results.mkdir()
+    earlier = run("ddim:exponential:5", [row("ddim:exponential:10", 10, 40, 0.956), row("ddim:exponential:5", 5, 32, 0.90)])
+    (results / "sampler_pusht.json").write_text(json.dumps(earlier))
+    page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
+    assert "| pusht: network passes per chunk at test success (and score) inside 10-step DDIM's interval | 10 | ≤ 5 | **not met** |" in page
+    later = run("dpmpp2m:exponential:3", [row("ddim:exponential:10", 10, 50, 0.940), row("dpmpp2m:exponential:3", 3, 45, 0.964)])
+    (results / "sampler_pusht_windows.json").write_text(json.dumps(later))
+    page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
+    assert "| pusht: network passes per chunk at test success (and score) inside 10-step DDIM's interval | 3 | ≤ 5 | met |" in page
+    assert "| pusht: full-sampling (first-chunk) latency, 10-step DDIM over the choice | 3.20x | ≥ 2.00x | met |" in page
+    assert page.index("`sampler_pusht` (an earlier policy") < page.index("`sampler_pusht_windows`:")  # both shown, in order
+    assert "| `ddim:exponential:5` (chosen) | 5 | 32.0% |" in page
+
+
 def test_the_export_check_reads_the_three_pairings_as_measured(report):
     from bench.reporting.sections_pusht import _lockstep_block
     from bench.reporting.targets import Targets

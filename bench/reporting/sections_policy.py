@@ -182,6 +182,9 @@ def section_latency(results: Results, targets: Targets, img: Path, rel: str) -> 
     if (plot := plot_latency(lat, img / "results_latency.png")) is not None:
         out += [f"![latency per inference mode]({rel}/{plot.name})", ""]
     out += [table(["Metric", "Measured", "Target", "Verdict"], checks), ""]
+    if results.bench("ablation_precision") is not None:
+        out += ["The targets are read on fp32: a faster precision counts only where it acts as fp32 does in closed loop, "
+                "and int8 did not on Push-T (section \"Export precision in closed loop\").", ""]
     flop_rows = []
     for key, label in cases:
         f, p = get(lat, key, "flops_per_chunk") or {}, get(lat, key, "params") or {}

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.common import best_row, scored
 from bench.reporting.load import Results
-from bench.reporting.spec import SAMPLER_TASKS, WARM_START_TASKS, missing
+from bench.reporting.spec import SAMPLER_RUNS, SAMPLER_TASKS, WARM_START_TASKS, missing
 from bench.reporting.targets import Targets
 from bench.reporting.text import ci, finite, num, pct, score_ci, shown, table
 
@@ -72,9 +72,19 @@ def _best_on_test(task: str, b: dict[str, Any]) -> dict[str, Any]:
     return _test_row(b, _best_setting(task, b))
 
 
-def _sampler_task(task: str, b: dict[str, Any], targets: Targets) -> list[str]:
+def _sampler_task(task: str, results: Results, targets: Targets) -> list[str]:
+    """The task's sampler_choice runs in the order made (:data:`SAMPLER_RUNS`), the targets read on the last one."""
+    runs = [(name, b) for name in SAMPLER_RUNS[task] if (b := results.bench(name))]
+    out = [f"### `{task}`", ""]
+    if not runs:
+        _sampler_targets(task, {}, targets)
+        return out + [missing(SAMPLER_RUNS[task][-1]), ""]
+    for name, b in runs[:-1]:
+        out += [f"`{name}` (an earlier policy of this task; the targets are read on the last run below):", "", *_grid(task, b)]
+    name, b = runs[-1]
     rows = _sampler_targets(task, b, targets)
-    return [f"### `{task}`", "", *_grid(task, b), table(["Metric", "Measured", "Target", "Verdict"], rows), ""]
+    heading = [f"`{name}`:", ""] if len(runs) > 1 else []
+    return out + heading + _grid(task, b) + [table(["Metric", "Measured", "Target", "Verdict"], rows), ""]
 
 
 def _grid(task: str, b: dict[str, Any]) -> list[str]:
@@ -145,12 +155,7 @@ def section_sampler(results: Results, targets: Targets) -> list[str]:
            "zero guess, RTI-DP's re-planning every step) at the network passes each spends per executed action. Modes: "
            "`full:N:E` N steps from noise every E control steps; `rti:K:S:E[:zero]` K steps from sigma S every E.", ""]
     for task in SAMPLER_TASKS:
-        b = results.bench(f"sampler_{task}")
-        if b:
-            out += _sampler_task(task, b, targets)
-        else:
-            _sampler_targets(task, {}, targets)
-            out += [f"### `{task}`", "", missing(f"sampler_{task}"), ""]
+        out += _sampler_task(task, results, targets)
     out += _pusht_state_budget(results, targets)
     for task in WARM_START_TASKS:
         w = results.bench(f"warm_start_{task}")

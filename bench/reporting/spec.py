@@ -10,11 +10,14 @@ ABLATIONS = {"ablation_can": "What limits success on `can`", "ablation_square": 
              "ablation_stack": "What limits success on `stack`",
              "ablation_lift_image": "What limits success from images (`lift`, and `can`)",
              "ablation_pusht_image": "What limits success from pixels on Push-T",
-             "ablation_pusht_state": "What limits success on Push-T state"}
+             "ablation_pusht_state": "What limits success on Push-T state",
+             "ablation_precision": "Export precision in closed loop"}
 # issue 37: the sampler chosen per policy and what the warm start buys, on these tasks
 SAMPLER_TASKS = ("can", "pusht")
+# each task's sampler_choice runs in the order they were made; the targets are read on the last (the task's current policy)
+SAMPLER_RUNS = {"can": ("sampler_can",), "pusht": ("sampler_pusht", "sampler_pusht_windows")}
 WARM_START_TASKS = ("lift", "can", "pusht")
-SAMPLER_BENCHES = (*(f"sampler_{task}" for task in SAMPLER_TASKS), *(f"warm_start_{task}" for task in WARM_START_TASKS),
+SAMPLER_BENCHES = (*(name for task in SAMPLER_TASKS for name in SAMPLER_RUNS[task]), *(f"warm_start_{task}" for task in WARM_START_TASKS),
                    "pusht_state_budget", "pusht_state_windows")  # later Push-T state runs, for the 120 CPU-minute target
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
@@ -144,6 +147,8 @@ HOW = {
     "peers": "nice -n 10 python bench/peers/compare_lerobot.py --parts speed (then --parts train,eval)",
     **{f"sampler_{task}": f"python bench/sampler_choice.py --run RUN --task {task} --episodes 50 --test-episodes 100 --write "
                           f"--json-out bench/results/sampler_{task}.json" for task in SAMPLER_TASKS},
+    "sampler_pusht_windows": "python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 --test-episodes 100 "
+                             "--grid GRID --json-out bench/results/sampler_pusht_windows.json",
     **{name: "python bench/sampler_choice.py --run RUN/checkpoints/STEP --task pusht --episodes 50 "
              "--grid ddim:exponential:10,ddim:exponential:20,ddim:exponential:5,dpmpp2m:fitted:5:0.001 --test-episodes 100 "
              f"--write --json-out bench/results/{name}.json" for name in ("pusht_state_budget", "pusht_state_windows")},
