@@ -96,9 +96,10 @@ def test_multitask_language_goals(tmp_path):
     b = make_store(tmp_path / "retreat.zarr", episodes=3, length=20, tasks=("retreat",), lang=True, seed=2)
     run = tmp_path / "run"
     assert dp_main(["train", "--data", f"{a},{b}", "--preset", "tiny", "--out", str(run), "--no-progress",
-                    "train.steps=30", "train.val_every=30"]) == 0
+                    "train.steps=30", "train.val_every=30", "data.task_weights={retreat: 2}"]) == 0
     cfg = load_config(run / "config.yaml")
     assert cfg.model.goal == "lang" and cfg.vocab.tasks == ["reach", "retreat"]
+    assert cfg.data.task_weights == {"retreat": 2.0}  # the balance the run sampled with, kept for --resume
     assert cfg.vocab.instructions == {"reach": "reach the target", "retreat": "move away from the target"}
     assert len(rows(run, "val")) == 1  # one held-out episode per store
     goals = ckpt.load_goals(run / "goals.safetensors")

@@ -135,6 +135,11 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self._anchor)
 
+    @property
+    def task_ids(self) -> np.ndarray:
+        """Each window's task, as an index into :attr:`tasks`."""
+        return self._task_id
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_stores"] = None  # reopened lazily in each worker

@@ -294,3 +294,19 @@ def build_data(cfg: Config, stores: list[EpisodeStore], normalizer: Normalizer |
     val_map = torch.tensor([vocab[t] for t in val.tasks], dtype=torch.long) if val is not None else None
     return TrainData(train, val, normalizer, goals, train_map, val_map)
 
+
+def window_weights(task_weights: dict[str, float], train: WindowDataset) -> np.ndarray | None:
+    """Each training window's sampling weight from ``data.task_weights`` (tasks not named weigh 1), or
+    None where no weight is set (every window alike); a DpError names a task the data does not hold or a
+    weight that is not a finite number >= 0."""
+    if not task_weights:
+        return None
+    unknown = sorted(set(task_weights) - set(train.tasks))
+    if unknown:
+        raise DpError(f"data.task_weights names {', '.join(unknown)}, not a task of the training data (its tasks: {', '.join(train.tasks)})")
+    bad = {t: w for t, w in task_weights.items() if not (np.isfinite(w) and w >= 0)}
+    if bad or not any(task_weights.get(t, 1.0) > 0 for t in train.tasks):
+        raise DpError(f"data.task_weights: weights must be finite and >= 0 with at least one task above 0, got {task_weights}")
+    per_task = np.array([task_weights.get(t, 1.0) for t in train.tasks], dtype=np.float64)
+    return per_task[train.task_ids]
+

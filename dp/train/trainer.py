@@ -33,7 +33,7 @@ from dp.models import checkpoint_files as ckpt_files
 from dp.models.cost import measure_flops, param_counts
 from dp.models.diffusion_policy import DiffusionPolicy
 from dp.train import checkpoint as ckpt
-from dp.train.data import TrainData, build_data, resolve
+from dp.train.data import TrainData, build_data, resolve, window_weights
 from dp.train.distributed import init_distributed
 from dp.train.lr_schedule import LR_SCHEDULES, follow_schedule, lr_scheduler
 from dp.train.metrics import append_metrics, open_tensorboard, plot_loss, truncate_after
@@ -132,7 +132,8 @@ class Trainer:
                 self.policy, device_ids=[self.device.index] if self.device.type == "cuda" else None, find_unused_parameters=find_unused
             )
         self.batch_size = tcfg.batch_size // self.dist.world
-        self.sampler = ResumableSampler(self.data.train, self.dist.world, self.dist.rank, tcfg.seed)
+        weights = window_weights(self.cfg.data.task_weights, self.data.train)
+        self.sampler = ResumableSampler(self.data.train, self.dist.world, self.dist.rank, tcfg.seed, weights)
         workers = tcfg.num_workers if tcfg.num_workers >= 0 else (2 if self.cfg.data.image_keys else 0)
         self.drop_last = self.sampler.num_samples >= self.batch_size
         self.loader = DataLoader(  # its own generator: creating an iterator must not draw from the global RNG
