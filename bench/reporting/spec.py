@@ -41,6 +41,8 @@ METHODS = {
     "image_preset": "torch, the `robosuite-image` preset, its final checkpoint fixed in advance",
     "image_preset_priv": "torch, the `robosuite-image` preset with the object state as a training-only target "
                          "(`data.privileged_keys=[object]`), its final checkpoint fixed in advance",
+    "image_preset_priv15k": "torch, the `robosuite-image` preset with the object state as a training-only target, "
+                            "15,000 steps, its final checkpoint fixed in advance",
     "torch_rti": "torch + RTI",
     "onnx": "ONNX Runtime",
     "onnx_rti": "ONNX Runtime + RTI",
@@ -61,10 +63,11 @@ EXPECTED = (
 # the torch row, or the one with the settings the `small` preset adopted on validation seeds: a new
 # chunk every 4 steps (square 40/50 against 22/50 every 8; lift 50/50 against 49/50), or, where it was
 # measured, the preset as it stands (stack, can: 9000 steps as well, the checkpoint chosen on validation)
-# issue 36: from images, `lift` 100% and `can` 90%, checked on the `robosuite-image` preset's row
+# issue 36: from images, `lift` 100% and `can` 90%, checked on the `robosuite-image` preset's row (`can`: on the
+# latest recipe fixed before its evaluation, written down before it ran: the preset with privileged state, 15,000 steps)
 SUCCESS_TARGETS = {"lift": 1.0, "can": 0.95, "stack": 0.95, "square": 0.85, "door": 0.98, "lift_image": 1.0, "can_image": 0.90}
 SUCCESS_TARGET_METHOD = {"lift": "torch_every4", "can": "preset", "square": "torch_every4", "stack": "preset",
-                         "lift_image": "image_preset", "can_image": "image_preset"}
+                         "lift_image": "image_preset", "can_image": "image_preset_priv15k"}
 
 
 def target_method(task: str) -> str:
