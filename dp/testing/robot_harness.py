@@ -37,7 +37,8 @@ class DpProcess:
             [sys.executable, "-m", "dp", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         for raw in iter(self.popen.stdout.readline, b""):
@@ -73,13 +74,15 @@ class DpProcess:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT, then SIGKILL after ``timeout``; the exit code."""
+        """SIGINT, then SIGKILL after ``timeout``; the exit code, once every line the process wrote is in ``lines``."""
         self.signal(signal.SIGINT)
         try:
-            return self.popen.wait(timeout)
+            code = self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
-            return self.popen.wait()
+            code = self.popen.wait()
+        self._reader.join(timeout)  # the process has exited; its last lines (the shutdown summary) may still be in the pipe
+        return code
 
 
 def spawn_dp(args: list[str], env: dict[str, str] | None = None) -> DpProcess:
