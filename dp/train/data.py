@@ -304,8 +304,8 @@ def window_weights(task_weights: dict[str, float], train: WindowDataset) -> np.n
     unknown = sorted(set(task_weights) - set(train.tasks))
     if unknown:
         raise DpError(f"data.task_weights names {', '.join(unknown)}, not a task of the training data (its tasks: {', '.join(train.tasks)})")
-    bad = {t: w for t, w in task_weights.items() if not (np.isfinite(w) and w >= 0)}
-    if bad or not any(task_weights.get(t, 1.0) > 0 for t in train.tasks):
+    invalid = any(not (np.isfinite(w) and w >= 0) for w in task_weights.values())
+    if invalid or not any(task_weights.get(t, 1.0) > 0 for t in train.tasks):
         raise DpError(f"data.task_weights: weights must be finite and >= 0 with at least one task above 0, got {task_weights}")
     per_task = np.array([task_weights.get(t, 1.0) for t in train.tasks], dtype=np.float64)
     return per_task[train.task_ids]
