@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.reporting.load import Results, SuccessRow
 from bench.reporting.sections_policy import multitask_table
+from bench.reporting.spec import MULTITASK_TARGET_METHOD
 from bench.reporting.text import get, num, pct
 
 PAGE = "docs/results.md"
@@ -88,10 +89,11 @@ def _robosuite_rows(results: Results) -> list[Row]:
             row = _find(results, task, method)
             rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note, "#success-in-simulation"])
     _, means, pooled = multitask_table(results)
-    if means.get("mode") is not None and "mode" in pooled:
-        k, n = pooled["mode"]
-        worst = min((r for r in results.success if r.task.startswith("multitask_") and r.method == "mode"), key=lambda r: r.rate or 0)
-        rows.append(["Five robosuite tasks in one language-conditioned MoDE policy", f"average success {pct(means['mode'])} ({k}/{n})",
+    method = MULTITASK_TARGET_METHOD
+    if means.get(method) is not None and method in pooled:
+        k, n = pooled[method]
+        worst = min((r for r in results.success if r.task.startswith("multitask_") and r.method == method), key=lambda r: r.rate or 0)
+        rows.append(["Five robosuite tasks in one language-conditioned MoDE policy", f"average success {pct(means[method])} ({k}/{n})",
                      f"test, {n}", f"weakest: {worst.task.removeprefix('multitask_')} {pct(worst.rate)}", "#multitask-language-conditioned"])
     return rows
 

@@ -50,6 +50,7 @@ METHODS = {
     "deploy": "deploy (`dp node`)",
     "mode": "MoDE",
     "dense": "dense twin",
+    "mode_square3": "MoDE, `square` drawn 3x as often, 18,000 steps",
     "expert": "scripted expert",
     "original": "trained on the original store",
     "imported": "trained on the exported + re-imported store",
@@ -75,9 +76,16 @@ def target_method(task: str) -> str:
     return SUCCESS_TARGET_METHOD.get(task, "torch")
 
 
-# issues 9 and 16: one language-conditioned policy on these tasks, files success/multitask_<task>__{mode,dense}.json
+# issues 9 and 16: one language-conditioned policy on these tasks, files success/multitask_<task>__<method>.json;
+# MoDE against its dense twin at equal active FLOPs, and (issue 37) MoDE with `data.task_weights={square: 3}` over
+# twice the steps, so that `square` gets about the single-task preset's draws and the others keep theirs
 MULTITASK = ("lift", "can", "stack", "door", "square")
+MULTITASK_METHODS = ("mode", "dense", "mode_square3")
 MULTITASK_TARGET = 0.92
+# issue 37: the five-task policy >= 85% on average with no task below 60%, read on the latest recipe, written down
+# before its evaluation (session 32)
+MULTITASK_TARGET_METHOD = "mode"
+MULTITASK_AVERAGE_TARGET, MULTITASK_WEAKEST_TARGET = 0.85, 0.60
 # issue 6: RTI and ONNX Runtime success within this many points of full torch sampling on these tasks
 RUNTIME_TASKS, RUNTIME_POINTS = ("lift", "can"), 3.0
 LATENCY_MODES = (
