@@ -1,0 +1,3 @@
+dp collect --task lift --episodes 200 --out data/lift.zarr --seed 0   # can, stack, door, square the same (their single-task stores)
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_sq3 model.goal=lang data.pad_lowdim=true train.steps=18000 train.ckpt_every=500 train.threads=2 "data.task_weights={square: 3}"   # 18,000 steps in 7,089 s (118 min) on 2 threads, alone but for a minute of tests
+dp eval runs/multi_sq3 --task door --split test --episodes 100 --workers 2 --json-out multitask_door__mode_square3.json   # the final checkpoint, fixed before training
