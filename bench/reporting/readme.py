@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.reporting.load import Results, SuccessRow
-from bench.reporting.sections_policy import multitask_table
+from bench.reporting.sections_policy import multitask_table, multitask_weakest
 from bench.reporting.spec import MULTITASK_TARGET_METHOD
 from bench.reporting.text import get, num, pct
 
@@ -92,7 +92,7 @@ def _robosuite_rows(results: Results) -> list[Row]:
     method = MULTITASK_TARGET_METHOD
     if means.get(method) is not None and method in pooled:
         k, n = pooled[method]
-        worst = min((r for r in results.success if r.task.startswith("multitask_") and r.method == method), key=lambda r: r.rate or 0)
+        worst = multitask_weakest(results, method)
         rows.append(["Five robosuite tasks in one language-conditioned MoDE policy", f"average success {pct(means[method])} ({k}/{n})",
                      f"test, {n}", f"weakest: {worst.task.removeprefix('multitask_')} {pct(worst.rate)}", "#multitask-language-conditioned"])
     return rows
