@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m
 
 ROBOT_SHAPES = {"robot0_eef_pos": (3,), "robot0_eef_quat": (4,), "robot0_gripper_qpos": (2,)}
 OBJECT_DIMS = {"lift": 10, "stack": 23, "can": 14, "door": 14, "square": 14}
-MILESTONES = {"lift": ["grasped"], "stack": ["grasped", "lifted"], "can": ["grasped", "lifted", "in its bin"], "door": ["lever turned"],
+MILESTONES = {"lift": ["grasped"], "stack": ["grasped", "lifted"], "can": ["grasped", "lifted", "in its bin", "let go in its bin"], "door": ["lever turned"],
               "square": ["grasped", "lifted", "on the peg"]}
 BOX = load_robot(Path(__file__).resolve().parents[1] / "robots" / "panda_sim.yaml").limits
 
@@ -129,15 +129,20 @@ def test_can_in_its_bin_counts_only_once_the_hand_has_left(envs):
     obs = env.reset(seed)
     expert.seed(seed)
     expert.reset()
-    seen_while_releasing = []
+    seen_while_releasing, let_go_before_release = [], False
     for _ in range(get_task("can").horizon):
         obs, _ = env.step(expert.select_action(obs))
+        now = env.milestones()
         if expert.waypoint_name == "release":
-            seen_while_releasing.append((env.milestones()["in its bin"], env.success()))
+            seen_while_releasing.append((now["in its bin"], now["let go in its bin"], env.success()))
+        elif not seen_while_releasing:
+            let_go_before_release |= now["let go in its bin"]
         if env.success():
             break
-    assert (True, False) in seen_while_releasing  # placed, the hand still beside it: not a success yet
-    assert env.success() and env.milestones()["in its bin"]  # the retreat made it one
+    assert not let_go_before_release  # carried in the hand: not let go
+    assert (True, False, False) in seen_while_releasing  # over the bin, still held
+    assert (True, True, False) in seen_while_releasing  # let go, the hand still beside it: not a success yet
+    assert env.success() and env.milestones()["let go in its bin"]  # the retreat made it one
 
 
 @pytest.mark.parametrize("task", sorted(OBJECT_DIMS))

@@ -90,30 +90,38 @@ def plot_latency(latency: dict, path: Path) -> Path | None:
 
 
 def plot_curves(curves: dict[str, list[dict]], path: Path) -> Path | None:
+    """Each run's training loss (solid), validation loss (dots) and learning rate, one colour per run, the
+    legend in a panel of its own so that it grows with the runs instead of covering the curves."""
     if not curves:
         return None
     plt = _plt()
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100, gridspec_kw={"width_ratios": [2, 1]})
-    plotted = False
+    from matplotlib.lines import Line2D
+
+    height = max(3.8, 0.15 * (len(curves) + 2) + 0.8)
+    fig, (ax_loss, ax_lr, ax_key) = plt.subplots(1, 3, figsize=(13, height), dpi=100, gridspec_kw={"width_ratios": [2, 1, 1]})
+    palette = plt.get_cmap("tab20")
+    handles = [Line2D([], [], color="k", lw=1, label="train loss"), Line2D([], [], color="k", ls="--", marker="o", ms=3, lw=1, label="validation loss")]
     for i, (name, rows) in enumerate(curves.items()):
-        color = f"C{i % 10}"
+        color = palette(i % palette.N)
         train = [(r["step"], r["loss"]) for r in rows if r.get("event") == "train" and finite(r.get("loss"))]
         val = [(r["step"], r["val_loss"]) for r in rows if r.get("event") == "val" and finite(r.get("val_loss"))]
         lr = [(r["step"], r["lr"]) for r in rows if r.get("event") == "train" and finite(r.get("lr"))]
         if train:
-            ax_loss.plot(*zip(*train), color=color, lw=1, label=f"{name} train")
+            ax_loss.plot(*zip(*train), color=color, lw=1)
         if val:
-            ax_loss.plot(*zip(*val), "o--", color=color, ms=3, lw=1, label=f"{name} val")
+            ax_loss.plot(*zip(*val), "o--", color=color, ms=3, lw=1)
         if lr:
-            ax_lr.plot(*zip(*lr), color=color, lw=1, label=name)
-        plotted = plotted or bool(train or val)
-    if plotted:
+            ax_lr.plot(*zip(*lr), color=color, lw=1)
+        if train or val or lr:
+            handles.append(Line2D([], [], color=color, lw=2, label=name))
+    if ax_loss.get_lines():
         ax_loss.set_yscale("log")
-        ax_loss.legend(fontsize=7)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss (log)")
     ax_loss.grid(alpha=0.3, which="both")
     ax_lr.set_xlabel("step")
     ax_lr.set_ylabel("learning rate")
     ax_lr.grid(alpha=0.3)
+    ax_key.axis("off")
+    ax_key.legend(handles=handles, loc="upper left", fontsize=7, frameon=False)
     return _save(fig, path)

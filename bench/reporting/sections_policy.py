@@ -150,6 +150,11 @@ def section_multitask(results: Results, targets: Targets) -> list[str]:
            + (" `square` drawn 3x as often: the MoDE run again with `\"data.task_weights={square: 3}\"` and twice the "
               "steps (`train.steps=18000`), so that `square` gets about half the draws, about the single-task preset's "
               "9,000 steps, while each other task keeps about its share of the 9,000-step run." if "mode_square3" in means else "")
+           + (" Then two continuations of that run from its final checkpoint, 6,000 steps each (`--resume train.steps=24000`: "
+              "the cosine schedule stretched, a warm restart at 4.4e-5), one with every window alike "
+              "(`\"data.task_weights={square: 1}\"`), one with `square` still drawn 3x." if "mode_square3_bal" in means else "")
+           + (" The last column is the balanced continuation executing 8 actions of each chunk (`--replan-every 8`) instead "
+              "of the preset's 4, chosen on validation seeds." if "mode_square3_bal_every8" in means else "")
            + " Each cell gives its 95% interval; where two intervals overlap there is no difference.", "", text, ""]
     if "mode" in pooled and "dense" in pooled:
         (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))

@@ -46,9 +46,10 @@ def can(env: Any) -> dict[str, bool]:
     obj = env.objects[env.object_id]
     pos = env.sim.data.body_xpos[env.obj_body_id[obj.name]]
     # robosuite counts the can as placed only once the hand is also more than ~4 cm from it: "in its bin"
-    # without success means the hand never let go and left
-    return {**_grasped_and_lifted(env, obj.contact_geoms, float(pos[2]), env.bin1_pos[2] + BIN_CLEARANCE),
-            "in its bin": not env.not_in_bin(pos, env.object_id)}
+    # without "let go in its bin" means the hand never opened; let go without success, that it never left
+    reached = _grasped_and_lifted(env, obj.contact_geoms, float(pos[2]), env.bin1_pos[2] + BIN_CLEARANCE)
+    in_bin = not env.not_in_bin(pos, env.object_id)
+    return {**reached, "in its bin": in_bin, "let go in its bin": in_bin and not reached["grasped"]}
 
 
 def square(env: Any) -> dict[str, bool]:

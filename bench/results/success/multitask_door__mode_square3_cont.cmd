@@ -1,0 +1,3 @@
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_sq3 model.goal=lang data.pad_lowdim=true train.steps=18000 train.ckpt_every=500 train.threads=2 "data.task_weights={square: 3}"   # 18,000 steps (the mode_square3 run)
+cp -a runs/multi_sq3 runs/multi_sq3_cont && dp train --out runs/multi_sq3_cont --resume train.steps=24000 train.threads=1   # the last 6,000 steps with square still 3x; cosine stretched to 24,000 steps: a warm restart at 4.4e-5; 53 min on 1 thread beside the other continuation
+dp eval runs/multi_sq3_cont --task door --split test --episodes 100 --workers 2 --json-out multitask_door__mode_square3_cont.json   # the final checkpoint (step 24000), fixed before training

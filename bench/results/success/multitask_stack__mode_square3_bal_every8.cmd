@@ -1,0 +1,4 @@
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_sq3 model.goal=lang data.pad_lowdim=true train.steps=18000 train.ckpt_every=500 train.threads=2 "data.task_weights={square: 3}"   # 18,000 steps (the mode_square3 run)
+cp -a runs/multi_sq3 runs/multi_sq3_bal && dp train --out runs/multi_sq3_bal --resume train.steps=24000 train.threads=1 "data.task_weights={square: 1}"   # the mode_square3_bal run
+dp eval runs/multi_sq3_bal --task stack --split val --episodes 50 --workers 2 --replan-every 8   # the interval chosen on validation: 205/250 over the five tasks against 200/250 every 4
+dp eval runs/multi_sq3_bal --task stack --split test --episodes 100 --workers 2 --replan-every 8 --json-out multitask_stack__mode_square3_bal_every8.json
