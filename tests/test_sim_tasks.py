@@ -123,7 +123,8 @@ def test_expert_succeeds_on_fixed_seeds(envs, task, seeds):
 
 
 def test_can_in_its_bin_counts_only_once_the_hand_has_left(envs):
-    """robosuite's Can needs the hand more than ~4 cm from the can; the "in its bin" milestone sees it placed before."""
+    """robosuite's Can needs the hand more than ~4 cm from the can; the "in its bin" milestone sees it placed before,
+    held or not, and "let go in its bin" once it is out of the hand."""
     env, expert = envs("can"), make_expert("can")
     seed = seed_for(0, 0, "collect")
     obs = env.reset(seed)
