@@ -73,3 +73,16 @@ def policy_of(args: argparse.Namespace) -> str:
     if len(given) > 1:
         raise DpError(f"the policy is named twice ({given[0]!r} and --policy {given[1]!r}): give POLICY or --policy POLICY, not both")
     return given[0]
+
+
+def replan_interval(text: str) -> int | dict[str, int]:
+    """A re-planning interval: ``N`` (every task) or ``TASK=N,TASK=N`` (those tasks; the others keep the policy's own)."""
+    try:
+        if "=" not in text:
+            return int(text)
+        pairs = [item.split("=") for item in text.split(",") if item.strip()]
+        if not pairs or any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
+            raise ValueError
+        return {task.strip(): int(n) for task, n in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or TASK=N,TASK=N (e.g. can=8,square=4), got {text!r}") from None

@@ -120,6 +120,7 @@ class DataConfig:
     pad_executed: bool = False  # true: a window on every frame, so near an episode's end the executed actions repeat its last one; false: Diffusion Policy's pad_after = n_action_steps - 1, windows end where every executed action is a recorded one
     val_fraction: float = 0.1  # share of episodes held out for validation
     pad_lowdim: bool = False  # zero-pad low-dim vectors whose width differs across stores (multitask state policies); runtimes pad narrower observations alike
+    task_action_steps: dict[str, int] = field(default_factory=dict)  # multitask, at inference without RTI: actions executed from each chunk for the named tasks (the others: n_action_steps), e.g. chosen on validation and written into a checkpoint's config.yaml
     task_weights: dict[str, float] = field(default_factory=dict)  # multitask: relative sampling weight of each task's training windows (tasks not named weigh 1; {} = every window alike)
     privileged_keys: list[str] = field(default_factory=list)  # low-dim keys the policy does not observe (e.g. an object's pose) that its vision encoders learn to predict in training; nothing at inference
     # resolved by training:

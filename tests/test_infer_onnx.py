@@ -83,7 +83,7 @@ def test_export_writes_checked_graphs_and_a_complete_description(exported):
     assert spec["first"]["steps"] == rti.first_steps and spec["first"]["sigmas"][0] == pytest.approx(rti.first_sigma) and spec["first"]["sigmas"][-1] == 0
     assert all(0 < d <= 1e-4 for d in spec["check"]["max_abs_diff_vs_torch"].values())
     assert spec["observation"]["shapes"]["object"] == [5] and spec["observation"]["horizon"] == 2
-    assert spec["action"] == {"key": "action", "dim": 4, "horizon": 8, "n_action_steps": 5, "discrete_dims": [3]}
+    assert spec["action"] == {"key": "action", "dim": 4, "horizon": 8, "n_action_steps": 5, "task_n_action_steps": {}, "discrete_dims": [3]}
     assert spec["control_freq"] == 20.0 and spec["sampler"]["steps"] == 10 and len(spec["sampler"]["sigmas"]) == 11
     assert spec["rti"]["steps"] == 2 and spec["rti"]["every"] == 4 and spec["rti"]["sigmas"][0] == pytest.approx(1.0) and spec["rti"]["sigmas"][-1] == 0
     assert spec["goal"]["kind"] == goal and spec["goal"]["instructions"] == INSTRUCTIONS

@@ -155,6 +155,10 @@ def section_multitask(results: Results, targets: Targets) -> list[str]:
               "(`\"data.task_weights={square: 1}\"`), one with `square` still drawn 3x." if "mode_square3_bal" in means else "")
            + (" The last column is the balanced continuation executing 8 actions of each chunk (`--replan-every 8`) instead "
               "of the preset's 4, chosen on validation seeds." if "mode_square3_bal_every8" in means else "")
+           + (" The per-task columns execute each task's own interval, chosen per task on validation (8 for `can`, `door`, "
+              "`lift`, `stack`; `square` keeps 4) and carried by the policy: `data.task_action_steps` in the checkpoint, "
+              "`dp export --replan-every can=8,...` in the export; `reset(task)` applies it in torch, ONNX Runtime and "
+              "`dp node`." if "mode_square3_bal_pertask" in means else "")
            + " Each cell gives its 95% interval; where two intervals overlap there is no difference.", "", text, ""]
     if "mode" in pooled and "dense" in pooled:
         (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))

@@ -54,6 +54,8 @@ METHODS = {
     "mode_square3_bal": "the same, then 6,000 steps with every window alike",
     "mode_square3_cont": "the same, then 6,000 steps more with `square` 3x",
     "mode_square3_bal_every8": "every window alike at the end, a new chunk every 8 actions",
+    "mode_square3_bal_pertask": "the same, each task's interval chosen on validation, stored in the checkpoint",
+    "mode_square3_bal_pertask_onnx": "the same, exported: ONNX Runtime, the intervals in `policy.yaml`",
     "expert": "scripted expert",
     "original": "trained on the original store",
     "imported": "trained on the exported + re-imported store",
@@ -83,7 +85,8 @@ def target_method(task: str) -> str:
 # MoDE against its dense twin at equal active FLOPs, and (issue 37) MoDE with `data.task_weights={square: 3}` over
 # twice the steps, so that `square` gets about the single-task preset's draws and the others keep theirs
 MULTITASK = ("lift", "can", "stack", "door", "square")
-MULTITASK_METHODS = ("mode", "dense", "mode_square3", "mode_square3_bal", "mode_square3_cont", "mode_square3_bal_every8")
+MULTITASK_METHODS = ("mode", "dense", "mode_square3", "mode_square3_bal", "mode_square3_cont", "mode_square3_bal_every8",
+                     "mode_square3_bal_pertask", "mode_square3_bal_pertask_onnx")
 MULTITASK_TARGET = 0.92
 # issue 37: the five-task policy >= 85% on average with no task below 60%, read on the latest recipe, written down
 # before its evaluation (session 32); session 33: the continuation with the higher five-task validation total, ties

@@ -18,7 +18,8 @@ Plan-ahead (policies with ``use_plan_ahead``, on by default): the next chunk is 
 observation of the tick ``lead`` control periods before the current chunk runs out, and used from ``lead`` steps in,
 so the robot never waits at a chunk boundary. ``--plan-ahead auto`` sets ``lead`` at each episode's start to cover
 1.5 times a slow recent plan (the 95th percentile of the last 64, the first chunk's full sampling included),
-shortening the policy's re-planning interval when its chunk leaves no room for that lead (:func:`plan_ahead_for`).
+shortening the policy's re-planning interval (its own for the episode's task) when its chunk leaves no room for that
+lead (:func:`plan_ahead_for`).
 The report counts the controller's watchdog holds during episodes by reason, the ticks held after an episode's first
 command, and the plans that were late.
 
@@ -112,8 +113,7 @@ class InferenceNode:
         self.policy, self.sockets, self.instruction = policy, sockets, instruction
         self.episodes, self.seed, self.first_episode, self.max_steps = episodes, seed, first_episode, max_steps
         self.silence_timeout, self.heartbeat_period, self.clock = silence_timeout, heartbeat_period, clock
-        self.sender = P.new_id()
-        self.seq = 0
+        self.sender, self.seq = P.new_id(), 0
         self.report = NodeReport()
         self.timings = open(timings, "w", buffering=1) if timings else None  # line-buffered: readable live
         self.info: P.Info | None = None
@@ -131,7 +131,7 @@ class InferenceNode:
         self.counted_tick = -1  # the last tick whose faults the report counted
         self.commanded = False  # this episode's first command has gone out
         self.plan_ahead = plan_ahead if callable(getattr(policy, "use_plan_ahead", None)) else None
-        self.replan_every = getattr(policy, "n_action_steps", 1)  # the policy's own interval: auto may shorten it
+        self.replan_every = getattr(policy, "n_action_steps", 1)  # the policy's own interval (per task: set at each episode); auto may shorten it
         self.plan_warned = False
         if isinstance(self.plan_ahead, int):
             policy.use_plan_ahead(self.plan_ahead)
@@ -238,11 +238,8 @@ class InferenceNode:
             if self.episode_id is not None and self.episodes:
                 log.warning("episode with seed %d interrupted; it will be run again", self.episode_seed)
         self.boot = boot
-        self.episode_id = None
-        self.awaiting_reset = None
-        self.last_tick = -1
-        self.last_cycle = None
-        self.last_latency_seq = -1  # the policy is reset when the next episode starts
+        self.episode_id = self.awaiting_reset = self.last_cycle = None
+        self.last_tick = self.last_latency_seq = -1  # the policy is reset when the next episode starts
 
     # ------------------------------------------------------------------ episodes and cycles
     def _commanding(self) -> bool:
@@ -298,7 +295,10 @@ class InferenceNode:
             self.episode_seed = self.info.seed
         if callable(getattr(self.policy, "seed", None)):
             self.policy.seed(self.episode_seed)
-        self.policy.reset(self.instruction if self.instruction is not None else self.info.instruction)
+        goal = self.instruction if self.instruction is not None else self.info.instruction
+        self.policy.reset(goal)
+        if callable(getattr(self.policy, "interval_for", None)):
+            self.replan_every = self.policy.interval_for(goal)
         log.info("episode %d started (seed %d)", s.episode, self.episode_seed)
         self._prime(s)
         if self.plan_ahead == "auto":

@@ -27,7 +27,7 @@ import json
 import os
 from pathlib import Path
 
-from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of
+from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of, replan_interval
 from dp.devices import add_device_argument
 from dp.infer.load import add_sampler_arguments
 from dp.sim.tasks import TASKS
@@ -51,9 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rti-steps", type=int, default=None, help="with a run folder: RTI denoising steps per warm chunk (implies --rti)")
     parser.add_argument("--rti-sigma", type=float, default=None, help="with a run folder: noise level RTI restarts from (implies --rti)")
     parser.add_argument("--rti-every", type=int, default=None, help="with a run folder: a new RTI chunk every N control steps (implies --rti)")
-    parser.add_argument("--replan-every", type=int, default=None,
-                        help="sample a new chunk every N control steps (default: the policy's executed steps, or its RTI "
-                             "interval); full sampling at RTI's interval compares the samplers, not the intervals")
+    parser.add_argument("--replan-every", type=replan_interval, default=None, metavar="N|TASK=N,...",
+                        help="sample a new chunk every N control steps (default: the policy's executed steps, per task where "
+                             "it has them, or its RTI interval); TASK=N,... sets those tasks' intervals; full sampling at "
+                             "RTI's interval compares the samplers, not the intervals")
     parser.add_argument("--first-chunk", choices=("short", "full"), default=None,
                         help="with an exported POLICY and --rti: an episode's first chunk by full sampling (the default) or from the short first-chunk graph")
     parser.add_argument("--sampler-steps", type=int, default=None,

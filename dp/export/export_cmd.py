@@ -22,11 +22,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of
+from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of, replan_interval
 from dp.devices import CPU_PROVIDER, add_device_argument, onnx_providers, provider_names
 from dp.errors import DpError
 from dp.infer.export_format import EXPORT_FILES, GRAPH_FILES, PRECISIONS, SPEC_FILE, WEIGHTS_FILE
-from dp.infer.load import add_sampler_arguments, is_exported
+from dp.infer.load import add_sampler_arguments, interval_options, is_exported
 from dp.infer.rti_guess import DEFAULT_FIRST_SIGMA, DEFAULT_FIRST_STEPS, DEFAULT_RTI_EVERY, DEFAULT_RTI_SIGMA, DEFAULT_RTI_STEPS
 
 STAGES = 5  # caching, the exports, the shared weights file, the check against torch, policy.yaml
@@ -52,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch's ONNX exporter: torchscript (default, fast) or dynamo (current; needs onnxscript, ~8x slower)")
     add_deprecated_alias(parser, "--n-action-steps", parser.add_argument(
-        "--replan-every", type=int, default=None, metavar="N",
-        help="without RTI, sample a new chunk every N control steps: the actions executed per chunk (default: the run's data.n_action_steps)"))
+        "--replan-every", type=replan_interval, default=None, metavar="N|TASK=N,...",
+        help="without RTI, sample a new chunk every N control steps: the actions executed per chunk (default: the run's "
+             "data.n_action_steps and data.task_action_steps); TASK=N,... exports per-task intervals (e.g. chosen on "
+             "validation) that every runtime and the node apply at reset(TASK)"))
     parser.add_argument("--control-freq", type=float, default=None, help="control rate in Hz to record (default: the training store's)")
     add_device_argument(parser, "where ONNX Runtime also checks the graphs against torch (the CPU check always runs)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.sampler_steps is not None and args.sampler_steps < 1:
         raise DpError(f"--sampler-steps must be >= 1, got {args.sampler_steps}")
     start = time.perf_counter()
-    policy = Policy.load(source, n_action_steps=args.replan_every, sampler={"schedule": args.schedule, "solver": args.solver})
+    policy = Policy.load(source, sampler={"schedule": args.schedule, "solver": args.solver}, **interval_options(args.replan_every))
     rti = RTISettings(args.rti_steps, args.rti_sigma, args.rti_every, args.first_steps, args.first_sigma)
     if not 1 <= rti.every <= policy.action_horizon:
         raise DpError(f"--rti-every must be in [1, {policy.action_horizon}] (the chunk length), got {rti.every}")
@@ -126,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         "files": {name: spec["files"][name]["bytes"] for name in (*GRAPH_FILES, WEIGHTS_FILE)},
         "precision": args.precision,
         "sampler_steps": spec["sampler"]["steps"],
+        "n_action_steps": spec["action"]["n_action_steps"],
+        "task_n_action_steps": spec["action"]["task_n_action_steps"],
         "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start},
         "first": {"steps": rti.first_steps, "sigma_start": rti.first_sigma},
         "control_freq": spec["control_freq"],
@@ -138,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         sizes = ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in summary["files"].items())
+        per_task = ", ".join(f"{task} {n}" for task, n in summary["task_n_action_steps"].items())
         print(f"exported {source} -> {out} ({args.precision}: {sizes}, {SPEC_FILE}); {summary['sampler_steps']} sampler steps, "
+              f"{summary['n_action_steps']} actions per chunk{f' (by task: {per_task})' if per_task else ''}, "
               f"RTI {rti.steps} step(s) from sigma {rti.sigma_start}, a new chunk every {rti.every} steps, "
               f"first chunk {rti.first_steps} step(s) from sigma {rti.first_sigma}; {summary['seconds']} s")
         if device_check is not None:

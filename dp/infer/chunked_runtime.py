@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from dp.errors import DpError
-from dp.infer.goals import known_goals, resolve_goal
+from dp.infer.goals import check_task_intervals, goal_task, known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
 from dp.infer.rti_guess import Levels, shift_guess, snap_discrete, vote_discrete
 
@@ -61,12 +61,14 @@ class ChunkedRuntime(abc.ABC):
     def lang_dim(self) -> int:
         """The size of a language embedding this policy takes."""
 
-    def _start(self, n_action_steps: int, seed: int) -> None:
-        """Check ``n_action_steps``, seed the noise and set up the episode state; a single-goal policy
-        is ready at once, a multi-goal one waits for ``reset(instruction)``."""
-        self.n_action_steps = int(n_action_steps)
+    def _start(self, n_action_steps: int, seed: int, task_action_steps: dict[str, int] | None = None) -> None:
+        """Check ``n_action_steps`` (the policy's own re-planning interval) and ``task_action_steps``
+        (task -> its own interval, set at ``reset``), seed the noise and set up the episode state; a
+        single-goal policy is ready at once, a multi-goal one waits for ``reset(instruction)``."""
+        self.n_action_steps = self.default_action_steps = int(n_action_steps)
         if not 1 <= self.n_action_steps <= self.action_horizon:
             raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
+        self.task_action_steps = check_task_intervals(dict(task_action_steps or {}), self.tasks, self.action_horizon)
         self.seed(seed)
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
         self._queue: deque[np.ndarray] = deque()
@@ -96,7 +98,9 @@ class ChunkedRuntime(abc.ABC):
 
     # ------------------------------------------------------------------ goal
     def reset(self, instruction: str | None = None) -> None:
-        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal.
+        """Start a new episode: clear the history, the action queue and the RTI guess; set the goal,
+        and with per-task intervals (``task_action_steps``) the goal's re-planning interval
+        (:meth:`interval_for`; a plan-ahead lead it leaves no room for is shortened to fit).
 
         A language instruction the policy has no embedding for is embedded with the offline sentence
         encoder (once; needs the `lang` extra, and a policy trained on that encoder's embeddings,
@@ -111,6 +115,26 @@ class ChunkedRuntime(abc.ABC):
         self._previous = None
         self._goal = self.lookup_goal(instruction)
         self.instruction = instruction
+        if self.task_action_steps:
+            self._set_interval(self.interval_for(instruction))
+
+    def interval_for(self, instruction: str | None) -> int:
+        """The policy's own re-planning interval for ``instruction`` (a task name or its instruction):
+        its task's entry in ``task_action_steps``, else the policy's interval (``default_action_steps``)."""
+        task = goal_task(instruction, self.tasks, self.instructions)
+        return self.task_action_steps.get(task, self.default_action_steps) if task is not None else self.default_action_steps
+
+    def _set_interval(self, every: int) -> None:
+        """Execute ``every`` actions of each chunk from now on; a plan-ahead lead that no longer fits
+        (:meth:`_lead_room`) is shortened to the most that does (off if none does)."""
+        self.n_action_steps = every
+        if self._lead is not None:
+            self._lead = min(self._lead, self._lead_room(every)) or None
+
+    def _lead_room(self, every: int) -> int:
+        """The longest plan-ahead lead a re-planning interval of ``every`` leaves room for: a plan's
+        actions are used from ``lead`` steps in, ``every`` of them, within the chunk."""
+        return min(every, self.action_horizon - every)
 
     def lookup_goal(self, instruction: str | None) -> dict[str, Any]:
         """The goal input for ``instruction`` (a task name or its instruction), in this runtime's form."""
@@ -219,18 +243,20 @@ class ChunkedRuntime(abc.ABC):
         inference that takes up to ``lead`` control periods. Under RTI the guess is the chunk in
         flight. Deterministic: the plan is always used at the step it is due (``select_action`` waits
         for it there if it is late: ``late_plans``), so simulation (`dp eval --plan-ahead`) acts as a
-        robot does. ``lead`` is at most ``n_action_steps`` and at most the chunk length minus it;
-        None turns it off. ``every`` also sets ``n_action_steps`` (the re-planning interval) first.
-        May change between steps."""
+        robot does. ``lead`` is at most ``n_action_steps`` and at most the chunk length minus it (without
+        ``every``, for every per-task interval too); None turns it off. ``every`` also sets
+        ``n_action_steps`` (the re-planning interval) first, for this episode. May change between steps."""
         if every is not None:
             if int(every) != every or not 1 <= every <= self.action_horizon:
                 raise DpError(f"re-planning interval must be in [1, {self.action_horizon}] (the chunk length); got {every}")
             self.n_action_steps = int(every)
         if lead is not None:
-            most = min(self.n_action_steps, self.action_horizon - self.n_action_steps)
+            intervals = {self.n_action_steps} | (set(self.task_action_steps.values()) if every is None else set())
+            every_now = min(intervals, key=self._lead_room)
+            most = self._lead_room(every_now)
             if int(lead) != lead or not 1 <= lead <= most:
                 raise DpError(f"plan-ahead lead must be a whole number of control steps in [1, {most}] (the re-planning "
-                              f"interval {self.n_action_steps} and the chunk {self.action_horizon} minus it); got {lead}")
+                              f"interval {every_now} and the chunk {self.action_horizon} minus it); got {lead}")
             if self._ensemble is not None:
                 raise DpError("plan-ahead and temporal ensembling do not combine: choose one")
             self._worker = self._worker or ThreadPoolExecutor(1, thread_name_prefix="plan-ahead")

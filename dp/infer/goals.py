@@ -6,6 +6,7 @@ Numpy only (no torch here: robots import this).
 from __future__ import annotations
 
 from collections.abc import Callable
+from numbers import Integral
 
 import numpy as np
 
@@ -58,3 +59,25 @@ def resolve_goal(
     if embed_new is None:
         raise DpError(f"no language embedding for instruction {instruction!r}; this policy knows: {known}")
     return {"lang_emb": np.asarray(embed_new(instruction, known), dtype=np.float32)[None]}
+
+
+def goal_task(instruction: str | None, tasks: list[str], instructions: dict[str, str]) -> str | None:
+    """The task ``instruction`` names (a task name or its stored instruction; none: a single-task
+    policy's task), or None for any other instruction."""
+    if instruction is None:
+        return tasks[0] if len(tasks) == 1 else None
+    if instruction in tasks:
+        return instruction
+    return {text: task for task, text in instructions.items()}.get(instruction)
+
+
+def check_task_intervals(table: dict[str, int], tasks: list[str], horizon: int) -> dict[str, int]:
+    """``table`` (task -> actions executed per chunk) checked against the policy's ``tasks`` and chunk length ``horizon``."""
+    unknown = sorted(set(table) - set(tasks))
+    if unknown:
+        raise DpError(f"per-task re-planning intervals name {', '.join(map(repr, unknown))}, not a task of this policy "
+                      f"(its tasks: {', '.join(tasks) or 'none'})")
+    bad = {task: n for task, n in table.items() if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= horizon}
+    if bad:
+        raise DpError(f"per-task re-planning intervals must be whole numbers in [1, {horizon}] (the chunk length); got {bad}")
+    return {task: int(n) for task, n in table.items()}

@@ -42,7 +42,7 @@ def load_policy(
     rti_steps: int | None = None,
     rti_sigma: float | None = None,
     rti_every: int | None = None,
-    replan_every: int | None = None,
+    replan_every: int | dict[str, int] | None = None,
     first_chunk: str | None = None,
     sampler_steps: int | None = None,
     schedule: str | None = None,
@@ -57,7 +57,8 @@ def load_policy(
 
     ``rti`` turns real-time-iteration warm starts on; ``rti_steps``, ``rti_sigma`` and ``rti_every``
     (trained runs only: an export fixes them) choose its steps, start sigma and re-planning interval.
-    ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval;
+    ``replan_every`` samples a new chunk every N control steps instead of the policy's own interval
+    (a dict: task -> N for those tasks, the others at the policy's own: :func:`interval_options`);
     ``first_chunk`` ("short" or "full", exports with ``rti`` only) picks how an episode's first chunk
     is sampled. ``sampler_steps``, ``schedule`` and ``solver`` (trained runs only) override the run's
     full-sampling steps, noise schedule and solver (:mod:`dp.diffusion.schedules`, :mod:`dp.diffusion.solvers`).
@@ -81,7 +82,7 @@ def load_policy(
 
 
 def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, rti_every: int | None,
-          replan_every: int | None, first_chunk: str | None, sampler: dict[str, Any], importable: bool, device: str) -> Any:
+          replan_every: int | dict[str, int] | None, first_chunk: str | None, sampler: dict[str, Any], importable: bool, device: str) -> Any:
     if sampler.get("steps", 1) < 1:
         raise DpError(f"sampler steps must be >= 1 (got {sampler['steps']})")
     if is_exported(spec):
@@ -109,7 +110,8 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
                           "re-export with `dp export --sampler-steps N --schedule S --solver S`")
         if first_chunk is not None and not rti:
             raise DpError("--first-chunk applies to --rti (without RTI every chunk is fully sampled)")
-        return _runtime("OnnxPolicy").load(path, rti=rti, n_action_steps=replan_every, first_chunk=first_chunk or "full", providers=providers)
+        return _runtime("OnnxPolicy").load(path, rti=rti, first_chunk=first_chunk or "full", providers=providers,
+                                            **interval_options(replan_every))
     if first_chunk is not None:
         raise DpError("--first-chunk applies to an exported folder (policy.onnx) with --rti")
     if path.is_dir():  # a run folder, a checkpoint folder (model.safetensors), or a mistake Policy.load reports
@@ -119,9 +121,19 @@ def _load(spec: str, rti: bool, rti_steps: int | None, rti_sigma: float | None, 
             default = RTISettings()
             settings = RTISettings(rti_steps or default.steps, default.sigma_start if rti_sigma is None else rti_sigma,
                                    rti_every or default.every)
-            return _runtime("Policy").load(path, device=device, rti=settings, n_action_steps=replan_every, sampler=sampler)
-        return _runtime("Policy").load(path, device=device, rti=rti, n_action_steps=replan_every, sampler=sampler)
+            explicit = interval_options(replan_every) or interval_options(rti_every)  # --rti-every holds for every task
+            return _runtime("Policy").load(path, device=device, rti=settings, sampler=sampler, **explicit)
+        return _runtime("Policy").load(path, device=device, rti=rti, sampler=sampler, **interval_options(replan_every))
     raise DpError(f"policy {spec!r}: expected expert:TASK, a folder with policy.onnx, or a run/checkpoint folder with model.safetensors")
+
+
+def interval_options(replan_every: int | dict[str, int] | None) -> dict[str, Any]:
+    """A re-planning interval (``--replan-every``) as a runtime's keyword arguments: ``n_action_steps``
+    for one interval (every task), ``task_action_steps`` for a table (task -> interval; the policy's
+    own table is replaced, its other tasks keep its interval), nothing for None."""
+    if replan_every is None:
+        return {}
+    return {"task_action_steps": dict(replan_every)} if isinstance(replan_every, dict) else {"n_action_steps": replan_every}
 
 
 def _runtime(name: str) -> Any:

@@ -51,7 +51,7 @@ class OnnxPolicy(ChunkedRuntime):
 
     def __init__(
         self, folder: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full",
-        device: str = "cpu", providers: list[Any] | None = None,
+        device: str = "cpu", providers: list[Any] | None = None, task_action_steps: dict[str, int] | None = None,
     ):
         if first_chunk not in ("short", "full"):
             raise DpError(f"first_chunk must be 'short' or 'full', got {first_chunk!r}")
@@ -78,6 +78,7 @@ class OnnxPolicy(ChunkedRuntime):
             self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}
             self.lang_encoder = goal.get("encoder") or None  # older exports do not name it: known instructions only
             default_steps = int(spec["rti"].get("every", act["n_action_steps"]) if rti else act["n_action_steps"])
+            exported_table = {} if rti else dict(act.get("task_n_action_steps", {}))  # as n_action_steps: without RTI; older exports have none
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DpError(f"{self.folder / SPEC_FILE}: missing or malformed field ({type(exc).__name__}: {exc}); re-export the folder") from exc
         self.control_freq = spec.get("control_freq")
@@ -87,21 +88,24 @@ class OnnxPolicy(ChunkedRuntime):
         self._full = None if short else self._session(FULL_FILE, options)  # sessions only for the graphs in use
         self._first = self._session(FIRST_FILE, options) if short else self._full
         self._warm = self._session(WARM_FILE, options) if self.rti else None
-        self._start(n_action_steps or default_steps, seed)
+        table = {} if n_action_steps else (exported_table if task_action_steps is None else task_action_steps)
+        self._start(n_action_steps or default_steps, seed, table)
 
     @classmethod
     def load(
         cls, path: str | Path, rti: bool = False, n_action_steps: int | None = None, seed: int = 0, threads: int = 1, first_chunk: str = "full",
-        device: str = "cpu", providers: list[Any] | None = None,
+        device: str = "cpu", providers: list[Any] | None = None, task_action_steps: dict[str, int] | None = None,
     ) -> OnnxPolicy:
         """Load an exported folder. ``first_chunk`` (with ``rti``): "full" (the default) samples an
         episode's first chunk with ``policy.onnx``, "short" with ``policy_first.onnx`` (about the cost of
         a warm chunk). The graphs run on ONNX Runtime's ``providers`` (names or (name, options) pairs,
         most preferred first), by default those of ``device`` (:func:`dp.devices.onnx_providers`: cpu,
         cuda[:N], auto; TensorRT with ``providers=onnx_providers("cuda", tensorrt=True)``); a provider
-        ONNX Runtime does not have, or cannot start, is refused before the policy acts."""
+        ONNX Runtime does not have, or cannot start, is refused before the policy acts. Each task
+        re-plans at its exported interval (``action.task_n_action_steps``, else ``n_action_steps``) unless
+        ``n_action_steps`` (every task) or ``task_action_steps`` (a table of its own) is given."""
         return cls(path, rti=rti, n_action_steps=n_action_steps, seed=seed, threads=threads, first_chunk=first_chunk,
-                   device=device, providers=providers)
+                   device=device, providers=providers, task_action_steps=task_action_steps)
 
     def _session(self, name: str, options: ort.SessionOptions) -> ort.InferenceSession:
         path = self.folder / name

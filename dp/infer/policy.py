@@ -55,6 +55,7 @@ class Policy(ChunkedRuntime):
         seed: int = 0,
         rti: bool | RTISettings = False,
         cache_experts: bool = True,
+        task_action_steps: dict[str, int] | None = None,
     ):
         model.set_normalizer(normalizer)
         self.model = model.to(device).eval()
@@ -79,13 +80,19 @@ class Policy(ChunkedRuntime):
         self._rti_sigmas = self.rti.for_model(self.model, self.steps) if self.rti else None
         self.cache_experts = cache_experts
         self._samplers: dict[str, CachedSampler] = {}  # built on first use: "full", "warm"
-        self._start(n_action_steps or (self.rti.every if self.rti else data.n_action_steps), seed)
+        # an interval given here holds for every task; a table given here applies; else without RTI (its own
+        # interval) each task runs the interval stored for it (data.task_action_steps)
+        stored = {} if self.rti else data.task_action_steps
+        table = {} if n_action_steps else (stored if task_action_steps is None else task_action_steps)
+        self._start(n_action_steps or (self.rti.every if self.rti else data.n_action_steps), seed, table)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False,
-             cache_experts: bool = True, sampler: dict[str, Any] | None = None) -> Policy:
+             cache_experts: bool = True, sampler: dict[str, Any] | None = None, task_action_steps: dict[str, int] | None = None) -> Policy:
         """Load a run folder (its latest checkpoint) or a checkpoint folder. ``sampler`` overrides the
-        run's sampler settings (``diffusion.schedule``, ``solver``, ``rho``, ``trim``, ``steps``)."""
+        run's sampler settings (``diffusion.schedule``, ``solver``, ``rho``, ``trim``, ``steps``);
+        ``task_action_steps`` its per-task re-planning intervals (``data.task_action_steps``), and
+        ``n_action_steps`` its interval for every task."""
         folder = ckpt.resolve_checkpoint(path)
         ckpt.verify_checkpoint(folder)  # damaged weights never reach eval, export or a robot
         cfg = ckpt.load_checkpoint_config(folder)
@@ -102,7 +109,8 @@ class Policy(ChunkedRuntime):
         goals = ckpt.load_goals(folder / ckpt.GOALS_FILE) if (folder / ckpt.GOALS_FILE).is_file() else None
         if cfg.model.goal == "lang" and not goals:
             raise DpError(f"{folder}: a language-conditioned policy without {ckpt.GOALS_FILE}")
-        return cls(model, normalizer, goals, n_action_steps=n_action_steps, steps=steps, device=device, seed=seed, rti=rti, cache_experts=cache_experts)
+        return cls(model, normalizer, goals, n_action_steps=n_action_steps, steps=steps, device=device, seed=seed, rti=rti, cache_experts=cache_experts,
+                   task_action_steps=task_action_steps)
 
     @property
     def lang_dim(self) -> int:

@@ -1,0 +1,150 @@
+"""Per-task re-planning intervals (``data.task_action_steps``): a multitask policy executes as many
+actions of each chunk as its goal's task wants, in torch, in its ONNX export and in the node."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from dp.cli_args import replan_interval
+from dp.config import build_config
+from dp.data.normalize import Normalizer
+from dp.errors import DpError
+from dp.export.onnx_export import export_policy
+from dp.infer import OnnxPolicy, Policy
+from dp.infer.chunked_runtime import ChunkedRuntime
+from dp.infer.load import load_policy
+from dp.models.diffusion_policy import DiffusionPolicy
+
+H = 10
+LOWDIM = {"robot0_eef_pos": [3], "object": [5]}
+INSTRUCTIONS = {"can": "pick the can", "square": "fit the square nut"}
+
+
+class Clockwork(ChunkedRuntime):
+    """A two-task runtime whose chunk sampled from the observation x = t is ``100 t + k`` at its step k."""
+
+    def __init__(self, default: int = 4, table: dict[str, int] | None = None):
+        self.lowdim_keys, self.image_keys, self.obs_keys = ["x"], [], ["x"]
+        self.shapes, self.pad_lowdim, self.obs_horizon = {"x": [1]}, False, 1
+        self.action_horizon, self.action_dim, self.action_key, self.discrete_dims = H, 1, "action", []
+        self.goal_kind, self.tasks, self.instructions = "task", sorted(INSTRUCTIONS), dict(INSTRUCTIONS)
+        self.goals, self.lang_encoder, self.rti = {}, None, False
+        self._start(default, 0, table)
+
+    def _sample_chunks(self, noise, window, goal, guess):
+        return (100 * float(window["x"][0, -1, 0]) + np.arange(H, dtype=np.float32))[None, :, None]
+
+    def _goal_input(self, goal):
+        return goal
+
+    @property
+    def lang_dim(self) -> int:
+        return 0
+
+
+def run(policy: ChunkedRuntime, steps: int) -> list[float]:
+    return [float(policy.select_action({"x": np.array([t])})[0]) for t in range(steps)]
+
+
+def test_each_task_re_plans_at_its_own_interval_and_the_others_at_the_policys():
+    policy = Clockwork(table={"can": 8})
+    policy.reset("can")
+    assert policy.n_action_steps == 8 and run(policy, 10) == [0, 1, 2, 3, 4, 5, 6, 7, 800, 801]
+    policy.reset("fit the square nut")  # an instruction names its task
+    assert policy.n_action_steps == 4 and run(policy, 6) == [0, 1, 2, 3, 400, 401]
+    policy.reset("pick the can")
+    assert run(policy, 9)[-1] == 800
+    assert Clockwork(table={}).interval_for("can") == 4  # no table: one interval for every task
+
+
+def test_a_lead_must_fit_every_tasks_interval_and_a_switch_shortens_one_set_for_an_episode():
+    policy = Clockwork(table={"can": 8})
+    with pytest.raises(DpError, match=r"in \[1, 2\] \(the re-planning interval 8"):
+        policy.use_plan_ahead(3)  # square's 4 leaves room for 4, can's 8 for 2 of a 10-step chunk
+    policy.reset("square")
+    policy.use_plan_ahead(4, every=4)  # the node's choice for this episode
+    policy.reset("can")
+    assert (policy.n_action_steps, policy.plan_ahead_lead) == (8, 2)
+    policy.use_plan_ahead(2)
+    assert run(policy, 10) == [0, 1, 2, 3, 4, 5, 6, 7, 602, 603]  # planned from step 6, used from 2 steps in
+
+
+@pytest.mark.parametrize("table, match", [({"cann": 8}, "'cann', not a task of this policy"), ({"can": 0}, "in \\[1, 10\\]"),
+                                          ({"can": 11}, "in \\[1, 10\\]"), ({"can": 2.5}, "whole numbers"), ({"can": True}, "whole numbers")])
+def test_bad_tables_are_refused_naming_what_is_wrong(table, match):
+    with pytest.raises(DpError, match=match):
+        Clockwork(table=table)
+
+
+def test_the_command_line_takes_one_interval_or_a_table():
+    assert replan_interval("8") == 8
+    assert replan_interval("can=8, square=4") == {"can": 8, "square": 4}
+    for text in ("can=x", "can", "=8", "can=8=2", ","):
+        with pytest.raises(argparse.ArgumentTypeError, match="TASK=N"):
+            replan_interval(text)
+
+
+def random_policy(**kwargs) -> Policy:
+    """A tiny two-task torch Policy (task goals) whose config stores can's interval: 2 of an 8-step chunk."""
+    torch.manual_seed(0)
+    cfg = build_config("tiny", ["model.goal=task", "data.obs_horizon=2", "data.action_horizon=8", "data.n_action_steps=5",
+                                "data.task_action_steps={can: 2}"])
+    cfg.data.lowdim_keys = list(LOWDIM)
+    cfg.data.shapes = {k: list(v) for k, v in LOWDIM.items()}
+    cfg.data.action_dim = 4
+    cfg.vocab.tasks, cfg.vocab.instructions = sorted(INSTRUCTIONS), dict(INSTRUCTIONS)
+    model = DiffusionPolicy(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    stats = {"robot0_eef_pos": {"min": -np.ones(3), "max": np.ones(3)}, "object": {"min": -np.ones(5), "max": np.ones(5)},
+             "action": {"min": np.array([-0.5, -1, -2, -1]), "max": np.array([0.5, 1, 0, 1])}}
+    return Policy(model, Normalizer(stats, {"action": [3]}), seed=3, **kwargs)
+
+
+def actions(policy, task: str, steps: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    policy.seed(3)
+    policy.reset(task)
+    return np.stack([policy.select_action({k: rng.uniform(-1, 1, v).astype(np.float32) for k, v in LOWDIM.items()})
+                     for _ in range(steps)])
+
+
+def test_torch_and_onnx_act_each_tasks_stored_interval_as_a_policy_with_that_interval(tmp_path):
+    policy = random_policy()
+    assert policy.task_action_steps == {"can": 2}
+    for task, every in (("can", 2), ("square", 5)):
+        np.testing.assert_array_equal(actions(policy, task), actions(random_policy(n_action_steps=every), task))
+    assert not np.allclose(actions(policy, "can"), actions(random_policy(n_action_steps=5), "can"))  # the interval matters
+    assert random_policy(n_action_steps=3).task_action_steps == {}  # one interval given: every task runs it
+    export_policy(policy, tmp_path / "export", control_freq=20.0, source="test")
+    spec = yaml.safe_load((tmp_path / "export" / "policy.yaml").read_text())
+    assert spec["action"]["n_action_steps"] == 5 and spec["action"]["task_n_action_steps"] == {"can": 2}
+    exported = OnnxPolicy.load(tmp_path / "export", seed=3)
+    for task in INSTRUCTIONS:
+        np.testing.assert_allclose(actions(exported, task), actions(policy, task), atol=1e-4)
+    assert load_policy(str(tmp_path / "export"), replan_every={"square": 3}).task_action_steps == {"square": 3}
+    assert load_policy(str(tmp_path / "export"), replan_every=3).task_action_steps == {}
+    # RTI keeps its own interval (chosen for the warm start), as it does over n_action_steps, unless a table is given
+    assert random_policy(rti=True).task_action_steps == {} and OnnxPolicy.load(tmp_path / "export", rti=True).task_action_steps == {}
+    assert load_policy(str(tmp_path / "export"), rti=True, replan_every={"can": 2}).task_action_steps == {"can": 2}
+
+
+def test_the_node_gives_each_episode_its_tasks_interval_before_choosing_the_lead():
+    from dp.deploy.node import InferenceNode
+
+    policy = Clockwork(table={"can": 8})
+    node = InferenceNode(policy, SimpleNamespace(), instruction="can", episodes=0, plan_ahead="auto")
+    node.info = SimpleNamespace(seed=0, control_hz=20.0, instruction=None)
+    node._prime = lambda s: None  # no controller State to observe here: the lead is chosen from no timed plan
+    for episode, (task, every) in enumerate((("can", 8), ("square", 4), ("can", 8))):
+        node.instruction = task
+        node._start_episode(SimpleNamespace(episode=episode, tick=0))
+        assert (policy.n_action_steps, policy.plan_ahead_lead) == (every, 2)
+    assert node.report.replan_every == [8, 4, 8]
