@@ -17,6 +17,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,19 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_task_intervals(table: dict[str, int], tasks: list[str], horizon: int) -> dict[str, int]:
+    """``table`` (``data.task_action_steps``: task -> actions executed per chunk) checked against the policy's ``tasks``
+    and chunk length ``horizon`` (by training, the runtimes and the export)."""
+    unknown = sorted(set(table) - set(tasks))
+    if unknown:
+        raise DpError(f"per-task re-planning intervals name {', '.join(map(repr, unknown))}, not a task of this policy "
+                      f"(its tasks: {', '.join(tasks) or 'none'})")
+    bad = {task: n for task, n in table.items() if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= horizon}
+    if bad:
+        raise DpError(f"per-task re-planning intervals must be whole numbers in [1, {horizon}] (the chunk length); got {bad}")
+    return {task: int(n) for task, n in table.items()}
 
 
 # ---------------------------------------------------------------------------- generic helpers

@@ -214,8 +214,9 @@ def _check_values(where: str, cmd: str, args: list[str]) -> list[str]:
 
     problems = []
     task = _value(args, "--task")
-    if cmd in ("collect", "eval", "quickstart") and _real(task) and task not in TASKS:
-        problems.append(f"{where}: no task {task!r} (tasks: {', '.join(TASKS)})")
+    if cmd in ("collect", "eval", "quickstart") and _real(task):
+        named = task.split(",") if cmd == "eval" else [task]  # dp eval takes several, or all (the policy's own)
+        problems += [f"{where}: no task {t!r} (tasks: {', '.join(TASKS)})" for t in named if t not in TASKS and (cmd, t) != ("eval", "all")]
     for tok in args:
         if tok.startswith("expert:") and _real(tok.split(":", 1)[1]) and tok.split(":", 1)[1] not in TASKS:
             problems.append(f"{where}: {tok}: no such task (tasks: {', '.join(TASKS)})")

@@ -10,56 +10,20 @@ import numpy as np
 import pytest
 
 from dp.errors import DpError
-from dp.infer.chunked_runtime import ChunkedRuntime
+from dp.testing.clockwork import Clockwork
 
 H, EVERY = 10, 4
 
 
-class Clockwork(ChunkedRuntime):
-    """A runtime whose chunk sampled from the observation x = t is ``100 t + k`` at its step k, so
-    each action says which observation planned it and for which step; sampling waits for ``gate``
-    when one is set, and records the RTI guess it was given."""
-
-    def __init__(self, rti: bool = False):
-        self.lowdim_keys, self.image_keys, self.obs_keys = ["x"], [], ["x"]
-        self.shapes, self.pad_lowdim, self.obs_horizon = {"x": [1]}, False, 1
-        self.action_horizon, self.action_dim, self.action_key, self.discrete_dims = H, 1, "action", []
-        self.goal_kind, self.tasks, self.instructions, self.goals, self.lang_encoder = "none", [], {}, {}, None
-        self.rti = rti
-        self.gate: threading.Event | None = None
-        self.guesses: list[np.ndarray | None] = []
-        self.threads: set[str] = set()
-        self._start(EVERY, 0)
-
-    def _sample_chunks(self, noise, window, goal, guess):
-        if self.gate is not None:
-            assert self.gate.wait(10), "the test never opened the gate"
-        self.threads.add(threading.current_thread().name)
-        self.guesses.append(None if guess is None else guess[:, 0].copy())
-        t = float(window["x"][0, -1, 0])
-        return (100 * t + np.arange(H, dtype=np.float32))[None, :, None]
-
-    def _goal_input(self, goal):
-        return goal
-
-    @property
-    def lang_dim(self) -> int:
-        return 0
-
-
-def run(policy: Clockwork, steps: int) -> list[float]:
-    return [float(policy.select_action({"x": np.array([t])})[0]) for t in range(steps)]
-
-
 def test_without_plan_ahead_a_chunk_is_sampled_when_the_queue_runs_out():
-    assert run(Clockwork(), 9) == [0, 1, 2, 3, 400, 401, 402, 403, 800]
+    assert Clockwork().run(9) == [0, 1, 2, 3, 400, 401, 402, 403, 800]
 
 
 @pytest.mark.parametrize("lead", [1, 2, 4])
 def test_each_plan_comes_from_the_observation_lead_steps_before_it_is_used(lead):
     policy = Clockwork()
     policy.use_plan_ahead(lead)
-    actions = run(policy, 21)
+    actions = policy.run(21)
     expected = []
     for t in range(21):  # the first chunk at once; then switches every EVERY steps, planned `lead` steps earlier
         planned = 0 if t < EVERY else (t // EVERY) * EVERY - lead
@@ -71,7 +35,7 @@ def test_each_plan_comes_from_the_observation_lead_steps_before_it_is_used(lead)
 def test_a_late_plan_is_waited_for_at_its_step_and_the_steps_before_it_do_not_wait():
     policy = Clockwork()
     policy.use_plan_ahead(2)
-    assert run(policy, 2) == [0, 1]  # step 2 launches the next plan (2 actions left)
+    assert policy.run(2) == [0, 1]  # step 2 launches the next plan (2 actions left)
     policy.gate = threading.Event()
     acted = []
     thread = threading.Thread(target=lambda: [acted.append(float(policy.select_action({"x": np.array([t])})[0])) for t in (2, 3, 4)])
@@ -86,7 +50,7 @@ def test_a_late_plan_is_waited_for_at_its_step_and_the_steps_before_it_do_not_wa
 def test_the_chunk_past_its_re_planning_point_is_offered_as_a_look_ahead():
     policy = Clockwork()
     policy.use_plan_ahead(2)
-    run(policy, 5)  # step 4 switched to the plan from step 2: its actions 2..5 queued, 6..9 the tail
+    policy.run(5)  # step 4 switched to the plan from step 2: its actions 2..5 queued, 6..9 the tail
     np.testing.assert_array_equal(policy.pending_actions()[:, 0], [203, 204, 205])
     np.testing.assert_array_equal(policy.lookahead_actions()[:, 0], [206, 207, 208, 209])
     policy.reset()
@@ -96,7 +60,7 @@ def test_the_chunk_past_its_re_planning_point_is_offered_as_a_look_ahead():
 def test_the_rti_guess_is_the_chunk_in_flight_advanced_to_the_plans_observation():
     policy = Clockwork(rti=True)
     policy.use_plan_ahead(2)
-    run(policy, 9)
+    policy.run(9)
     first, second, third = policy.guesses[:3]
     assert first is None  # the episode's first chunk: no previous one
     np.testing.assert_array_equal(second, [2, 3, 4, 5, 6, 7, 8, 9, 9, 9])  # chunk 0 advanced by 2 (planned at step 2)
@@ -106,9 +70,9 @@ def test_the_rti_guess_is_the_chunk_in_flight_advanced_to_the_plans_observation(
 def test_reset_forgets_the_plan_in_flight():
     policy = Clockwork()
     policy.use_plan_ahead(3)
-    run(policy, 3)
+    policy.run(3)
     policy.reset()
-    assert run(policy, 2) == [0, 1]
+    assert policy.run(2) == [0, 1]
 
 
 def test_leads_the_chunk_cannot_cover_and_ensembling_are_refused():

@@ -9,11 +9,13 @@ import pytest
 
 from dp.cli import main
 from dp.errors import DpError
+from dp.eval.eval_cmd import eval_tasks
 from dp.eval.evaluate import evaluate
 from dp.infer.load import load_policy
 from dp.sim.experts import LiftExpert
 from dp.sim.rollout import seed_for
 from dp.stats import wilson_interval
+from dp.testing.clockwork import Clockwork
 
 pytestmark = pytest.mark.slow  # trains, simulates or runs processes: `pytest -m "not slow"` leaves it out
 
@@ -116,3 +118,21 @@ def test_load_policy_errors_name_what_was_expected(tmp_path, capsys):
     assert main(["eval", "--onnx", str(tmp_path), "--task", "lift"]) == 1  # the deprecated spelling of POLICY
     err = capsys.readouterr().err
     assert "--onnx is deprecated" in err and f"{tmp_path}: no model.safetensors" in err
+
+
+def test_dp_eval_of_several_tasks_pools_their_episodes_and_names_the_weakest(tmp_path, capsys):
+    # the lift expert on lift and on door: it lifts, and it never turns the lever (door runs to its horizon)
+    assert main(["eval", "expert:lift", "--task", "lift,door", "--episodes", "2", "--json-out", str(tmp_path / "two.json")]) == 0
+    out = capsys.readouterr().out
+    figures = json.loads((tmp_path / "two.json").read_text())
+    assert list(figures["tasks"]) == ["lift", "door"]
+    assert [figures["tasks"][t]["successes"] for t in ("lift", "door")] == [2, 0]
+    assert figures["average"]["successes"] == 2 and figures["average"]["episodes"] == 4 and figures["average"]["success_rate"] == 0.5
+    assert figures["average"]["success_ci95"] == pytest.approx(list(wilson_interval(2, 4)))
+    assert figures["weakest"] == {"task": "door", "success_rate": 0.0}
+    assert "average over 2 tasks (val seeds): success 2/4 = 50.0%" in out and "weakest door 0.0%" in out
+    assert main(["eval", "expert:lift", "--task", "lift,cann"]) == 1
+    assert "cann is not a simulated task" in capsys.readouterr().err
+    assert main(["eval", "expert:lift", "--task", "all"]) == 1  # an expert names no tasks of its own
+    assert "names no tasks of its own" in capsys.readouterr().err
+    assert eval_tasks("all", Clockwork(instructions={"square": "fit the nut", "can": "pick the can"})) == ["can", "square"]

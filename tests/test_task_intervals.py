@@ -17,54 +17,33 @@ from dp.data.normalize import Normalizer
 from dp.errors import DpError
 from dp.export.onnx_export import export_policy
 from dp.infer import OnnxPolicy, Policy
-from dp.infer.chunked_runtime import ChunkedRuntime
 from dp.infer.load import load_policy
 from dp.models.diffusion_policy import DiffusionPolicy
+from dp.testing.clockwork import Clockwork
 
 H = 10
 LOWDIM = {"robot0_eef_pos": [3], "object": [5]}
 INSTRUCTIONS = {"can": "pick the can", "square": "fit the square nut"}
 
 
-class Clockwork(ChunkedRuntime):
-    """A two-task runtime whose chunk sampled from the observation x = t is ``100 t + k`` at its step k."""
-
-    def __init__(self, default: int = 4, table: dict[str, int] | None = None):
-        self.lowdim_keys, self.image_keys, self.obs_keys = ["x"], [], ["x"]
-        self.shapes, self.pad_lowdim, self.obs_horizon = {"x": [1]}, False, 1
-        self.action_horizon, self.action_dim, self.action_key, self.discrete_dims = H, 1, "action", []
-        self.goal_kind, self.tasks, self.instructions = "task", sorted(INSTRUCTIONS), dict(INSTRUCTIONS)
-        self.goals, self.lang_encoder, self.rti = {}, None, False
-        self._start(default, 0, table)
-
-    def _sample_chunks(self, noise, window, goal, guess):
-        return (100 * float(window["x"][0, -1, 0]) + np.arange(H, dtype=np.float32))[None, :, None]
-
-    def _goal_input(self, goal):
-        return goal
-
-    @property
-    def lang_dim(self) -> int:
-        return 0
-
-
-def run(policy: ChunkedRuntime, steps: int) -> list[float]:
-    return [float(policy.select_action({"x": np.array([t])})[0]) for t in range(steps)]
+def clockwork(table: dict[str, int] | None) -> Clockwork:
+    """A two-task runtime (default interval 4, chunks of 10) whose chunk from observation t is ``100 t + k``."""
+    return Clockwork(every=4, horizon=H, instructions=INSTRUCTIONS, table=table)
 
 
 def test_each_task_re_plans_at_its_own_interval_and_the_others_at_the_policys():
-    policy = Clockwork(table={"can": 8})
+    policy = clockwork({"can": 8})
     policy.reset("can")
-    assert policy.n_action_steps == 8 and run(policy, 10) == [0, 1, 2, 3, 4, 5, 6, 7, 800, 801]
+    assert policy.n_action_steps == 8 and policy.run(10) == [0, 1, 2, 3, 4, 5, 6, 7, 800, 801]
     policy.reset("fit the square nut")  # an instruction names its task
-    assert policy.n_action_steps == 4 and run(policy, 6) == [0, 1, 2, 3, 400, 401]
+    assert policy.n_action_steps == 4 and policy.run(6) == [0, 1, 2, 3, 400, 401]
     policy.reset("pick the can")
-    assert run(policy, 9)[-1] == 800
-    assert Clockwork(table={}).interval_for("can") == 4  # no table: one interval for every task
+    assert policy.run(9)[-1] == 800
+    assert clockwork({}).interval_for("can") == 4  # no table: one interval for every task
 
 
 def test_a_lead_must_fit_every_tasks_interval_and_a_switch_shortens_one_set_for_an_episode():
-    policy = Clockwork(table={"can": 8})
+    policy = clockwork({"can": 8})
     with pytest.raises(DpError, match=r"in \[1, 2\] \(the re-planning interval 8"):
         policy.use_plan_ahead(3)  # square's 4 leaves room for 4, can's 8 for 2 of a 10-step chunk
     policy.reset("square")
@@ -72,14 +51,18 @@ def test_a_lead_must_fit_every_tasks_interval_and_a_switch_shortens_one_set_for_
     policy.reset("can")
     assert (policy.n_action_steps, policy.plan_ahead_lead) == (8, 2)
     policy.use_plan_ahead(2)
-    assert run(policy, 10) == [0, 1, 2, 3, 4, 5, 6, 7, 602, 603]  # planned from step 6, used from 2 steps in
+    other = Clockwork(every=8, horizon=H, instructions=INSTRUCTIONS, table={"can": 4})
+    other.reset("can")
+    with pytest.raises(DpError, match=r"in \[1, 2\] \(the re-planning interval 8"):
+        other.use_plan_ahead(3)  # in a can episode, checked against square's 8 too: its next episode may be square's
+    assert policy.run(10) == [0, 1, 2, 3, 4, 5, 6, 7, 602, 603]  # planned from step 6, used from 2 steps in
 
 
 @pytest.mark.parametrize("table, match", [({"cann": 8}, "'cann', not a task of this policy"), ({"can": 0}, "in \\[1, 10\\]"),
                                           ({"can": 11}, "in \\[1, 10\\]"), ({"can": 2.5}, "whole numbers"), ({"can": True}, "whole numbers")])
 def test_bad_tables_are_refused_naming_what_is_wrong(table, match):
     with pytest.raises(DpError, match=match):
-        Clockwork(table=table)
+        clockwork(table)
 
 
 def test_the_command_line_takes_one_interval_or_a_table():
@@ -139,7 +122,7 @@ def test_torch_and_onnx_act_each_tasks_stored_interval_as_a_policy_with_that_int
 def test_the_node_gives_each_episode_its_tasks_interval_before_choosing_the_lead():
     from dp.deploy.node import InferenceNode
 
-    policy = Clockwork(table={"can": 8})
+    policy = clockwork({"can": 8})
     node = InferenceNode(policy, SimpleNamespace(), instruction="can", episodes=0, plan_ahead="auto")
     node.info = SimpleNamespace(seed=0, control_hz=20.0, instruction=None)
     node._prime = lambda s: None  # no controller State to observe here: the lead is chosen from no timed plan
@@ -148,3 +131,16 @@ def test_the_node_gives_each_episode_its_tasks_interval_before_choosing_the_lead
         node._start_episode(SimpleNamespace(episode=episode, tick=0))
         assert (policy.n_action_steps, policy.plan_ahead_lead) == (every, 2)
     assert node.report.replan_every == [8, 4, 8]
+
+
+def test_training_refuses_a_table_naming_a_task_it_does_not_have(tmp_path):
+    from dp.testing.reach_store import make_store
+    from dp.train.trainer import Trainer
+
+    stores = [str(make_store(tmp_path / f"{t}.zarr", episodes=2, length=20, tasks=(t,), seed=i)) for i, t in enumerate(("reach", "retreat"))]
+    with pytest.raises(DpError, match="'cann', not a task of this policy \\(its tasks: reach, retreat\\)"):
+        Trainer(build_config("tiny", ["data.val_fraction=0", "data.task_action_steps={cann: 8}"]), stores, tmp_path / "run",
+                resume=False, progress=False)
+    trainer = Trainer(build_config("tiny", ["data.val_fraction=0", "data.task_action_steps={retreat: 2}"]), stores, tmp_path / "ok",
+                      resume=False, progress=False)
+    assert trainer.cfg.data.task_action_steps == {"retreat": 2}

@@ -17,6 +17,10 @@ steps, score = max over steps of min(coverage / 0.95, 1), success = coverage rea
   dp eval expert:can --task can --episodes 20 --video videos/
   dp eval exported/lift --task lift --episodes 50 --rti --json
   dp eval runs/lift --task lift --device cuda
+  dp eval runs/multi --task all --split test --episodes 100 --workers 2   every task of a multitask policy, and their average
+
+Several tasks (`--task lift,can` or `all`: the policy's own) are evaluated in turn on the same seeds, each at its own
+re-planning interval where the policy carries one; the average pools their episodes (95% Wilson interval).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import functools
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of, replan_interval
 from dp.devices import add_device_argument
+from dp.errors import DpError
 from dp.infer.load import add_sampler_arguments
 from dp.sim.tasks import TASKS
 
@@ -39,7 +45,9 @@ EXAMPLE = "dp eval runs/lift --task lift --split val --episodes 50"  # ends `dp 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     policy = add_policy_argument(parser, "expert:TASK, an exported folder (policy.onnx) or a run/checkpoint folder")
     add_deprecated_alias(parser, "--onnx", policy, use="POLICY or --policy", metavar="DIR")
-    parser.add_argument("--task", required=True, help=f"task to evaluate on ({', '.join(TASKS)})")
+    parser.add_argument("--task", required=True, metavar="TASK[,TASK...]|all",
+                        help=f"task to evaluate on ({', '.join(TASKS)}); several, comma-separated, or all: a multitask "
+                             "policy's own tasks, each in turn, with their pooled average")
     parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
     parser.add_argument("--workers", type=int, default=1,
@@ -82,28 +90,69 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dp.eval.evaluate import evaluate
     from dp.infer.load import load_policy
-    from dp.stats import wilson_interval
 
     spec = policy_of(args)
     load = functools.partial(
         load_policy, spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule,
         solver=args.solver, ensemble=args.ensemble, vote=args.vote, plan_ahead=args.plan_ahead, device=args.device)
-    result = evaluate(load(), args.task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
-                      video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json,
-                      workers=args.workers, reload=load)
-    figures = {"policy": spec, **result.as_dict()}
+    policy = load()
+    every = {}
+    for task in eval_tasks(args.task, policy):
+        result = evaluate(policy, task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
+                          video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json,
+                          workers=args.workers, reload=load)
+        every[result.task] = {"policy": spec, **result.as_dict()}
+        if not args.json:
+            print_result(result, every[result.task], args.split)
+    figures = next(iter(every.values())) if len(every) == 1 else pooled_figures(spec, args.split, every)
+    if not args.json and len(every) > 1:
+        average, weakest = figures["average"], figures["weakest"]
+        low, high = average["success_ci95"]
+        print(f"average over {len(every)} tasks ({args.split} seeds): success {average['successes']}/{average['episodes']} = "
+              f"{average['success_rate']:.1%} (95% CI {low:.1%}-{high:.1%}); weakest {weakest['task']} {weakest['success_rate']:.1%}")
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(figures, indent=2))
     if args.json:
         print(json.dumps(figures, indent=2))
-        return 0
-    low, high = wilson_interval(result.successes, result.episodes)
+    return 0
+
+
+def eval_tasks(text: str, policy: Any) -> list[str]:
+    """The tasks ``--task`` names: one, several (comma-separated), or ``all`` (the policy's own tasks); a DpError
+    names an unknown one."""
+    if text.strip() == "all":
+        tasks = list(getattr(policy, "tasks", None) or [])
+        if not tasks:
+            raise DpError("--task all: this policy names no tasks of its own (a scripted expert or an imported policy); name them")
+    else:
+        tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise DpError(f"--task {text!r}: {', '.join(unknown) or 'no task'} is not a simulated task (tasks: {', '.join(TASKS)})")
+    return list(dict.fromkeys(tasks))
+
+
+def pooled_figures(spec: str, split: str, every: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Several tasks' figures and their average, pooling their episodes (95% Wilson interval), and the weakest task."""
+    from dp.stats import wilson_interval
+
+    successes, episodes = sum(f["successes"] for f in every.values()), sum(f["episodes"] for f in every.values())
+    weakest = min(every.values(), key=lambda f: f["success_rate"])
+    average = {"successes": successes, "episodes": episodes, "success_rate": successes / episodes,
+               "success_ci95": list(wilson_interval(successes, episodes))}
+    return {"policy": spec, "split": split, "tasks": every, "average": average,
+            "weakest": {"task": weakest["task"], "success_rate": weakest["success_rate"]}}
+
+
+def print_result(result: Any, figures: dict[str, Any], split: str) -> None:
+    """One task's summary lines: success, score, length and latency; milestones; videos."""
+    low, high = figures["success_ci95"]
     lat = figures["latency_ms"]
     s_low, s_high = figures["score_ci95"]
     print(
-        f"{result.task} ({args.split} seeds): success {result.successes}/{result.episodes} = {result.success_rate:.1%} "
+        f"{result.task} ({split} seeds): success {result.successes}/{result.episodes} = {result.success_rate:.1%} "
         f"(95% CI {low:.1%}-{high:.1%}), mean score {figures['mean_score']:.3f} (95% CI {s_low:.3f}-{s_high:.3f}), "
         f"mean episode length {figures['mean_length']:.1f} steps, "
         f"policy latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms"
@@ -113,4 +162,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"milestones reached: {steps}, success {result.successes}/{result.episodes}")
     for path in result.videos:
         print(f"video: {path}")
-    return 0

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from dp.config import check_task_intervals
 from dp.errors import DpError
-from dp.infer.goals import check_task_intervals, goal_task, known_goals, resolve_goal
+from dp.infer.goals import goal_task, known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
 from dp.infer.rti_guess import Levels, shift_guess, snap_discrete, vote_discrete
 
@@ -121,8 +122,7 @@ class ChunkedRuntime(abc.ABC):
     def interval_for(self, instruction: str | None) -> int:
         """The policy's own re-planning interval for ``instruction`` (a task name or its instruction):
         its task's entry in ``task_action_steps``, else the policy's interval (``default_action_steps``)."""
-        task = goal_task(instruction, self.tasks, self.instructions)
-        return self.task_action_steps.get(task, self.default_action_steps) if task is not None else self.default_action_steps
+        return self.task_action_steps.get(goal_task(instruction, self.tasks, self.instructions), self.default_action_steps)
 
     def _set_interval(self, every: int) -> None:
         """Execute ``every`` actions of each chunk from now on; a plan-ahead lead that no longer fits
@@ -251,7 +251,8 @@ class ChunkedRuntime(abc.ABC):
                 raise DpError(f"re-planning interval must be in [1, {self.action_horizon}] (the chunk length); got {every}")
             self.n_action_steps = int(every)
         if lead is not None:
-            intervals = {self.n_action_steps} | (set(self.task_action_steps.values()) if every is None else set())
+            later = {self.default_action_steps, *self.task_action_steps.values()} if every is None and self.task_action_steps else set()
+            intervals = {self.n_action_steps} | later  # the intervals a reset may switch to
             every_now = min(intervals, key=self._lead_room)
             most = self._lead_room(every_now)
             if int(lead) != lead or not 1 <= lead <= most:

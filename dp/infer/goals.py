@@ -6,7 +6,6 @@ Numpy only (no torch here: robots import this).
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Integral
 
 import numpy as np
 
@@ -70,14 +69,3 @@ def goal_task(instruction: str | None, tasks: list[str], instructions: dict[str,
         return instruction
     return {text: task for task, text in instructions.items()}.get(instruction)
 
-
-def check_task_intervals(table: dict[str, int], tasks: list[str], horizon: int) -> dict[str, int]:
-    """``table`` (task -> actions executed per chunk) checked against the policy's ``tasks`` and chunk length ``horizon``."""
-    unknown = sorted(set(table) - set(tasks))
-    if unknown:
-        raise DpError(f"per-task re-planning intervals name {', '.join(map(repr, unknown))}, not a task of this policy "
-                      f"(its tasks: {', '.join(tasks) or 'none'})")
-    bad = {task: n for task, n in table.items() if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= horizon}
-    if bad:
-        raise DpError(f"per-task re-planning intervals must be whole numbers in [1, {horizon}] (the chunk length); got {bad}")
-    return {task: int(n) for task, n in table.items()}

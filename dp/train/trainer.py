@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dp.config import Config, dump_config, load_config
+from dp.config import Config, check_task_intervals, dump_config, load_config
 from dp.data.normalize import Normalizer
 from dp.data.windows import passthrough_collate
 from dp.errors import DpError
@@ -133,6 +133,7 @@ class Trainer:
             )
         self.batch_size = tcfg.batch_size // self.dist.world
         weights = window_weights(self.cfg.data.task_weights, self.data.train)
+        check_task_intervals(self.cfg.data.task_action_steps, list(self.cfg.vocab.tasks), self.cfg.data.action_horizon)  # fails now, not at eval
         self.sampler = ResumableSampler(self.data.train, self.dist.world, self.dist.rank, tcfg.seed, weights)
         workers = tcfg.num_workers if tcfg.num_workers >= 0 else (2 if self.cfg.data.image_keys else 0)
         self.drop_last = self.sampler.num_samples >= self.batch_size
