@@ -159,6 +159,8 @@ def section_multitask(results: Results, targets: Targets) -> list[str]:
               "`lift`, `stack`; `square` keeps 4) and carried by the policy: `data.task_action_steps` in the checkpoint, "
               "`dp export --replan-every can=8,...` in the export; `reset(task)` applies it in torch, ONNX Runtime and "
               "`dp node`." if "mode_square3_bal_pertask" in means else "")
+           + (" The last column adds the sampler chosen on validation: the noise schedule fitted to the training sigmas "
+              "(`--schedule fitted`) instead of the preset's exponential one." if "mode_square3_bal_pertask_fitted" in means else "")
            + " Each cell gives its 95% interval; where two intervals overlap there is no difference.", "", text, ""]
     if "mode" in pooled and "dense" in pooled:
         (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))

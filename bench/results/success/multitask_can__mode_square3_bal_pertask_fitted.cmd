@@ -1,0 +1,5 @@
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_sq3 model.goal=lang data.pad_lowdim=true train.steps=18000 train.ckpt_every=500 train.threads=2 "data.task_weights={square: 3}"   # 18,000 steps (the mode_square3 run)
+cp -a runs/multi_sq3 runs/multi_sq3_bal && dp train --out runs/multi_sq3_bal --resume train.steps=24000 train.threads=1 "data.task_weights={square: 1}"   # the mode_square3_bal run
+cp -a runs/multi_sq3_bal/checkpoints/step_0024000 runs/multi_sq3_bal_pertask   # then, under data: in its config.yaml, task_action_steps: {can: 8, door: 8, lift: 8, stack: 8} (each task's interval chosen on validation)
+dp eval runs/multi_sq3_bal_pertask --task all --split val --episodes 50 --workers 2 --schedule fitted   # 220/250 against 214/250 with the preset's exponential schedule and 212/250 with 20 steps: chosen
+dp eval runs/multi_sq3_bal_pertask --task can --split test --episodes 100 --workers 2 --schedule fitted --json-out multitask_can__mode_square3_bal_pertask_fitted.json
