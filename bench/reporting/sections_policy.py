@@ -153,14 +153,17 @@ def section_multitask(results: Results, targets: Targets) -> list[str]:
            + (" Then two continuations of that run from its final checkpoint, 6,000 steps each (`--resume train.steps=24000`: "
               "the cosine schedule stretched, a warm restart at 4.4e-5), one with every window alike "
               "(`\"data.task_weights={square: 1}\"`), one with `square` still drawn 3x." if "mode_square3_bal" in means else "")
-           + (" The last column is the balanced continuation executing 8 actions of each chunk (`--replan-every 8`) instead "
+           + (" The every-8 column is the balanced continuation executing 8 actions of each chunk (`--replan-every 8`) instead "
               "of the preset's 4, chosen on validation seeds." if "mode_square3_bal_every8" in means else "")
            + (" The per-task columns execute each task's own interval, chosen per task on validation (8 for `can`, `door`, "
               "`lift`, `stack`; `square` keeps 4) and carried by the policy: `data.task_action_steps` in the checkpoint, "
               "`dp export --replan-every can=8,...` in the export; `reset(task)` applies it in torch, ONNX Runtime and "
               "`dp node`." if "mode_square3_bal_pertask" in means else "")
-           + (" The last column adds the sampler chosen on validation: the noise schedule fitted to the training sigmas "
-              "(`--schedule fitted`) instead of the preset's exponential one." if "mode_square3_bal_pertask_fitted" in means else "")
+           + (" The fitted-schedule column adds the sampler chosen on validation: the noise schedule fitted to the training "
+              "sigmas (`--schedule fitted`) instead of the preset's exponential one." if "mode_square3_bal_pertask_fitted" in means else "")
+           + (" The last column continues that policy 6,000 steps (`--resume train.steps=30000`, `square` drawn 3x) with "
+              "`square`'s 200 demonstrations replaced by unimodal ones (`dp collect --expert-strategies first`: one placement "
+              "per initial state), its intervals and sampler fixed in advance." if "mode_first_pertask_fitted" in means else "")
            + " Each cell gives its 95% interval; where two intervals overlap there is no difference.", "", text, ""]
     if "mode" in pooled and "dense" in pooled:
         (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))
