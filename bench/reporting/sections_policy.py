@@ -141,29 +141,41 @@ def multitask_table(results: Results) -> tuple[str, dict[str, float | None], dic
     return table(["Task", *(METHODS[m] for m in methods), "Seeds"], body), means, pooled
 
 
+# what each multitask column adds to the one before it, said once it is on the page
+MULTITASK_STEPS = (
+    ("mode_square3",
+     '`square` drawn 3x as often: the MoDE run again with `"data.task_weights={square: 3}"` and twice the '
+     "steps (`train.steps=18000`), so that `square` gets about half the draws, about the single-task "
+     "preset's 9,000 steps, while each other task keeps about its share of the 9,000-step run."),
+    ("mode_square3_bal",
+     "Then two continuations of that run from its final checkpoint, 6,000 steps each (`--resume "
+     "train.steps=24000`: the cosine schedule stretched, a warm restart at 4.4e-5), one with every window "
+     'alike (`"data.task_weights={square: 1}"`), one with `square` still drawn 3x.'),
+    ("mode_square3_bal_every8",
+     "The every-8 column is the balanced continuation executing 8 actions of each chunk (`--replan-every "
+     "8`) instead of the preset's 4, chosen on validation seeds."),
+    ("mode_square3_bal_pertask",
+     "The per-task columns execute each task's own interval, chosen per task on validation (8 for `can`, "
+     "`door`, `lift`, `stack`; `square` keeps 4) and carried by the policy: `data.task_action_steps` in "
+     "the checkpoint, `dp export --replan-every can=8,...` in the export; `reset(task)` applies it in "
+     "torch, ONNX Runtime and `dp node`."),
+    ("mode_square3_bal_pertask_fitted",
+     "The fitted-schedule column adds the sampler chosen on validation: the noise schedule fitted to the "
+     "training sigmas (`--schedule fitted`) instead of the preset's exponential one."),
+    ("mode_first_pertask_fitted",
+     "The last column continues that policy 6,000 steps (`--resume train.steps=30000`, `square` drawn 3x) "
+     "with `square`'s 200 demonstrations replaced by unimodal ones (`dp collect --expert-strategies "
+     "first`: one placement per initial state), its intervals and sampler fixed in advance."),
+)
+
+
 def section_multitask(results: Results, targets: Targets) -> list[str]:
     text, means, pooled = multitask_table(results)
     out = ["## Multitask, language-conditioned", "",
            f"One `small` policy trained on {', '.join(MULTITASK)} together, conditioned on each task's instruction "
            "(all-MiniLM-L6-v2 embeddings), evaluated per task with `dp eval`; the dense twin "
            "(`--experts 1`) has the same active FLOPs and was trained and evaluated the same way."
-           + (" `square` drawn 3x as often: the MoDE run again with `\"data.task_weights={square: 3}\"` and twice the "
-              "steps (`train.steps=18000`), so that `square` gets about half the draws, about the single-task preset's "
-              "9,000 steps, while each other task keeps about its share of the 9,000-step run." if "mode_square3" in means else "")
-           + (" Then two continuations of that run from its final checkpoint, 6,000 steps each (`--resume train.steps=24000`: "
-              "the cosine schedule stretched, a warm restart at 4.4e-5), one with every window alike "
-              "(`\"data.task_weights={square: 1}\"`), one with `square` still drawn 3x." if "mode_square3_bal" in means else "")
-           + (" The every-8 column is the balanced continuation executing 8 actions of each chunk (`--replan-every 8`) instead "
-              "of the preset's 4, chosen on validation seeds." if "mode_square3_bal_every8" in means else "")
-           + (" The per-task columns execute each task's own interval, chosen per task on validation (8 for `can`, `door`, "
-              "`lift`, `stack`; `square` keeps 4) and carried by the policy: `data.task_action_steps` in the checkpoint, "
-              "`dp export --replan-every can=8,...` in the export; `reset(task)` applies it in torch, ONNX Runtime and "
-              "`dp node`." if "mode_square3_bal_pertask" in means else "")
-           + (" The fitted-schedule column adds the sampler chosen on validation: the noise schedule fitted to the training "
-              "sigmas (`--schedule fitted`) instead of the preset's exponential one." if "mode_square3_bal_pertask_fitted" in means else "")
-           + (" The last column continues that policy 6,000 steps (`--resume train.steps=30000`, `square` drawn 3x) with "
-              "`square`'s 200 demonstrations replaced by unimodal ones (`dp collect --expert-strategies first`: one placement "
-              "per initial state), its intervals and sampler fixed in advance." if "mode_first_pertask_fitted" in means else "")
+           + "".join(f" {step}" for method, step in MULTITASK_STEPS if method in means)
            + " Each cell gives its 95% interval; where two intervals overlap there is no difference.", "", text, ""]
     if "mode" in pooled and "dense" in pooled:
         (lo_m, hi_m), (lo_d, hi_d) = (wilson_interval(*pooled[m]) for m in ("mode", "dense"))
