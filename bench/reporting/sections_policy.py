@@ -163,7 +163,7 @@ MULTITASK_STEPS = (
      "The fitted-schedule column adds the sampler chosen on validation: the noise schedule fitted to the "
      "training sigmas (`--schedule fitted`) instead of the preset's exponential one."),
     ("mode_first_pertask_fitted",
-     "The last column continues that policy 6,000 steps (`--resume train.steps=30000`, `square` drawn 3x) "
+     "The unimodal-`square` columns continue that policy 6,000 steps (`--resume train.steps=30000`, `square` drawn 3x) "
      "with `square`'s 200 demonstrations replaced by unimodal ones (`dp collect --expert-strategies "
      "first`: one placement per initial state), its intervals and sampler fixed in advance."),
 )

@@ -58,6 +58,7 @@ METHODS = {
     "mode_square3_bal_pertask_onnx": "the same, exported: ONNX Runtime, the intervals in `policy.yaml`",
     "mode_square3_bal_pertask_fitted": "the per-task policy with the noise schedule fitted to its training (chosen on validation)",
     "mode_first_pertask_fitted": "the per-task, fitted-schedule policy trained 6,000 steps more with `square`'s demonstrations unimodal",
+    "mode_first_pertask_fitted_onnx": "the same, exported: ONNX Runtime, its intervals and schedule in `policy.yaml`",
     "expert": "scripted expert",
     "original": "trained on the original store",
     "imported": "trained on the exported + re-imported store",
@@ -89,7 +90,7 @@ def target_method(task: str) -> str:
 MULTITASK = ("lift", "can", "stack", "door", "square")
 MULTITASK_METHODS = ("mode", "dense", "mode_square3", "mode_square3_bal", "mode_square3_cont", "mode_square3_bal_every8",
                      "mode_square3_bal_pertask", "mode_square3_bal_pertask_onnx", "mode_square3_bal_pertask_fitted",
-                     "mode_first_pertask_fitted")
+                     "mode_first_pertask_fitted", "mode_first_pertask_fitted_onnx")
 MULTITASK_TARGET = 0.92
 # issue 37: the five-task policy >= 85% on average with no task below 60%, read on the latest recipe, written down
 # before its evaluation (session 32); session 33: the continuation with the higher five-task validation total, ties

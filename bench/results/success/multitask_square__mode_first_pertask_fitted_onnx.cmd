@@ -1,0 +1,6 @@
+dp train --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square.zarr --preset small --out runs/multi_sq3 model.goal=lang data.pad_lowdim=true train.steps=18000 train.ckpt_every=500 train.threads=2 "data.task_weights={square: 3}"   # 18,000 steps (the mode_square3 run)
+cp -a runs/multi_sq3 runs/multi_sq3_bal && dp train --out runs/multi_sq3_bal --resume train.steps=24000 train.threads=1 "data.task_weights={square: 1}"   # the mode_square3_bal run
+dp collect --task square --episodes 200 --seed 0 --expert-strategies first --out data/square_first.zarr   # one placement per initial state
+cp -a runs/multi_sq3_bal runs/multi_first && dp train --out runs/multi_first --resume --data data/lift.zarr,data/can.zarr,data/stack.zarr,data/door.zarr,data/square_first.zarr train.steps=30000 train.threads=2 "data.task_weights={square: 3}"   # 6,000 steps more, 46 min on two threads, beside two-worker evaluations for its first 20; the final checkpoint, the intervals and the sampler fixed before training
+dp export runs/multi_first --schedule fitted --replan-every can=8,door=8,lift=8,stack=8 --out runs/multi_first_onnx   # the settings chosen on validation, carried by policy.yaml
+dp eval runs/multi_first_onnx --task square --split test --episodes 100 --workers 2 --json-out multitask_square__mode_first_pertask_fitted_onnx.json
