@@ -81,8 +81,9 @@ def replan_interval(text: str) -> int | dict[str, int]:
         if "=" not in text:
             return int(text)
         pairs = [item.split("=") for item in text.split(",") if item.strip()]
-        if not pairs or any(len(pair) != 2 or not pair[0].strip() for pair in pairs):
-            raise ValueError
+        names = [pair[0].strip() for pair in pairs]
+        if not pairs or any(len(pair) != 2 or not name for pair, name in zip(pairs, names)) or len(set(names)) < len(names):
+            raise ValueError  # a malformed pair, or a task named twice
         return {task.strip(): int(n) for task, n in pairs}
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected N or TASK=N,TASK=N (e.g. can=8,square=4), got {text!r}") from None

@@ -68,7 +68,7 @@ def test_bad_tables_are_refused_naming_what_is_wrong(table, match):
 def test_the_command_line_takes_one_interval_or_a_table():
     assert replan_interval("8") == 8
     assert replan_interval("can=8, square=4") == {"can": 8, "square": 4}
-    for text in ("can=x", "can", "=8", "can=8=2", ","):
+    for text in ("can=x", "can", "=8", "can=8=2", ",", "can=8,can=4"):
         with pytest.raises(argparse.ArgumentTypeError, match="TASK=N"):
             replan_interval(text)
 
