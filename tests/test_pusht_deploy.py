@@ -50,7 +50,7 @@ class SlowPlanner(ChunkedRuntime):
         self.shapes, self.pad_lowdim, self.obs_horizon = {"agent_pos": [2]}, False, 1
         self.action_horizon, self.action_dim, self.action_key, self.discrete_dims = 9, 2, "action", []
         self.goal_kind, self.tasks, self.instructions, self.goals, self.lang_encoder, self.rti = "none", [], {}, {}, None, False
-        self._start(8, 0)
+        self._start(None, 0, own=8)  # its own interval: a new chunk every 8 steps
 
     def _sample_chunks(self, noise, window, goal, guess):
         time.sleep(self.PLAN_SECONDS)

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                           workers=args.workers, reload=load)
         every[result.task] = {"policy": spec, **result.as_dict()}
         if not args.json:
-            print_result(result, every[result.task], args.split)
+            print_result(every[result.task])
     figures = next(iter(every.values())) if len(every) == 1 else pooled_figures(spec, args.split, every)
     if not args.json and len(every) > 1:
         average, weakest = figures["average"], figures["weakest"]
@@ -146,19 +146,20 @@ def pooled_figures(spec: str, split: str, every: dict[str, dict[str, Any]]) -> d
             "weakest": {"task": weakest["task"], "success_rate": weakest["success_rate"]}}
 
 
-def print_result(result: Any, figures: dict[str, Any], split: str) -> None:
-    """One task's summary lines: success, score, length and latency; milestones; videos."""
+def print_result(figures: dict[str, Any]) -> None:
+    """One task's summary lines from its figures: success, score, length and latency; milestones; videos."""
     low, high = figures["success_ci95"]
     lat = figures["latency_ms"]
     s_low, s_high = figures["score_ci95"]
+    k, n = figures["successes"], figures["episodes"]
     print(
-        f"{result.task} ({split} seeds): success {result.successes}/{result.episodes} = {result.success_rate:.1%} "
+        f"{figures['task']} ({figures['split']} seeds): success {k}/{n} = {figures['success_rate']:.1%} "
         f"(95% CI {low:.1%}-{high:.1%}), mean score {figures['mean_score']:.3f} (95% CI {s_low:.3f}-{s_high:.3f}), "
         f"mean episode length {figures['mean_length']:.1f} steps, "
         f"policy latency median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms"
     )
-    if result.milestones:
-        steps = ", ".join(f"{name} {k}/{result.episodes}" for name, k in result.milestones.items())
-        print(f"milestones reached: {steps}, success {result.successes}/{result.episodes}")
-    for path in result.videos:
+    if figures["milestones"]:
+        steps = ", ".join(f"{name} {reached}/{n}" for name, reached in figures["milestones"].items())
+        print(f"milestones reached: {steps}, success {k}/{n}")
+    for path in figures["videos"]:
         print(f"video: {path}")

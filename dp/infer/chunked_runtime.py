@@ -62,14 +62,25 @@ class ChunkedRuntime(abc.ABC):
     def lang_dim(self) -> int:
         """The size of a language embedding this policy takes."""
 
-    def _start(self, n_action_steps: int, seed: int, task_action_steps: dict[str, int] | None = None) -> None:
-        """Check ``n_action_steps`` (the policy's own re-planning interval) and ``task_action_steps``
-        (task -> its own interval, set at ``reset``), seed the noise and set up the episode state; a
-        single-goal policy is ready at once, a multi-goal one waits for ``reset(instruction)``."""
-        self.n_action_steps = self.default_action_steps = int(n_action_steps)
+    def _start(self, n_action_steps: int | None, seed: int, *, own: int, stored: dict[str, int] | None = None,
+               task_action_steps: dict[str, int] | None = None) -> None:
+        """Set and check the re-planning intervals, seed the noise and set up the episode state; a
+        single-goal policy is ready at once, a multi-goal one waits for ``reset(instruction)``.
+
+        ``n_action_steps``, when given, holds for every task. Otherwise the policy re-plans at its ``own``
+        interval (under RTI its warm start's), and each task at its entry (set at ``reset``) in
+        ``task_action_steps`` when given, else in the table the policy ``stored``, which RTI does not
+        use (like the stored interval, it was chosen for full sampling)."""
+        if n_action_steps:
+            table = {}
+        elif task_action_steps is not None:
+            table = task_action_steps
+        else:
+            table = {} if self.rti else (stored or {})
+        self.n_action_steps = self.default_action_steps = int(n_action_steps or own)
         if not 1 <= self.n_action_steps <= self.action_horizon:
             raise DpError(f"n_action_steps must be in [1, {self.action_horizon}] (the chunk length); got {self.n_action_steps}")
-        self.task_action_steps = check_task_intervals(dict(task_action_steps or {}), self.tasks, self.action_horizon)
+        self.task_action_steps = check_task_intervals(dict(table), self.tasks, self.action_horizon)
         self.seed(seed)
         self._history: deque[dict[str, np.ndarray]] = deque(maxlen=self.obs_horizon)
         self._queue: deque[np.ndarray] = deque()

@@ -17,6 +17,16 @@ def known_goals(tasks: list[str], instructions: dict[str, str]) -> str:
     return ", ".join(f"{t!r} ({instructions[t]!r})" if t in instructions else repr(t) for t in tasks) or "none"
 
 
+def goal_task(instruction: str | None, tasks: list[str], instructions: dict[str, str]) -> str | None:
+    """The task ``instruction`` names (a task name or its stored instruction; none: a single-task
+    policy's task), or None for any other instruction."""
+    if instruction is None:
+        return tasks[0] if len(tasks) == 1 else None
+    if instruction in tasks:
+        return instruction
+    return {text: task for task, text in instructions.items()}.get(instruction)
+
+
 def resolve_goal(
     kind: str,
     instruction: str | None,
@@ -35,12 +45,9 @@ def resolve_goal(
         return {}
     known = known_goals(tasks, instructions)
     if kind == "task":
-        if instruction is None:
-            if len(tasks) == 1:
-                return {"task_id": np.zeros(1, dtype=np.int64)}
+        task = goal_task(instruction, tasks, instructions)
+        if task is None and instruction is None:
             raise DpError(f"this policy was trained on several tasks; reset(instruction) must name one of: {known}")
-        by_instruction = {v: k for k, v in instructions.items()}
-        task = instruction if instruction in tasks else by_instruction.get(instruction)
         if task is None:
             raise DpError(f"unknown instruction {instruction!r}; this policy knows: {known}")
         return {"task_id": np.array([tasks.index(task)], dtype=np.int64)}
@@ -58,14 +65,3 @@ def resolve_goal(
     if embed_new is None:
         raise DpError(f"no language embedding for instruction {instruction!r}; this policy knows: {known}")
     return {"lang_emb": np.asarray(embed_new(instruction, known), dtype=np.float32)[None]}
-
-
-def goal_task(instruction: str | None, tasks: list[str], instructions: dict[str, str]) -> str | None:
-    """The task ``instruction`` names (a task name or its stored instruction; none: a single-task
-    policy's task), or None for any other instruction."""
-    if instruction is None:
-        return tasks[0] if len(tasks) == 1 else None
-    if instruction in tasks:
-        return instruction
-    return {text: task for task, text in instructions.items()}.get(instruction)
-

@@ -78,7 +78,7 @@ class OnnxPolicy(ChunkedRuntime):
             self.goals = {k: np.asarray(v, dtype=np.float32) for k, v in goal["embeddings"].items()}
             self.lang_encoder = goal.get("encoder") or None  # older exports do not name it: known instructions only
             default_steps = int(spec["rti"].get("every", act["n_action_steps"]) if rti else act["n_action_steps"])
-            exported_table = {} if rti else dict(act.get("task_n_action_steps", {}))  # as n_action_steps: without RTI; older exports have none
+            exported_table = dict(act.get("task_n_action_steps", {}))  # older exports have none
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DpError(f"{self.folder / SPEC_FILE}: missing or malformed field ({type(exc).__name__}: {exc}); re-export the folder") from exc
         self.control_freq = spec.get("control_freq")
@@ -88,8 +88,7 @@ class OnnxPolicy(ChunkedRuntime):
         self._full = None if short else self._session(FULL_FILE, options)  # sessions only for the graphs in use
         self._first = self._session(FIRST_FILE, options) if short else self._full
         self._warm = self._session(WARM_FILE, options) if self.rti else None
-        table = {} if n_action_steps else (exported_table if task_action_steps is None else task_action_steps)
-        self._start(n_action_steps or default_steps, seed, table)
+        self._start(n_action_steps, seed, own=default_steps, stored=exported_table, task_action_steps=task_action_steps)
 
     @classmethod
     def load(

@@ -80,11 +80,8 @@ class Policy(ChunkedRuntime):
         self._rti_sigmas = self.rti.for_model(self.model, self.steps) if self.rti else None
         self.cache_experts = cache_experts
         self._samplers: dict[str, CachedSampler] = {}  # built on first use: "full", "warm"
-        # an interval given here holds for every task; a table given here applies; else without RTI (its own
-        # interval) each task runs the interval stored for it (data.task_action_steps)
-        stored = {} if self.rti else data.task_action_steps
-        table = {} if n_action_steps else (stored if task_action_steps is None else task_action_steps)
-        self._start(n_action_steps or (self.rti.every if self.rti else data.n_action_steps), seed, table)
+        self._start(n_action_steps, seed, own=self.rti.every if self.rti else data.n_action_steps, stored=data.task_action_steps,
+                    task_action_steps=task_action_steps)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu", n_action_steps: int | None = None, steps: int | None = None, seed: int = 0, rti: bool | RTISettings = False,

@@ -28,7 +28,7 @@ class Clockwork(ChunkedRuntime):
         self.gate: threading.Event | None = None
         self.guesses: list[np.ndarray | None] = []
         self.threads: set[str] = set()
-        self._start(every, 0, table)
+        self._start(None, 0, own=every, stored=table)
 
     def _sample_chunks(self, noise, window, goal, guess):
         if self.gate is not None:
