@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.reporting.load import Results, SuccessRow
 from bench.reporting.sections_policy import multitask_table, multitask_weakest
-from bench.reporting.spec import MULTITASK_TARGET_METHOD
+from bench.reporting.spec import MULTITASK_TARGET_METHOD, target_method
 from bench.reporting.text import get, num, pct
 
 PAGE = "docs/results.md"
@@ -83,8 +83,10 @@ def _peer_rows(results: Results) -> list[Row]:
 def _robosuite_rows(results: Results) -> list[Row]:
     rows = []
     for task, method, what, note in (("lift", "deploy", "lift, deployed: `dp node` drives the simulated controller", "ONNX + RTI over ZeroMQ, 20 Hz"),
-                                     ("can", "preset", "can (robosuite, state)", "`small` preset, checkpoint chosen on validation"),
-                                     ("square", "torch_every4", "square (robosuite, state): the hardest single task", "a new chunk every 4 steps")):
+                                     ("can", target_method("can"), "can (robosuite, state)",
+                                      "`small` preset; checkpoint, schedule (fitted) and interval (every 8) chosen on validation"),
+                                     ("square", target_method("square"), "square (robosuite, state): the hardest single task",
+                                      "`small` preset on unimodal demonstrations, checkpoint and schedule chosen on validation")):
         if (fig := _success(_find(results, task, method))) is not None:
             row = _find(results, task, method)
             rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note, "#success-in-simulation"])

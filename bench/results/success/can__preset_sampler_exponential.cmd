@@ -1,0 +1,1 @@
+dp eval runs/can_s35/checkpoints/step_0008000 --task can --split test --episodes 100 --seed 0 --workers 2 --schedule exponential --replan-every 8 --json-out can__preset_sampler_exponential.json   # the chosen checkpoint and interval (can__preset_sampler) with the preset's schedule, on the same seeds
