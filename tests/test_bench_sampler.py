@@ -10,14 +10,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import best_row  # noqa: E402
-from bench.sampler_choice import choose, parse_setting, write_choice  # noqa: E402
+from bench.sampler_choice import choose, interval_of, parse_setting, replan_intervals, write_choice  # noqa: E402
 from dp.config import load_config  # noqa: E402
 from dp.stats import wilson_interval  # noqa: E402
 
 
 def row(setting: str, successes: int, score: float, n: int = 50) -> dict:
     values = parse_setting(setting)
-    return {"setting": setting, **values, "passes_per_chunk": values["steps"], "successes": successes, "episodes": n,
+    return {"setting": setting, **values, "replan_every": interval_of(setting), "passes_per_chunk": values["steps"], "successes": successes, "episodes": n,
             "success_rate": successes / n, "success_ci95": list(wilson_interval(successes, n)), "mean_score": score,
             "score_ci95": [score - 0.03, min(1.0, score + 0.03)]}
 
@@ -30,6 +30,26 @@ def test_the_cheapest_setting_inside_the_best_ones_interval_is_chosen():
     rows[2] = row("dpmpp2m:karras:5", 38, 0.85)  # its score falls outside the best score's interval
     assert choose(rows, "pusht")["setting"] == "ddim:exponential:10"
     assert choose(rows, "can")["setting"] == "dpmpp2m:karras:5"  # success alone still fits
+
+
+def test_with_several_intervals_the_fewest_passes_per_executed_action_inside_the_interval_wins():
+    rows = [row("ddim:exponential:10@4", 40, 0.95), row("ddim:exponential:5@4", 37, 0.95), row("ddim:exponential:10@8", 38, 0.95)]
+    assert choose(rows, "can")["setting"] == "ddim:exponential:10@8"  # 1.25 passes an action, as 5@4, with more successes
+    rows.append(row("ddim:exponential:5@8", 39, 0.95))
+    assert choose(rows, "can")["setting"] == "ddim:exponential:5@8"  # 0.625 passes an action
+    rows[-1] = row("ddim:exponential:5@8", 20, 0.95)  # outside the best row's interval: not a candidate
+    assert choose(rows, "can")["setting"] == "ddim:exponential:10@8"
+
+
+def test_intervals_parse_and_bad_ones_are_refused():
+    assert parse_setting("ddim:fitted:10@8") == parse_setting("ddim:fitted:10")
+    assert (interval_of("ddim:fitted:10@8"), interval_of("ddim:fitted:10")) == (8, None)
+    assert (replan_intervals(None), replan_intervals("4"), replan_intervals("4,8")) == ([None], [4], [4, 8])
+    for bad in ("0", "4,4", "4,x", ""):
+        with pytest.raises(SystemExit, match="--replan-every"):
+            replan_intervals(bad)
+    with pytest.raises(SystemExit, match="after @"):
+        interval_of("ddim:fitted:10@0")
 
 
 def test_the_best_setting_ranks_score_first_on_pusht_and_success_first_elsewhere():
@@ -64,6 +84,10 @@ def test_the_choice_is_stored_in_the_checkpoint_config_without_touching_the_run_
     assert (cfg.diffusion.solver, cfg.diffusion.schedule, cfg.diffusion.steps, cfg.diffusion.trim) == ("dpmpp2m", "karras", 5, 0.001)
     assert (ckpt / "config.yaml").read_text().startswith("# diffusion sampler chosen by bench/sampler_choice.py: test note")
     assert yaml.safe_load(run_config.read_text())["diffusion"]["solver"] == "ddim"  # the link's target is untouched
+    assert cfg.data.n_action_steps == build_config("tiny").data.n_action_steps  # no interval named: the policy's own stays
+    write_choice(ckpt, row("ddim:fitted:10@3", 40, 0.95), "with an interval")
+    cfg = load_config(ckpt / "config.yaml")
+    assert (cfg.diffusion.schedule, cfg.data.n_action_steps) == ("fitted", 3)
 
 
 def test_warm_start_modes_parse_and_bad_ones_are_refused():
