@@ -70,10 +70,13 @@ def with_interval(setting: str, every: int | None) -> str:
     return f"{setting.split('@')[0]}@{every}" if every else setting
 
 
-def with_sampler(config_path: Path, values: dict[str, Any]) -> str:
-    """The YAML of the config at ``config_path`` with ``values`` set in its diffusion section."""
+def with_sampler(config_path: Path, values: dict[str, Any], n_action_steps: int | None = None) -> str:
+    """The YAML of the config at ``config_path`` with ``values`` set in its diffusion section, and its
+    re-planning interval (``data.n_action_steps``) where one is given."""
     config = yaml.safe_load(config_path.read_text())
     config.setdefault("diffusion", {}).update(values)
+    if n_action_steps:
+        config.setdefault("data", {})["n_action_steps"] = n_action_steps
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -167,11 +170,7 @@ def write_choice(ckpt: Path, chosen: dict[str, Any], note: str) -> None:
     """Store the chosen sampler, and its interval where it names one, in the checkpoint's config.yaml (the
     tensor files, and their checksums, stay)."""
     path = ckpt / CONFIG_FILE
-    text = with_sampler(path, {k: chosen[k] for k in ("solver", "schedule", "steps", "trim")})
-    if chosen.get("replan_every"):
-        config = yaml.safe_load(text)
-        config.setdefault("data", {})["n_action_steps"] = chosen["replan_every"]
-        text = yaml.safe_dump(config, sort_keys=False)
+    text = with_sampler(path, {k: chosen[k] for k in ("solver", "schedule", "steps", "trim")}, chosen.get("replan_every"))
     path.unlink()  # the checkpoint's config may be a link shared with the run folder: write a file of its own
     path.write_text(f"# diffusion sampler chosen by bench/sampler_choice.py: {note}\n" + text)
 
