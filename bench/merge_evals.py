@@ -1,8 +1,8 @@
 """Merge `dp eval --json-out` files of one policy on one task and split into one row: the episodes of
 each, in the order given (e.g. two processes or machines that ran base seeds 0 and 1). Success and
 its 95% Wilson interval, the mean score and its 95% t-interval are recomputed over all episodes;
-latency is the larger of the parts' medians and p99s. Refuses parts of different policies, tasks or
-splits, and parts that share a seed. Prints the merged JSON.
+latency is the larger of the parts' medians and p99s. Refuses parts of different policies, tasks,
+splits or sampling (the sampler and interval `dp eval` records), and parts that share a seed. Prints the merged JSON.
 
     python bench/merge_evals.py can_test_seed0.json can_test_seed1.json --json-out bench/results/success/can_image__image_preset.json
 """
@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import worst_latency, write_json  # noqa: E402
 from dp.eval.evaluate import EvalResult  # noqa: E402
 
-SAME = ("policy", "task", "split")
+SAME = ("policy", "task", "split", "sampling")
 PER_EPISODE = ("scores", "lengths", "seeds")
 
 
 def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task and split."""
+    """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task, split and sampling."""
     for key in SAME:
         values = {str(p.get(key)) for p in parts}
         if len(values) > 1:
@@ -46,7 +46,8 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     # the figures as dp eval computes them (EvalResult), over every part's episodes
     result = EvalResult(parts[0]["task"], sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts), merged["lengths"],
                         merged["seeds"], np.zeros(0), scores=merged["scores"], split=parts[0]["split"], milestones=milestones)
-    return {"policy": parts[0]["policy"], "merged_from": names, **result.as_dict(),
+    sampling = {"sampling": parts[0]["sampling"]} if parts[0].get("sampling") else {}
+    return {"policy": parts[0]["policy"], **sampling, "merged_from": names, **result.as_dict(),
             "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 
 

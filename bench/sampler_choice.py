@@ -131,16 +131,18 @@ def choose(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
     return min((r for r in rows if inside(r)), key=lambda r: (passes_per_action(r), -r["success_rate"], -(r["mean_score"] or 0)))
 
 
-def chunk_latency(ckpt: Path, settings: list[str], calls: int) -> dict[str, dict[str, float]]:
+def chunk_latency(ckpt: Path, settings: list[str], calls: int, replan_every: int | None = None) -> dict[str, dict[str, float]]:
     """Median and p99 ms of one fully sampled chunk (an episode's first chunk) with each of ``settings``:
-    torch, batch 1, one thread, experts cached, on one observation of the policy's shapes."""
+    torch, batch 1, one thread, experts cached, on one observation of the policy's shapes; and
+    ``per_action_ms``, the median chunk spread over the actions executed from it (the setting's interval,
+    else ``replan_every``, else the policy's own), the sampler's cost per control step."""
     import numpy as np
     import torch
 
     from dp.infer import Policy
 
     torch.set_num_threads(1)
-    policies = {s: Policy.load(ckpt, sampler=parse_setting(s)) for s in settings}
+    policies = {s: Policy.load(ckpt, sampler=parse_setting(s), n_action_steps=interval_of(s) or replan_every) for s in settings}
     first = next(iter(policies.values()))
     rng = np.random.default_rng(0)
     obs = {k: rng.uniform(-1, 1, first.shapes[k]).astype(np.float32) for k in first.lowdim_keys}
@@ -149,7 +151,8 @@ def chunk_latency(ckpt: Path, settings: list[str], calls: int) -> dict[str, dict
     def chunk(policy):
         return lambda: (policy.reset(), policy.predict_chunk(obs))
 
-    return timed({s: chunk(p) for s, p in policies.items()}, calls)
+    times = timed({s: chunk(p) for s, p in policies.items()}, calls)
+    return {s: {**t, "per_action_ms": t["median_ms"] / policies[s].default_action_steps} for s, t in times.items()}
 
 
 def training_cost(ckpt: Path) -> dict[str, Any] | None:
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         test_rows = evaluate_all(tested, args.test_episodes, "test") if args.test_episodes else []
     note = (f"{chosen['setting']} on {args.episodes} validation episodes of {args.task} (seed {args.seed}): success "
             f"{chosen['successes']}/{chosen['episodes']}, the cheapest inside the best setting's interval")
-    latency = chunk_latency(ckpt, tested, args.calls) if args.test_episodes else {}
+    latency = chunk_latency(ckpt, tested, args.calls, replan_every) if args.test_episodes else {}
     if args.write:
         write_choice(ckpt, chosen, note)
     out = {"bench": "sampler_choice", "checkpoint": str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt.name), "task": args.task,

@@ -43,3 +43,12 @@ def test_parts_of_other_tasks_or_the_same_seeds_are_refused(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(SystemExit, match="bad.json: cannot read it as JSON"):
         main([str(tmp_path / "bad.json")])
+
+
+def test_the_sampling_is_carried_and_parts_sampled_otherwise_are_refused():
+    fitted = {"solver": "ddim", "schedule": "fitted", "steps": 10, "replan_every": 8, "rti": False}
+    a, b = {**part([1], [True]), "sampling": fitted}, {**part([2], [False]), "sampling": fitted}
+    assert merge([a, b], ["a", "b"])["sampling"] == fitted
+    with pytest.raises(SystemExit, match="differ in sampling"):
+        merge([a, {**b, "sampling": {**fitted, "replan_every": 4}}], ["a", "b"])
+    assert "sampling" not in merge([part([1], [True]), part([2], [True])], ["a", "b"])  # rows from before dp eval recorded it

@@ -292,6 +292,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     write_results(results)
     readme = tmp_path / "README.md"
     readme.write_text("# dp\n\nintro\n\n## Results\n\nold figures\n\n## Documentation\n\n- docs\n")
+    sampling = {"solver": "dpmpp2m", "schedule": "fitted", "steps": 5, "replan_every": 8, "rti": False}  # what `dp eval` records
+    (results / "success" / "can__preset_sampler.json").write_text(json.dumps({**_eval("can", 100, 98, [0.93, 0.994]), "sampling": sampling}))
     assert report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# dp\n\nintro\n\n## Results\n") and text.endswith("## Documentation\n\n- docs\n")
@@ -300,6 +302,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     assert 2 <= len(rows) <= 10, rows  # a headline, not the page: measured rows only, at most ten
     assert _row(text, "lift, deployed", "success 95.0% (19/20; ", "[more](docs/results.md#success-in-simulation)")
     assert _row(text, "Time per action chunk", "1.5 ms ONNX Runtime + RTI", "full 10-step sampling 5.0 ms")
+    assert _row(text, "can (robosuite, state)", "success 98.0% (98/100; ",
+                "chosen on validation; 5-step DPM-Solver++(2M) on the fitted schedule, a new chunk every 8 actions")
     readme.write_text("# dp\n")
     with pytest.raises(SystemExit, match="no '## Results' section"):
         report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)])
@@ -403,11 +407,12 @@ def test_pusht_state_target_is_checked_on_the_setting_best_on_validation(report,
     page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
     assert "Push-T state success, test, the best setting on validation (sampler_pusht), <= 120 CPU-min of training | — | ≥ 65.0% | **not met** |" in page
     # the cheapest choice may be the reference itself: it is found by its setting, not by its place among the test rows
-    bench.update(chosen="ddim:exponential:10", test_rows=test[:2], chunk_latency_ms={"ddim:exponential:10": {"median_ms": 50.0},
-                                                                                  "ddim:exponential:20": {"median_ms": 100.0}})
+    bench.update(chosen="ddim:exponential:10", test_rows=test[:2], chunk_latency_ms={"ddim:exponential:10": {"median_ms": 50.0, "per_action_ms": 6.25},
+                                                                                  "ddim:exponential:20": {"median_ms": 100.0, "per_action_ms": 12.5}})
     (results / "sampler_pusht.json").write_text(json.dumps(bench))
     page = report.build_page(load(results), tmp_path / "page.md", tmp_path / "img")
     assert "| `ddim:exponential:10` (reference, chosen) |" in page and "| `ddim:exponential:20` (best on validation) |" in page
+    assert _row(page, "`ddim:exponential:20` (best on validation)", "| 100", "| 12.50 |") and "| ms per action |" in page
     assert "inside 10-step DDIM's interval | 10 | ≤ 5 | **not met** |" in page
     assert "10-step DDIM over the choice | 1.00x | ≥ 2.00x | **not met** |" in page
     # a later run is checked when its best validation row ranks first (mean score, then success), not for its test figures

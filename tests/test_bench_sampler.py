@@ -111,10 +111,18 @@ def test_chunk_latency_times_each_setting_and_fewer_passes_take_less_time(tmp_pa
 
     store = make_store(tmp_path / "s.zarr", episodes=2, length=12)
     trainer.train(build_config("tiny", ["train.steps=1"]), [str(store)], tmp_path / "run", progress=False)
-    times = chunk_latency(resolve_checkpoint(tmp_path / "run"), ["ddim:exponential:10", "dpmpp2m:karras:2"], calls=30)
-    assert set(times) == {"ddim:exponential:10", "dpmpp2m:karras:2"}
+    settings = ["ddim:exponential:10", "dpmpp2m:karras:2", "dpmpp2m:karras:2@2"]
+    times = chunk_latency(resolve_checkpoint(tmp_path / "run"), settings, calls=30)
+    assert set(times) == set(settings)
     assert all(t["calls"] == 30 and 0 < t["median_ms"] <= t["p99_ms"] for t in times.values())
     assert times["dpmpp2m:karras:2"]["median_ms"] < 0.7 * times["ddim:exponential:10"]["median_ms"]
+    # per executed action: the chunk over the setting's interval, else the policy's own (the preset's)
+    own = build_config("tiny", []).data.n_action_steps
+    assert times["ddim:exponential:10"]["per_action_ms"] == pytest.approx(times["ddim:exponential:10"]["median_ms"] / own)
+    assert times["dpmpp2m:karras:2@2"]["per_action_ms"] == pytest.approx(times["dpmpp2m:karras:2@2"]["median_ms"] / 2)
+    # one interval for every setting (--replan-every 3): each chunk is spread over 3 actions
+    times = chunk_latency(resolve_checkpoint(tmp_path / "run"), ["dpmpp2m:karras:2"], calls=5, replan_every=3)
+    assert times["dpmpp2m:karras:2"]["per_action_ms"] == pytest.approx(times["dpmpp2m:karras:2"]["median_ms"] / 3)
 
 
 @pytest.mark.slow

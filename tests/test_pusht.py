@@ -155,8 +155,10 @@ def test_dp_eval_runs_a_trained_pusht_policy_and_refuses_it_on_lift(tmp_path, ca
                  "train.steps=4", "train.batch_size=8", "train.val_every=4", "train.ckpt_every=4",
                  "data.obs_keys=[agent_pos,keypoint]", "data.obs_horizon=2", "data.action_horizon=16"]) == 0
     capsys.readouterr()
-    assert main(["eval", str(run), "--task", "pusht", "--episodes", "1", "--seed", "2", "--split", "val", "--json"]) == 0
+    assert main(["eval", str(run), "--task", "pusht", "--episodes", "1", "--seed", "2", "--split", "val", "--json",
+                 "--schedule", "fitted", "--replan-every", "4"]) == 0
     figures = json.loads(capsys.readouterr().out)
+    assert figures["sampling"] == {"solver": "ddim", "schedule": "fitted", "steps": 10, "replan_every": 4, "rti": False}
     assert figures["task"] == "pusht" and figures["split"] == "val" and figures["episodes"] == 1
     assert figures["seeds"] == [seed_for(2, 0, "val")] and len(figures["scores"]) == 1
     assert 0.0 <= figures["mean_score"] <= 1.0 and figures["latency_ms"]["calls"] == figures["lengths"][0]

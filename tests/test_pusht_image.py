@@ -38,6 +38,10 @@ def test_an_image_policy_runs_from_pixels_in_torch_onnx_and_onnx_rti(pusht_image
     seeds = [seed_for(0, i, "val") for i in range(2)]
     for figures in (torch_figures, onnx_figures, rti_figures):
         assert figures["seeds"] == seeds and figures["episodes"] == 2 and len(figures["scores"]) == 2, figures
+    # each row says what sampled it: the export carries the checkpoint's sampler, RTI its own interval
+    assert torch_figures["sampling"]["replan_every"] == 8 and torch_figures["sampling"]["rti"] is False
+    assert onnx_figures["sampling"] == torch_figures["sampling"]
+    assert rti_figures["sampling"] == {**torch_figures["sampling"], "replan_every": 4, "rti": True}
     # the same seeds, the same noise stream: the export acts as the checkpoint does, step for step
     np.testing.assert_allclose(onnx_figures["scores"], torch_figures["scores"], atol=0.02)
 

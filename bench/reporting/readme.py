@@ -39,6 +39,17 @@ def _success(row: SuccessRow | None) -> str | None:
     return f"{pct(row.rate)} ({row.successes}/{row.episodes}; {_interval(row.ci95, lambda v: f'{100 * v:.1f}%')})"
 
 
+def _sampling(row: SuccessRow) -> str:
+    """What sampled the row (`dp eval` records it): "; 10-step DDIM on the fitted schedule, a new chunk every 8
+    actions", or nothing for a row from before `dp eval` recorded it."""
+    s = row.data.get("sampling") or {}
+    if not s.get("solver"):
+        return ""
+    solver = {"ddim": "DDIM", "dpmpp2m": "DPM-Solver++(2M)"}.get(s["solver"], s["solver"])
+    warm = ", RTI warm starts" if s.get("rti") else ""
+    return f"; {s.get('steps')}-step {solver} on the {s.get('schedule')} schedule, a new chunk every {s.get('replan_every')} actions{warm}"
+
+
 def _find(results: Results, task: str, method: str) -> SuccessRow | None:
     return next((r for r in results.success if (r.task, r.method) == (task, method)), None)
 
@@ -84,12 +95,12 @@ def _robosuite_rows(results: Results) -> list[Row]:
     rows = []
     for task, method, what, note in (("lift", "deploy", "lift, deployed: `dp node` drives the simulated controller", "ONNX + RTI over ZeroMQ, 20 Hz"),
                                      ("can", target_method("can"), "can (robosuite, state)",
-                                      "`small` preset; checkpoint, schedule (fitted) and interval (every 8) chosen on validation"),
+                                      "`small` preset; checkpoint, schedule and interval chosen on validation"),
                                      ("square", target_method("square"), "square (robosuite, state): the hardest single task",
                                       "`small` preset on unimodal demonstrations, checkpoint and schedule chosen on validation")):
         if (fig := _success(_find(results, task, method))) is not None:
             row = _find(results, task, method)
-            rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note, "#success-in-simulation"])
+            rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note + _sampling(row), "#success-in-simulation"])
     _, means, pooled = multitask_table(results)
     method = MULTITASK_TARGET_METHOD
     if means.get(method) is not None and method in pooled:

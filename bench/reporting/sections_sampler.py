@@ -104,12 +104,14 @@ def _grid(task: str, b: dict[str, Any]) -> list[str]:
         best, chosen = _best_setting(task, b), b.get("chosen")
         roles = lambda i, r: [role for role, ok in (("reference", i == 0), ("best on validation", r["setting"] == best),
                                                     ("chosen", r["setting"] == chosen)) if ok]
+        per_action = any("per_action_ms" in t for t in times.values())  # benches before it timed chunks only
         body = [[f"`{r['setting']}` ({', '.join(roles(i, r))})", r["passes_per_chunk"], *_figure(r, task),
-                 f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}"]
+                 f"{num(times.get(r['setting'], {}).get('median_ms'))} / {num(times.get(r['setting'], {}).get('p99_ms'))}",
+                 *([num(times.get(r['setting'], {}).get('per_action_ms'), 2)] if per_action else [])]
                 for i, r in enumerate(test)]
         out += [f"Test seeds ({b.get('test_episodes')} episodes each, never used for a choice); time per fully sampled chunk: torch, "
-                "batch 1, one thread, experts cached, interleaved:", "",
-                table([*headers, "Chunk ms (median / p99)"], body), ""]
+                "batch 1, one thread, experts cached, interleaved" + ("; per action: the chunk over the actions executed from it" if per_action else "")
+                + ":", "", table([*headers, "Chunk ms (median / p99)", *(["ms per action"] if per_action else [])], body), ""]
     return out
 
 

@@ -89,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dp.eval.evaluate import evaluate
+    from dp.infer.chunked_runtime import ChunkedRuntime
     from dp.infer.load import load_policy
 
     spec = policy_of(args)
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(policy, task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
                           video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json,
                           workers=args.workers, reload=load)
-        every[result.task] = {"policy": spec, **result.as_dict()}
+        sampling = {"sampling": policy.sampling(result.task)} if isinstance(policy, ChunkedRuntime) else {}  # not a scripted expert
+        every[result.task] = {"policy": spec, **sampling, **result.as_dict()}
         if not args.json:
             print_result(every[result.task])
     figures = next(iter(every.values())) if len(every) == 1 else pooled_figures(spec, args.split, every)

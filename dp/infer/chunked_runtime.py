@@ -62,6 +62,17 @@ class ChunkedRuntime(abc.ABC):
     def lang_dim(self) -> int:
         """The size of a language embedding this policy takes."""
 
+    def _full_sampler(self) -> dict[str, Any]:
+        """The full sampler's ``solver``, ``schedule`` and ``steps`` (none for a runtime that samples no diffusion)."""
+        return {}
+
+    def sampling(self, task: str | None = None) -> dict[str, Any]:
+        """How this policy samples ``task``'s chunks (a task name or instruction; None: the policy's own
+        interval): the full sampler, the re-planning interval and whether RTI warm-starts the chunks
+        after an episode's first. Evaluation rows record it, so a figure says what sampled it."""
+        every = self.interval_for(task) if self.task_action_steps else self.default_action_steps
+        return {**self._full_sampler(), "replan_every": int(every), "rti": bool(self.rti)}
+
     def _start(self, n_action_steps: int | None, seed: int, *, own: int, stored: dict[str, int] | None = None,
                task_action_steps: dict[str, int] | None = None) -> None:
         """Set and check the re-planning intervals, seed the noise and set up the episode state; a

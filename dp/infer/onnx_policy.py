@@ -119,6 +119,10 @@ class OnnxPolicy(ChunkedRuntime):
     def lang_dim(self) -> int:
         return int(self.spec["graphs"][FULL_FILE]["inputs"]["lang_emb"]["shape"][-1])
 
+    def _full_sampler(self) -> dict[str, Any]:
+        sampler = self.spec.get("sampler") or {}  # exports before the sampler choice name no schedule or solver
+        return {"solver": sampler.get("solver"), "schedule": sampler.get("schedule"), "steps": sampler.get("steps")}
+
     def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return goal
 

@@ -113,6 +113,9 @@ class Policy(ChunkedRuntime):
     def lang_dim(self) -> int:
         return int(self.cfg.model.lang_dim)
 
+    def _full_sampler(self) -> dict[str, Any]:
+        return {"solver": self.cfg.diffusion.solver, "schedule": self.cfg.diffusion.schedule, "steps": int(self.steps)}
+
     def _goal_input(self, goal: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(self.device) for k, v in goal.items()}
 
