@@ -82,7 +82,7 @@ EXPECTED = (
 # with the checkpoint and the noise schedule (for `can` also the interval, every 4 or 8) chosen on validation; `square` on
 # unimodal demonstrations, as the five-task policy's `square` is
 SUCCESS_TARGETS = {"lift": 1.0, "can": 0.95, "stack": 0.95, "square": 0.85, "door": 0.98, "lift_image": 1.0, "can_image": 0.90}
-SUCCESS_TARGET_METHOD = {"lift": "torch_every4", "can": "preset_sampler", "square": "unimodal_sampler", "stack": "preset",
+SUCCESS_TARGET_METHOD = {"lift": "torch_every4", "can": "preset_sampler", "square": "unimodal_sampler", "stack": "preset_sampler",
                          "lift_image": "image_preset", "can_image": "image_preset_priv15k"}
 
 
