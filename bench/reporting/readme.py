@@ -97,7 +97,7 @@ def _robosuite_rows(results: Results) -> list[Row]:
                                      ("can", target_method("can"), "can (robosuite, state)",
                                       "`small` preset; checkpoint, schedule and interval chosen on validation"),
                                      ("square", target_method("square"), "square (robosuite, state): the hardest single task",
-                                      "`small` preset on unimodal demonstrations, checkpoint and schedule chosen on validation")):
+                                      "`small` preset on unimodal demonstrations, checkpoint chosen on validation")):
         if (fig := _success(_find(results, task, method))) is not None:
             row = _find(results, task, method)
             rows.append([what, f"success {fig}", row.seeds.replace(" (", ", ").rstrip(")"), note + _sampling(row), "#success-in-simulation"])
