@@ -42,6 +42,13 @@ def test_each_task_re_plans_at_its_own_interval_and_the_others_at_the_policys():
     assert clockwork({}).interval_for("can") == 4  # no table: one interval for every task
 
 
+def test_the_sampling_an_evaluation_records_names_each_tasks_interval():
+    policy = clockwork({"can": 8})
+    assert policy.sampling("can") == {"replan_every": 8, "rti": False}  # a runtime without a diffusion sampler names none
+    assert policy.sampling("fit the square nut")["replan_every"] == 4 and policy.sampling()["replan_every"] == 4
+    assert clockwork({}).sampling("can")["replan_every"] == 4
+
+
 def test_a_lead_must_fit_every_tasks_interval_and_a_switch_shortens_one_set_for_an_episode():
     policy = clockwork({"can": 8})
     with pytest.raises(DpError, match=r"in \[1, 2\] \(the re-planning interval 8"):

@@ -70,8 +70,7 @@ class ChunkedRuntime(abc.ABC):
         """How this policy samples ``task``'s chunks (a task name or instruction; None: the policy's own
         interval): the full sampler, the re-planning interval and whether RTI warm-starts the chunks
         after an episode's first. Evaluation rows record it, so a figure says what sampled it."""
-        every = self.interval_for(task) if self.task_action_steps else self.default_action_steps
-        return {**self._full_sampler(), "replan_every": int(every), "rti": bool(self.rti)}
+        return {**self._full_sampler(), "replan_every": int(self.interval_for(task)), "rti": bool(self.rti)}
 
     def _start(self, n_action_steps: int | None, seed: int, *, own: int, stored: dict[str, int] | None = None,
                task_action_steps: dict[str, int] | None = None) -> None:
