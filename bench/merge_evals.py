@@ -29,8 +29,7 @@ PER_EPISODE = ("scores", "lengths", "seeds")
 def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task, split and sampling."""
     for key in SAME:
-        values = {str(p.get(key)) for p in parts}
-        if len(values) > 1:
+        if any(p.get(key) != parts[0].get(key) for p in parts):  # by value: a dict's key order does not count
             raise SystemExit(f"the parts differ in {key}: {', '.join(f'{n}: {p.get(key)}' for n, p in zip(names, parts))}")
     for part, name in zip(parts, names):
         missing = [k for k in (*PER_EPISODE, "successes", "episodes") if k not in part]

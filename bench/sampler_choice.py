@@ -55,10 +55,11 @@ def parse_setting(text: str) -> dict[str, Any]:
     return {"solver": parts[0], "schedule": parts[1], "steps": int(parts[2]), "trim": float(parts[3]) if len(parts) == 4 else 0.0}
 
 
-def interval_of(text: str) -> int | None:
-    """The re-planning interval a setting names (``ddim:fitted:10@8`` -> 8), or None: the policy's own."""
+def interval_of(text: str, otherwise: int | None = None) -> int | None:
+    """The re-planning interval a setting names (``ddim:fitted:10@8`` -> 8), else ``otherwise`` (None: the
+    policy's own)."""
     if "@" not in text:
-        return None
+        return otherwise
     every = text.split("@", 1)[1]
     if not every.isdigit() or int(every) < 1:
         raise SystemExit(f"sampler setting {text!r}: the interval after @ must be a whole number >= 1")
@@ -102,7 +103,7 @@ def evaluate(ckpt: Path, task: str, setting: str, episodes: int, seed: int, repl
     """`dp eval` of the checkpoint with ``setting`` written into a copy of its config (trim has no flag),
     re-planning every ``replan_every`` actions unless the setting names its own interval."""
     values = parse_setting(setting)
-    replan_every = interval_of(setting) or replan_every
+    replan_every = interval_of(setting, replan_every)
     folder = evaluation_folder(ckpt, setting, work, split)
     out = folder / "eval.json"
     argv = [sys.executable, "-m", "dp.cli", "eval", str(folder), "--task", task, "--split", split, "--episodes", str(episodes),
@@ -142,7 +143,7 @@ def chunk_latency(ckpt: Path, settings: list[str], calls: int, replan_every: int
     from dp.infer import Policy
 
     torch.set_num_threads(1)
-    policies = {s: Policy.load(ckpt, sampler=parse_setting(s), n_action_steps=interval_of(s) or replan_every) for s in settings}
+    policies = {s: Policy.load(ckpt, sampler=parse_setting(s), n_action_steps=interval_of(s, replan_every)) for s in settings}
     first = next(iter(policies.values()))
     rng = np.random.default_rng(0)
     obs = {k: rng.uniform(-1, 1, first.shapes[k]).astype(np.float32) for k in first.lowdim_keys}

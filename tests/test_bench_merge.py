@@ -49,6 +49,10 @@ def test_the_sampling_is_carried_and_parts_sampled_otherwise_are_refused():
     fitted = {"solver": "ddim", "schedule": "fitted", "steps": 10, "replan_every": 8, "rti": False}
     a, b = {**part([1], [True]), "sampling": fitted}, {**part([2], [False]), "sampling": fitted}
     assert merge([a, b], ["a", "b"])["sampling"] == fitted
+    reordered = {**b, "sampling": dict(reversed(fitted.items()))}  # the same sampling, its keys in another order
+    assert merge([a, reordered], ["a", "b"])["sampling"] == fitted
     with pytest.raises(SystemExit, match="differ in sampling"):
         merge([a, {**b, "sampling": {**fitted, "replan_every": 4}}], ["a", "b"])
+    with pytest.raises(SystemExit, match="differ in sampling"):  # temporal ensembling changes the actions too
+        merge([a, {**b, "sampling": {**fitted, "ensemble": 0.01}}], ["a", "b"])
     assert "sampling" not in merge([part([1], [True]), part([2], [True])], ["a", "b"])  # rows from before dp eval recorded it

@@ -49,6 +49,17 @@ def test_the_sampling_an_evaluation_records_names_each_tasks_interval():
     assert clockwork({}).sampling("can")["replan_every"] == 4
 
 
+def test_the_recorded_sampling_names_the_switches_that_change_the_actions():
+    policy = clockwork({})
+    policy.use_temporal_ensemble(0.01)
+    policy.use_discrete_vote(3)
+    assert policy.sampling() == {"replan_every": 4, "rti": False, "ensemble": 0.01, "vote": 3}
+    policy.use_temporal_ensemble(None)
+    policy.use_discrete_vote(1)  # one voter is no vote
+    policy.use_plan_ahead(2)
+    assert policy.sampling() == {"replan_every": 4, "rti": False, "plan_ahead": 2}
+
+
 def test_a_lead_must_fit_every_tasks_interval_and_a_switch_shortens_one_set_for_an_episode():
     policy = clockwork({"can": 8})
     with pytest.raises(DpError, match=r"in \[1, 2\] \(the re-planning interval 8"):

@@ -68,9 +68,13 @@ class ChunkedRuntime(abc.ABC):
 
     def sampling(self, task: str | None = None) -> dict[str, Any]:
         """How this policy samples ``task``'s chunks (a task name or instruction; None: the policy's own
-        interval): the full sampler, the re-planning interval and whether RTI warm-starts the chunks
-        after an episode's first. Evaluation rows record it, so a figure says what sampled it."""
-        return {**self._full_sampler(), "replan_every": int(self.interval_for(task)), "rti": bool(self.rti)}
+        interval): the full sampler, the re-planning interval, whether RTI warm-starts the chunks after
+        an episode's first, and the switches that change the executed actions when they are on
+        (``ensemble``: temporal ensembling's decay, ``vote``: chunks per plan, ``plan_ahead``: the lead in
+        control steps). Evaluation rows record it, so a figure says what sampled it."""
+        switches = {"ensemble": self._ensemble, "vote": self._voters if self._voters > 1 else None, "plan_ahead": self._lead}
+        return {**self._full_sampler(), "replan_every": int(self.interval_for(task)), "rti": bool(self.rti),
+                **{name: value for name, value in switches.items() if value is not None}}
 
     def _start(self, n_action_steps: int | None, seed: int, *, own: int, stored: dict[str, int] | None = None,
                task_action_steps: dict[str, int] | None = None) -> None:
