@@ -294,6 +294,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     readme.write_text("# dp\n\nintro\n\n## Results\n\nold figures\n\n## Documentation\n\n- docs\n")
     sampling = {"solver": "dpmpp2m", "schedule": "fitted", "steps": 5, "replan_every": 8, "rti": False}  # what `dp eval` records
     (results / "success" / "can__preset_sampler.json").write_text(json.dumps({**_eval("can", 100, 98, [0.93, 0.994]), "sampling": sampling}))
+    voted = {**sampling, "solver": "ddim", "steps": 10, "replan_every": 4, "vote": 3}  # a switch that changes the actions
+    (results / "success" / "square__unimodal400.json").write_text(json.dumps({**_eval("square", 100, 79, [0.70, 0.858]), "sampling": voted}))
     assert report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# dp\n\nintro\n\n## Results\n") and text.endswith("## Documentation\n\n- docs\n")
@@ -304,6 +306,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     assert _row(text, "Time per action chunk", "1.5 ms ONNX Runtime + RTI", "full 10-step sampling 5.0 ms")
     assert _row(text, "can (robosuite, state)", "success 98.0% (98/100; ",
                 "chosen on validation; 5-step DPM-Solver++(2M) on the fitted schedule, a new chunk every 8 actions")
+    assert _row(text, "square (robosuite, state)", "success 79.0% (79/100; ",
+                "10-step DDIM on the fitted schedule, a new chunk every 4 actions, the gripper voted by 3 chunks")
     readme.write_text("# dp\n")
     with pytest.raises(SystemExit, match="no '## Results' section"):
         report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)])

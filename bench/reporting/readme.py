@@ -46,8 +46,12 @@ def _sampling(row: SuccessRow) -> str:
     if not s.get("solver"):
         return ""
     solver = {"ddim": "DDIM", "dpmpp2m": "DPM-Solver++(2M)"}.get(s["solver"], s["solver"])
-    warm = ", RTI warm starts" if s.get("rti") else ""
-    return f"; {s.get('steps')}-step {solver} on the {s.get('schedule')} schedule, a new chunk every {s.get('replan_every')} actions{warm}"
+    switches = [", RTI warm starts" if s.get("rti") else "",
+                f", temporal ensembling (decay {s['ensemble']})" if s.get("ensemble") is not None else "",
+                f", the gripper voted by {s['vote']} chunks" if s.get("vote") else "",
+                f", each chunk planned {s['plan_ahead']} steps ahead" if s.get("plan_ahead") else ""]
+    return (f"; {s.get('steps')}-step {solver} on the {s.get('schedule')} schedule, a new chunk every {s.get('replan_every')} "
+            f"actions{''.join(switches)}")
 
 
 def _find(results: Results, task: str, method: str) -> SuccessRow | None:
