@@ -2,7 +2,7 @@
 each, in the order given (e.g. two processes or machines that ran base seeds 0 and 1). Success and
 its 95% Wilson interval, the mean score and its 95% t-interval are recomputed over all episodes;
 latency is the larger of the parts' medians and p99s. Refuses parts of different policies, tasks,
-splits or sampling (the sampler and interval `dp eval` records), and parts that share a seed. Prints the merged JSON.
+splits, sampling (the sampler and interval `dp eval` records) or noise streams (`--noise-seed`), and parts that share a seed. Prints the merged JSON.
 
     python bench/merge_evals.py can_test_seed0.json can_test_seed1.json --json-out bench/results/success/can_image__image_preset.json
 """
@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import worst_latency, write_json  # noqa: E402
 from dp.eval.evaluate import EvalResult  # noqa: E402
 
-SAME = ("policy", "task", "split", "sampling")
+SAME = ("policy", "task", "split", "sampling", "noise_seed")
 PER_EPISODE = ("scores", "lengths", "seeds")
 
 
 def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task, split and sampling."""
+    """One evaluation row from ``parts`` (dp eval's JSON), which must agree on policy, task, split, sampling and noise stream."""
     for key in SAME:
         if any(p.get(key) != parts[0].get(key) for p in parts):  # by value: a dict's key order does not count
             raise SystemExit(f"the parts differ in {key}: {', '.join(f'{n}: {p.get(key)}' for n, p in zip(names, parts))}")
@@ -45,7 +45,7 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     # the figures as dp eval computes them (EvalResult), over every part's episodes
     result = EvalResult(parts[0]["task"], sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts), merged["lengths"],
                         merged["seeds"], np.zeros(0), scores=merged["scores"], split=parts[0]["split"], milestones=milestones)
-    sampling = {"sampling": parts[0]["sampling"]} if parts[0].get("sampling") else {}
+    sampling = {key: parts[0][key] for key in ("sampling", "noise_seed") if parts[0].get(key) is not None}
     return {"policy": parts[0]["policy"], **sampling, "merged_from": names, **result.as_dict(),
             "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 

@@ -56,3 +56,6 @@ def test_the_sampling_is_carried_and_parts_sampled_otherwise_are_refused():
     with pytest.raises(SystemExit, match="differ in sampling"):  # temporal ensembling changes the actions too
         merge([a, {**b, "sampling": {**fitted, "ensemble": 0.01}}], ["a", "b"])
     assert "sampling" not in merge([part([1], [True]), part([2], [True])], ["a", "b"])  # rows from before dp eval recorded it
+    with pytest.raises(SystemExit, match="differ in noise_seed"):  # other noise draws on the same starts
+        merge([a, {**b, "noise_seed": 1}], ["a", "b"])
+    assert merge([{**a, "noise_seed": 1}, {**b, "noise_seed": 1}], ["a", "b"])["noise_seed"] == 1

@@ -113,6 +113,38 @@ def test_evaluate_reports_score_and_success_on_validation_seeds_apart_from_test_
     assert seed_for(0, 5, "test") == seed_for(0, 5, "eval")  # "eval" is the test stream's older name
 
 
+class Noisy(Follow):
+    """A stand-in whose offset is drawn from the noise stream the evaluation seeds, and which keeps its first observation."""
+
+    def seed(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, instruction=None):
+        super().reset(instruction)
+        self.first = None
+
+    def select_action(self, obs):
+        step = self.rng.normal(0, 20, 2)
+        if self.first is None:
+            self.first = (obs["keypoint"].copy(), step)
+        return obs["agent_pos"] + step
+
+
+def test_a_noise_seed_keeps_the_episode_start_and_draws_other_noise():
+    def run(noise_seed):
+        policy = Noisy()
+        seeds = evaluate(policy, "pusht", 1, seed=3, split="val", progress=False, noise_seed=noise_seed).as_dict()["seeds"]
+        return (*policy.first, seeds)
+
+    start, draw, seeds = run(None)
+    start7, draw7, seeds7 = run(7)
+    assert seeds == seeds7 == [seed_for(3, 0, "val")]  # the episode keeps its seed
+    np.testing.assert_array_equal(start, start7)  # and its start
+    assert not np.allclose(draw, draw7)  # another draw of the noise
+    np.testing.assert_array_equal(draw7, run(7)[1])  # reproducible
+    np.testing.assert_array_equal(draw, run(None)[1])  # without it, the noise follows the episode's seed as before
+
+
 def test_policies_that_do_not_fit_the_task_are_refused_before_any_episode():
     class SevenWide(Follow):
         action_dim = 7
@@ -159,6 +191,7 @@ def test_dp_eval_runs_a_trained_pusht_policy_and_refuses_it_on_lift(tmp_path, ca
                  "--schedule", "fitted", "--replan-every", "4"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["sampling"] == {"solver": "ddim", "schedule": "fitted", "steps": 10, "replan_every": 4, "rti": False}
+    assert "noise_seed" not in figures  # recorded only where it was set
     assert figures["task"] == "pusht" and figures["split"] == "val" and figures["episodes"] == 1
     assert figures["seeds"] == [seed_for(2, 0, "val")] and len(figures["scores"]) == 1
     assert 0.0 <= figures["mean_score"] <= 1.0 and figures["latency_ms"]["calls"] == figures["lengths"][0]

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "policy's own tasks, each in turn, with their pooled average")
     parser.add_argument("--episodes", type=int, default=50, help="number of seeded episodes (default 50)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the evaluation episodes (default 0)")
+    parser.add_argument("--noise-seed", type=int, default=None, metavar="N",
+                        help="draw the policy's sampler noise from stream N on the same episode starts (default: from each "
+                             "episode's seed): does an outcome follow the start or the noise?")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes running episodes at once, one torch thread each (default 1: one process); the "
                              "same seeds as one process, in episode order, latencies on one thread")
@@ -102,9 +105,10 @@ def run(args: argparse.Namespace) -> int:
     for task in eval_tasks(args.task, policy):
         result = evaluate(policy, task, args.episodes, seed=args.seed, split=args.split, image_size=args.image_size,
                           video_dir=args.video, video_episodes=args.video_episodes, progress=not args.json,
-                          workers=args.workers, reload=load)
+                          workers=args.workers, reload=load, noise_seed=args.noise_seed)
         sampling = {"sampling": policy.sampling(result.task)} if isinstance(policy, ChunkedRuntime) else {}  # not a scripted expert
-        every[result.task] = {"policy": spec, **sampling, **result.as_dict()}
+        noise = {} if args.noise_seed is None else {"noise_seed": args.noise_seed}
+        every[result.task] = {"policy": spec, **sampling, **noise, **result.as_dict()}
         if not args.json:
             print_result(every[result.task])
     figures = next(iter(every.values())) if len(every) == 1 else pooled_figures(spec, args.split, every)

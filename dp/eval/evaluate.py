@@ -127,6 +127,7 @@ def evaluate(
     progress: bool = True,
     workers: int = 1,
     reload: Callable[[], ActionSource] | None = None,
+    noise_seed: int | None = None,
 ) -> EvalResult:
     """Roll ``policy`` out for ``episodes`` episodes of ``task`` seeded from ``split`` ("val", the
     default, or "test" for figures to report). ``cameras`` are rendered into the observations (default: those the policy declares, at
@@ -136,7 +137,10 @@ def evaluate(
     With ``workers`` > 1 the episodes run in that many spawned processes, each acting with the policy
     that ``reload`` (picklable and without arguments, e.g. ``functools.partial(load_policy, spec)``)
     gives it, on one torch thread: the same seeds as one process, in episode order (a scripted expert's
-    figures are identical; a torch policy's rounding follows its thread count)."""
+    figures are identical; a torch policy's rounding follows its thread count).
+
+    ``noise_seed`` draws the policy's sampler noise from another stream on the same starts (see
+    :func:`dp.sim.rollout.run_episode`): whether an episode's outcome follows its start or its draw."""
     spec = get_task(task)
     if episodes < 1:
         raise DpError(f"--episodes must be at least 1, got {episodes}")
@@ -150,7 +154,7 @@ def evaluate(
     cameras = policy_cameras(policy, spec) if cameras is None else list(cameras)
     if video_dir is not None:
         video_dir.mkdir(parents=True, exist_ok=True)
-    plan = _Plan(spec.name, cameras, image_size, seed, split, video_dir, video_episodes, video_size)
+    plan = _Plan(spec.name, cameras, image_size, seed, split, video_dir, video_episodes, video_size, noise_seed)
     result = EvalResult(spec.name, 0, 0, [], [], np.zeros(0), split=split)
     latencies: list[np.ndarray] = []
     bar = tqdm(total=episodes, desc=f"eval {spec.name}", unit="ep", disable=not progress)
@@ -178,6 +182,7 @@ class _Plan:
     video_dir: Path | None
     video_episodes: int
     video_size: int
+    noise_seed: int | None
 
     def make_env(self) -> Any:
         """The task's env with the policy's cameras (offscreen rendering too when videos are written)."""
@@ -215,7 +220,8 @@ def _episode(env: Any, policy: ActionSource, plan: _Plan, index: int) -> _Outcom
     spec = get_task(plan.task)
     video = plan.video_dir is not None and index < plan.video_episodes
     ep = run_episode(env, policy, seed_for(plan.seed, index, plan.split), record=False, milestones=True,
-                     video_cameras=list(spec.cameras) if video else None, video_size=plan.video_size)
+                     video_cameras=list(spec.cameras) if video else None, video_size=plan.video_size,
+                     noise_seed=plan.noise_seed)
     path = None
     if video:
         path = plan.video_dir / f"{spec.name}_ep{index:03d}_{'success' if ep.success else 'failure'}.mp4"

@@ -72,15 +72,17 @@ def run_episode(
     success_hold: int = 0,
     viewer: bool = False,
     milestones: bool = False,
+    noise_seed: int | None = None,
 ) -> Episode:
     """Roll ``policy`` out from ``env.reset(seed)`` until success (held for ``success_hold`` more
     steps) or the task's horizon; ``success`` means the task was solved at some step. ``record``
     keeps observations and actions for a store; ``video_cameras`` renders those cameras side by
-    side into ``frames`` (the first observation, then one per step)."""
+    side into ``frames`` (the first observation, then one per step). A policy's sampler noise is
+    seeded from ``seed``, or with ``noise_seed`` from both: the same start, other noise draws."""
     spec = env.spec
     obs = env.reset(seed)
     if callable(getattr(policy, "seed", None)):
-        policy.seed(seed)
+        policy.seed(seed if noise_seed is None else int(np.random.SeedSequence([seed, noise_seed]).generate_state(1)[0]))
     policy.reset(instruction=spec.instruction)
     steps: list[dict[str, np.ndarray]] = []
     actions: list[np.ndarray] = []
