@@ -25,7 +25,6 @@ the export's settings: it fixes them).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -36,11 +35,11 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import emit  # noqa: E402
+from bench.merge_evals import paired  # noqa: E402
 from dp.eval.evaluate import policy_cameras  # noqa: E402
 from dp.infer.load import load_policy  # noqa: E402
 from dp.sim.rollout import run_episode, seed_for  # noqa: E402
 from dp.sim.tasks import get_task  # noqa: E402
-from dp.stats import paired_outcomes  # noqa: E402
 
 
 class Shadowed:
@@ -81,18 +80,6 @@ def lockstep(torch_policy: Any, export: Any, task: str, seeds: list[int]) -> dic
     return {"episodes": len(seeds), "steps": int(steps.size), "action_scale": pair.scale,
             "action_difference": {"median": float(np.median(steps)), "p99": float(np.percentile(steps, 99)), "max": float(steps.max())},
             "max_over_scale": float(steps.max()) / max(pair.scale, 1e-12), "per_episode": episodes}
-
-
-def paired(a_json: Path, b_json: Path, a: str = "torch", b: str = "export") -> dict[str, Any]:
-    """:func:`dp.stats.paired_outcomes` of two `dp eval --json-out` files on the same seeds, its keys
-    named after the two (``a``: torch or torch again; ``b``: the export or torch again)."""
-    runs = [json.loads(p.read_text()) for p in (a_json, b_json)]
-    if runs[0].get("seeds") != runs[1].get("seeds") or not runs[0].get("seeds"):
-        raise SystemExit(f"{a_json} and {b_json} are not evaluations on the same seeds (`dp eval --seed S --split SPLIT`)")
-    solved = [[s >= 1.0 for s in x["scores"]] for x in runs]
-    out = paired_outcomes(*solved, runs[0]["scores"], runs[1]["scores"])
-    names = {"successes_a": f"{a}_successes", "successes_b": f"{b}_successes", "only_a": f"{a}_only", "only_b": f"{b}_only"}
-    return {a: str(a_json), b: str(b_json), **{names.get(k, k): v for k, v in out.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import worst_latency, write_json  # noqa: E402
 from dp.eval.evaluate import EvalResult  # noqa: E402
+from dp.stats import paired_outcomes  # noqa: E402
 
 SAME = ("policy", "task", "split", "sampling", "noise_seed")
 PER_EPISODE = ("scores", "lengths", "seeds")
@@ -68,6 +69,18 @@ def read_parts(paths: list[Path]) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as exc:
             raise SystemExit(f"{path}: cannot read it as JSON ({exc})") from None
     return parts
+
+
+def paired(a_json: Path, b_json: Path, a: str = "torch", b: str = "export") -> dict[str, Any]:
+    """:func:`dp.stats.paired_outcomes` of two `dp eval --json-out` files on the same seeds, its keys
+    named after the two (``a``: torch or torch again; ``b``: the export or torch again)."""
+    runs = [json.loads(p.read_text()) for p in (a_json, b_json)]
+    if runs[0].get("seeds") != runs[1].get("seeds") or not runs[0].get("seeds"):
+        raise SystemExit(f"{a_json} and {b_json} are not evaluations on the same seeds (`dp eval --seed S --split SPLIT`)")
+    solved = [[s >= 1.0 for s in x["scores"]] for x in runs]
+    out = paired_outcomes(*solved, runs[0]["scores"], runs[1]["scores"])
+    names = {"successes_a": f"{a}_successes", "successes_b": f"{b}_successes", "only_a": f"{a}_only", "only_b": f"{b}_only"}
+    return {a: str(a_json), b: str(b_json), **{names.get(k, k): v for k, v in out.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,16 +30,24 @@ def mean_interval(values, level: float = 0.95, bounds: tuple[float, float] = (0.
 def paired_outcomes(success_a, success_b, scores_a=None, scores_b=None) -> dict[str, float | int | list[float]]:
     """Two policies on the same episodes (same seeds, same order): the episodes only A solved and only B
     solved, the exact two-sided McNemar p-value of their success rates (a binomial test on those
-    discordant episodes), and with scores the mean of B's minus A's with its 95% t-interval."""
+    discordant episodes), and with scores the mean of B's minus A's with its 95% t-interval.
+
+    Also whether the two fail the same episodes more often than chance: the episodes both failed, the
+    number expected if each failed its episodes independently of the other (failures of A times
+    failures of B over the episodes), and the one-sided p-value of Fisher's exact test on the 2x2
+    table (small: the episodes themselves, their starts or their draws, decide outcomes)."""
     a, b = np.asarray(success_a, dtype=bool), np.asarray(success_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
         raise ValueError(f"paired outcomes need two equal-length lists of episodes, got {a.shape} and {b.shape}")
-    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    from scipy.stats import binomtest  # as above
+    only_a, only_b, both, neither = int((a & ~b).sum()), int((~a & b).sum()), int((a & b).sum()), int((~a & ~b).sum())
+    from scipy.stats import binomtest, fisher_exact  # as above
 
     p = float(binomtest(min(only_a, only_b), only_a + only_b).pvalue) if only_a + only_b else 1.0
+    agreement = float(fisher_exact([[neither, only_b], [only_a, both]], alternative="greater").pvalue)
     out: dict[str, float | int | list[float]] = {"episodes": int(a.size), "successes_a": int(a.sum()), "successes_b": int(b.sum()),
-                                                 "only_a": only_a, "only_b": only_b, "mcnemar_p": p}
+                                                 "only_a": only_a, "only_b": only_b, "mcnemar_p": p, "both_failed": neither,
+                                                 "both_failed_if_independent": float((~a).sum() * (~b).sum() / a.size),
+                                                 "same_failures_p": agreement}
     if scores_a is not None and scores_b is not None:
         diff = np.asarray(scores_b, dtype=np.float64) - np.asarray(scores_a, dtype=np.float64)
         out["score_difference"] = float(diff.mean())

@@ -30,6 +30,16 @@ def test_paired_outcomes_count_the_discordant_episodes_and_test_them_exactly():
         paired_outcomes([True], [True, False])
 
 
+def test_paired_outcomes_tell_whether_the_two_fail_the_same_episodes():
+    a = [False] * 5 + [True] * 15  # A fails episodes 0-4
+    b = [False] * 6 + [True] * 14  # B fails those and episode 5
+    out = paired_outcomes(a, b)
+    assert (out["both_failed"], out["both_failed_if_independent"]) == (5, pytest.approx(5 * 6 / 20))
+    assert out["same_failures_p"] == pytest.approx(comb(6, 5) * comb(14, 0) / comb(20, 5))  # hypergeometric: all 5 among B's 6
+    apart = paired_outcomes([False] * 5 + [True] * 15, [True] * 5 + [False] * 5 + [True] * 10)  # no failure shared
+    assert apart["both_failed"] == 0 and apart["same_failures_p"] == 1.0
+
+
 def test_paired_refuses_evaluations_of_other_seeds(tmp_path):
     for name, seeds in (("a.json", [1, 2]), ("b.json", [1, 3])):
         (tmp_path / name).write_text(json.dumps({"seeds": seeds, "scores": [1.0, 0.0]}))

@@ -59,3 +59,19 @@ def test_the_sampling_is_carried_and_parts_sampled_otherwise_are_refused():
     with pytest.raises(SystemExit, match="differ in noise_seed"):  # other noise draws on the same starts
         merge([a, {**b, "noise_seed": 1}], ["a", "b"])
     assert merge([{**a, "noise_seed": 1}, {**b, "noise_seed": 1}], ["a", "b"])["noise_seed"] == 1
+
+
+def test_paired_evals_compares_two_files_episode_by_episode(tmp_path, capsys):
+    from bench.paired_evals import main as paired_main
+
+    seeds = [1, 2, 3, 4]
+    (tmp_path / "a.json").write_text(json.dumps(part(seeds, [False, False, True, True])))
+    (tmp_path / "b.json").write_text(json.dumps(part(seeds, [False, True, True, False])))
+    assert paired_main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["a_only"], out["b_only"], out["both_failed"], out["both_failed_if_independent"]) == (1, 1, 1, 1.0)
+    (tmp_path / "c.json").write_text(json.dumps(part([5, 6, 7, 8], [True] * 4)))
+    with pytest.raises(SystemExit, match="not evaluations on the same seeds"):
+        paired_main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+    with pytest.raises(SystemExit, match="give two dp eval files"):
+        paired_main([str(tmp_path / "a.json")])
