@@ -72,8 +72,8 @@ def read_parts(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def paired(a_json: Path, b_json: Path, a: str = "torch", b: str = "export") -> dict[str, Any]:
-    """:func:`dp.stats.paired_outcomes` of two `dp eval --json-out` files on the same seeds, its keys
-    named after the two (``a``: torch or torch again; ``b``: the export or torch again)."""
+    """:func:`dp.stats.paired_outcomes` of two `dp eval --json-out` files on the same seeds (an episode is
+    solved when its score is 1), its keys named after the two (``a``, ``b``: e.g. torch and its export)."""
     runs = [json.loads(p.read_text()) for p in (a_json, b_json)]
     if runs[0].get("seeds") != runs[1].get("seeds") or not runs[0].get("seeds"):
         raise SystemExit(f"{a_json} and {b_json} are not evaluations on the same seeds (`dp eval --seed S --split SPLIT`)")
