@@ -192,6 +192,9 @@ def test_dp_eval_runs_a_trained_pusht_policy_and_refuses_it_on_lift(tmp_path, ca
     figures = json.loads(capsys.readouterr().out)
     assert figures["sampling"] == {"solver": "ddim", "schedule": "fitted", "steps": 10, "replan_every": 4, "rti": False}
     assert "noise_seed" not in figures  # recorded only where it was set
+    assert main(["eval", str(run), "--task", "pusht", "--episodes", "1", "--seed", "2", "--split", "val", "--json", "--noise-seed", "5"]) == 0
+    noisy = json.loads(capsys.readouterr().out)
+    assert noisy["noise_seed"] == 5 and noisy["seeds"] == figures["seeds"]  # the same start, the stream recorded
     assert figures["task"] == "pusht" and figures["split"] == "val" and figures["episodes"] == 1
     assert figures["seeds"] == [seed_for(2, 0, "val")] and len(figures["scores"]) == 1
     assert 0.0 <= figures["mean_score"] <= 1.0 and figures["latency_ms"]["calls"] == figures["lengths"][0]
