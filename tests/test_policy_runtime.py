@@ -9,7 +9,7 @@ from dp.cli import main as dp_main
 from dp.data.store import EpisodeStore
 from dp.errors import DpError
 from dp.infer import Policy
-from dp.infer.rti_guess import vote_discrete
+from dp.infer.rti_guess import medoid_chunk, vote_discrete
 from dp.infer.load import load_policy
 from dp.testing.reach_store import make_store
 
@@ -120,6 +120,43 @@ def test_discrete_vote_takes_the_majority_of_chunks_from_the_noise_stream(image_
     assert load_policy(str(run), vote=3)._voters == 3
     with pytest.raises(DpError, match="samples no chunks: the discrete vote"):
         load_policy("expert:lift", vote=3)
+
+
+def test_medoid_is_the_chunk_nearest_the_others_over_the_executed_actions():
+    chunks = np.zeros((4, 10, 7), np.float32)
+    chunks[:, :4, 0] = np.array([0.0, 1.0, 1.2, 5.0])[:, None]  # executed: squared distances to the rest per action 27.44, 17.04, 15.92, 55.44
+    chunks[2, 4:, 0] = 9.0  # what is not executed does not count
+    chunks[..., 6] = 0.4  # a gripper command between the levels is snapped
+    picked = medoid_chunk(chunks, 4, [6])
+    np.testing.assert_array_equal(picked[:, :6], chunks[2, :, :6])
+    np.testing.assert_array_equal(picked[:, 6], 1.0)
+    np.testing.assert_array_equal(medoid_chunk(chunks[2:3], 4, []), chunks[2])  # one chunk: itself
+
+
+def test_chunk_medoid_acts_the_medoid_of_chunks_from_the_noise_stream(image_run):
+    run, frames = image_run
+    policy = Policy.load(run, seed=9)
+    policy.use_chunk_medoid(4)
+    action = policy.select_action(frames[0])
+    noise = np.random.default_rng(9).standard_normal((4, 10, 7), dtype=np.float32)  # the same four draws, one at a time
+    twin = Policy.load(run)
+    chunks = np.stack([twin.predict_chunk(frames[0], noise=row) for row in noise])
+    picked = medoid_chunk(chunks, policy.n_action_steps, [6])
+    np.testing.assert_allclose(action, picked[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(policy._previous, picked, rtol=0, atol=1e-5)  # RTI warm-starts from the acted chunk
+    assert policy.sampling()["medoid"] == 4 and "vote" not in policy.sampling()
+    with pytest.raises(DpError, match="do not combine"):
+        policy.use_discrete_vote(3)
+    for bad in (0, 2.5, -1):
+        with pytest.raises(DpError, match="whole number >= 1"):
+            policy.use_chunk_medoid(bad)
+    policy.use_chunk_medoid(1)  # off
+    policy.use_discrete_vote(3)
+    with pytest.raises(DpError, match="do not combine"):
+        policy.use_chunk_medoid(3)
+    assert load_policy(str(run), medoid=3).sampling()["medoid"] == 3
+    with pytest.raises(DpError, match="samples no chunks: the chunk medoid"):
+        load_policy("expert:lift", medoid=3)
 
 
 def test_temporal_ensemble_acts_the_weighted_mean_of_overlapping_chunks(image_run):

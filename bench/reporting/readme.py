@@ -49,6 +49,7 @@ def _sampling(row: SuccessRow) -> str:
     switches = [", RTI warm starts" if s.get("rti") else "",
                 f", temporal ensembling (decay {s['ensemble']})" if s.get("ensemble") is not None else "",
                 f", the gripper voted by {s['vote']} chunks" if s.get("vote") else "",
+                f", the medoid of {s['medoid']} chunks per plan" if s.get("medoid") else "",
                 f", each chunk planned {s['plan_ahead']} steps ahead" if s.get("plan_ahead") else ""]
     return (f"; {s.get('steps')}-step {solver} on the {s.get('schedule')} schedule, a new chunk every {s.get('replan_every')} "
             f"actions{''.join(switches)}")

@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vote", type=int, default=None, metavar="K",
                         help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
                              "their majority; the arm follows the first (default: one chunk)")
+    parser.add_argument("--medoid", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (one batch in torch) and act their medoid, the one nearest the others "
+                             "over the executed actions (default: one chunk)")
     add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers for an exported folder)")
     parser.add_argument("--plan-ahead", type=plan_ahead_arg, default="auto", metavar="auto|off|N",
                         help="sample each chunk N control steps before the current one runs out, in a worker thread, so the "
@@ -103,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         raise DpError(f"--threads must be >= 1, got {args.threads}")
     if args.no_rti:
         print("dp node: --no-rti is deprecated: full sampling is the default now (RTI with --rti)", file=sys.stderr)
-    policy = load_policy(spec, rti=args.rti, ensemble=args.ensemble, vote=args.vote, importable=True,
+    policy = load_policy(spec, rti=args.rti, ensemble=args.ensemble, vote=args.vote, medoid=args.medoid, importable=True,
                          device=args.device)
 
     from dp.deploy.node import InferenceNode

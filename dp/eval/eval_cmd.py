@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vote", type=int, default=None, metavar="K",
                         help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
                              "their majority; the arm follows the first (default: one chunk)")
+    parser.add_argument("--medoid", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (one batch in torch) and act their medoid, the one nearest the others "
+                             "over the executed actions: a plan less of one noise draw (default: one chunk)")
     parser.add_argument("--plan-ahead", type=int, default=None, metavar="N",
                         help="act as `dp node --plan-ahead N` does: each chunk sampled from the observation N control "
                              "steps before the current chunk runs out, used from N steps in (default: off)")
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     load = functools.partial(
         load_policy, spec, rti=args.rti, rti_steps=args.rti_steps, rti_sigma=args.rti_sigma, rti_every=args.rti_every,
         replan_every=args.replan_every, first_chunk=args.first_chunk, sampler_steps=args.sampler_steps, schedule=args.schedule,
-        solver=args.solver, ensemble=args.ensemble, vote=args.vote, plan_ahead=args.plan_ahead, device=args.device)
+        solver=args.solver, ensemble=args.ensemble, vote=args.vote, medoid=args.medoid, plan_ahead=args.plan_ahead, device=args.device)
     policy = load()
     every = {}
     for task in eval_tasks(args.task, policy):

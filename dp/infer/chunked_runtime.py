@@ -17,7 +17,7 @@ from dp.config import check_task_intervals
 from dp.errors import DpError
 from dp.infer.goals import goal_task, known_goals, resolve_goal
 from dp.infer.observations import check_noise, check_observation
-from dp.infer.rti_guess import Levels, shift_guess, snap_discrete, vote_discrete
+from dp.infer.rti_guess import Levels, medoid_chunk, shift_guess, snap_discrete, vote_discrete
 
 
 class ChunkedRuntime(abc.ABC):
@@ -72,7 +72,8 @@ class ChunkedRuntime(abc.ABC):
         an episode's first, and the switches that change the executed actions when they are on
         (``ensemble``: temporal ensembling's decay, ``vote``: chunks per plan, ``plan_ahead``: the lead in
         control steps). Evaluation rows record it, so a figure says what sampled it."""
-        switches = {"ensemble": self._ensemble, "vote": self._voters if self._voters > 1 else None, "plan_ahead": self._lead}
+        several = self._voters if self._voters > 1 else None
+        switches = {"ensemble": self._ensemble, "medoid" if self._medoid else "vote": several, "plan_ahead": self._lead}
         return {**self._full_sampler(), "replan_every": int(self.interval_for(task)), "rti": bool(self.rti),
                 **{name: value for name, value in switches.items() if value is not None}}
 
@@ -108,6 +109,7 @@ class ChunkedRuntime(abc.ABC):
         self.late_plans = 0  # plans not ready at the step they were due (select_action waited for them)
         self._ensemble: float | None = None  # temporal ensembling's weight decay (None: off)
         self._voters = 1  # chunks sampled per plan; with more than one their majority sets the discrete dimensions
+        self._medoid = False  # with several chunks per plan: act their medoid (in place of the vote)
         self._chunks: deque[tuple[int, np.ndarray]] = deque()  # with ensembling: (step sampled at, chunk)
         self._t = 0  # control steps this episode
         self._goal: dict[str, Any] | None = None
@@ -211,7 +213,10 @@ class ChunkedRuntime(abc.ABC):
     def _keep(self, t: int, chunks: np.ndarray) -> np.ndarray:
         """The plan's chunk from its sampled ``chunks`` (the vote applied), kept as the RTI guess with
         ``t``, the step of the observation it was sampled from."""
-        chunk = vote_discrete(chunks, self.discrete_dims, self.discrete_levels)
+        if self._medoid:
+            chunk = medoid_chunk(chunks, self.n_action_steps, self.discrete_dims, self.discrete_levels)
+        else:
+            chunk = vote_discrete(chunks, self.discrete_dims, self.discrete_levels)
         self._previous, self._previous_t = chunk.copy(), t
         return chunk
 
@@ -259,7 +264,19 @@ class ChunkedRuntime(abc.ABC):
         one draw's. An odd number, so every vote has a majority; 1 turns it off."""
         if int(voters) != voters or voters < 1 or voters % 2 == 0:
             raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
+        if self._medoid and voters > 1:
+            raise DpError("the discrete vote and the chunk medoid do not combine: choose one")
         self._voters = int(voters)
+
+    def use_chunk_medoid(self, chunks: int) -> None:
+        """Sample ``chunks`` chunks per plan from independent noise (one batch in torch) and act their
+        medoid, the one nearest the others over the executed actions (:func:`medoid_chunk`): a plan
+        less of one draw of the noise. 1 turns it off; it does not combine with the discrete vote."""
+        if int(chunks) != chunks or chunks < 1:
+            raise DpError(f"chunk medoid: the number of chunks per plan must be a whole number >= 1, got {chunks}")
+        if self._voters > 1 and not self._medoid and chunks > 1:
+            raise DpError("the discrete vote and the chunk medoid do not combine: choose one")
+        self._voters, self._medoid = int(chunks), chunks > 1
 
     def use_plan_ahead(self, lead: int | None, every: int | None = None) -> None:
         """Plan ahead (real-time chunking of the plan's start): sample each chunk ``lead`` control steps

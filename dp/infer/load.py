@@ -49,6 +49,7 @@ def load_policy(
     solver: str | None = None,
     ensemble: float | None = None,
     vote: int | None = None,
+    medoid: int | None = None,
     plan_ahead: int | None = None,
     importable: bool = False,
     device: str = "cpu",
@@ -64,7 +65,7 @@ def load_policy(
     full-sampling steps, noise schedule and solver (:mod:`dp.diffusion.schedules`, :mod:`dp.diffusion.solvers`).
     ``ensemble`` turns on temporal ensembling of overlapping chunks with that weight decay (trained
     and exported policies); ``vote`` samples that many chunks per plan and sets the gripper by
-    their majority; ``plan_ahead`` samples each chunk that many control steps before it is used
+    their majority; ``medoid`` samples that many and acts their medoid; ``plan_ahead`` samples each chunk that many control steps before it is used
     (:meth:`dp.infer.chunked_runtime.ChunkedRuntime.use_plan_ahead`). ``importable`` also accepts
     ``package.module:Name``. ``device`` (cpu, cuda, cuda:N, mps, auto; :mod:`dp.devices`) is where a
     trained policy runs in torch, or an exported one in ONNX Runtime (its providers); it is checked
@@ -72,7 +73,7 @@ def load_policy(
     sampler = {k: v for k, v in (("steps", sampler_steps), ("schedule", schedule), ("solver", solver)) if v is not None}
     policy = _load(spec, rti, rti_steps, rti_sigma, rti_every, replan_every, first_chunk, sampler, importable, device)
     switches = (("temporal ensembling", ensemble, "use_temporal_ensemble"), ("the discrete vote", vote, "use_discrete_vote"),
-                ("plan-ahead", plan_ahead, "use_plan_ahead"))
+                ("the chunk medoid", medoid, "use_chunk_medoid"), ("plan-ahead", plan_ahead, "use_plan_ahead"))
     for name, value, switch in switches:
         if value is not None:
             if not callable(getattr(policy, switch, None)):

@@ -48,3 +48,12 @@ def vote_discrete(chunks: np.ndarray, discrete_dims: list[int], levels: Levels =
     for d in discrete_dims:
         chunk[:, d] = chunks[:, :, d].mean(0)
     return snap_discrete(chunk, discrete_dims, levels)
+
+
+def medoid_chunk(chunks: np.ndarray, executed: int, discrete_dims: list[int], levels: Levels = None) -> np.ndarray:
+    """The one of ``chunks`` (K, H, A) nearest the others: the least sum of squared distances to them over
+    the first ``executed`` actions (those a robot acts), its discrete dimensions snapped. A sample, not
+    a blend: the mean of chunks that push different ways is a push none of them intended."""
+    acted = chunks[:, :executed].reshape(len(chunks), -1).astype(np.float64)
+    spread = ((acted[:, None] - acted[None]) ** 2).sum(-1).sum(1)
+    return snap_discrete(chunks[int(np.argmin(spread))].copy(), discrete_dims, levels)
