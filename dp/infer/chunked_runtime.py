@@ -70,8 +70,8 @@ class ChunkedRuntime(abc.ABC):
         """How this policy samples ``task``'s chunks (a task name or instruction; None: the policy's own
         interval): the full sampler, the re-planning interval, whether RTI warm-starts the chunks after
         an episode's first, and the switches that change the executed actions when they are on
-        (``ensemble``: temporal ensembling's decay, ``vote``: chunks per plan, ``plan_ahead``: the lead in
-        control steps). Evaluation rows record it, so a figure says what sampled it."""
+        (``ensemble``: temporal ensembling's decay, ``vote`` or ``medoid``: chunks per plan, ``plan_ahead``: the
+        lead in control steps). Evaluation rows record it, so a figure says what sampled it."""
         several = self._voters if self._voters > 1 else None
         switches = {"ensemble": self._ensemble, "medoid" if self._medoid else "vote": several, "plan_ahead": self._lead}
         return {**self._full_sampler(), "replan_every": int(self.interval_for(task)), "rti": bool(self.rti),
@@ -211,7 +211,7 @@ class ChunkedRuntime(abc.ABC):
         return shift_guess(self._previous, self._t - self._previous_t, self.discrete_dims, self.discrete_levels)
 
     def _keep(self, t: int, chunks: np.ndarray) -> np.ndarray:
-        """The plan's chunk from its sampled ``chunks`` (the vote applied), kept as the RTI guess with
+        """The plan's chunk from its sampled ``chunks`` (the vote or the medoid applied), kept as the RTI guess with
         ``t``, the step of the observation it was sampled from."""
         if self._medoid:
             chunk = medoid_chunk(chunks, self.n_action_steps, self.discrete_dims, self.discrete_levels)
