@@ -295,7 +295,10 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     sampling = {"solver": "dpmpp2m", "schedule": "fitted", "steps": 5, "replan_every": 8, "rti": False}  # what `dp eval` records
     (results / "success" / "can__preset_sampler.json").write_text(json.dumps({**_eval("can", 100, 98, [0.93, 0.994]), "sampling": sampling}))
     voted = {**sampling, "solver": "ddim", "steps": 10, "replan_every": 4, "vote": 3}  # a switch that changes the actions
-    (results / "success" / "square__unimodal400.json").write_text(json.dumps({**_eval("square", 100, 79, [0.70, 0.858]), "sampling": voted}))
+    from bench.reporting.spec import target_method
+
+    square = results / "success" / f"square__{target_method('square')}.json"  # the row the README's square line reads
+    square.write_text(json.dumps({**_eval("square", 100, 79, [0.70, 0.858]), "sampling": voted}))
     assert report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# dp\n\nintro\n\n## Results\n") and text.endswith("## Documentation\n\n- docs\n")
