@@ -46,8 +46,8 @@ def merge(parts: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     # the figures as dp eval computes them (EvalResult), over every part's episodes
     result = EvalResult(parts[0]["task"], sum(p["episodes"] for p in parts), sum(p["successes"] for p in parts), merged["lengths"],
                         merged["seeds"], np.zeros(0), scores=merged["scores"], split=parts[0]["split"], milestones=milestones)
-    sampling = {key: parts[0][key] for key in ("sampling", "noise_seed") if parts[0].get(key) is not None}
-    return {"policy": parts[0]["policy"], **sampling, "merged_from": names, **result.as_dict(),
+    recorded = {key: parts[0][key] for key in ("sampling", "noise_seed") if parts[0].get(key) is not None}
+    return {"policy": parts[0]["policy"], **recorded, "merged_from": names, **result.as_dict(),
             "latency_ms": worst_latency([p.get("latency_ms") or {} for p in parts], "per select_action call")}
 
 

@@ -150,6 +150,9 @@ def test_chunk_medoid_acts_the_medoid_of_chunks_from_the_noise_stream(image_run)
     for bad in (0, 2.5, -1):
         with pytest.raises(DpError, match="whole number >= 1"):
             policy.use_chunk_medoid(bad)
+    policy.use_discrete_vote(1)  # one chunk per plan: the medoid is off too
+    assert "medoid" not in policy.sampling() and "vote" not in policy.sampling()
+    policy.use_chunk_medoid(4)
     policy.use_chunk_medoid(1)  # off
     policy.use_discrete_vote(3)
     with pytest.raises(DpError, match="do not combine"):

@@ -266,7 +266,7 @@ class ChunkedRuntime(abc.ABC):
             raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
         if self._medoid and voters > 1:
             raise DpError("the discrete vote and the chunk medoid do not combine: choose one")
-        self._voters = int(voters)
+        self._voters, self._medoid = int(voters), False  # one voter is one chunk: the medoid is off too
 
     def use_chunk_medoid(self, chunks: int) -> None:
         """Sample ``chunks`` chunks per plan from independent noise (one batch in torch) and act their

@@ -58,7 +58,12 @@ def seed_for(base: int, index: int, purpose: str) -> int:
         stream = SEED_STREAMS[purpose]
     except KeyError:
         raise DpError(f"seed purpose {purpose!r} is not one of {', '.join(SEED_STREAMS)}") from None
-    return int(np.random.SeedSequence([stream, base, index]).generate_state(1)[0])
+    return hashed_seed(stream, base, index)
+
+
+def hashed_seed(*parts: int) -> int:
+    """One 32-bit seed hashed from ``parts`` (numpy's SeedSequence): distinct parts, independent streams."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 def run_episode(
@@ -82,7 +87,7 @@ def run_episode(
     spec = env.spec
     obs = env.reset(seed)
     if callable(getattr(policy, "seed", None)):
-        policy.seed(seed if noise_seed is None else int(np.random.SeedSequence([seed, noise_seed]).generate_state(1)[0]))
+        policy.seed(seed if noise_seed is None else hashed_seed(seed, noise_seed))
     policy.reset(instruction=spec.instruction)
     steps: list[dict[str, np.ndarray]] = []
     actions: list[np.ndarray] = []
