@@ -15,6 +15,8 @@ from dp.testing.robot_harness import Commander, StateWatcher
 
 OUTWARD = 1e-5  # metres: a tick that moves an arm outside further out by more than this breaks the rule
 AHEAD = 10  # waypoints per command, one per tick
+TICK_WAIT = 30.0  # seconds to wait for a tick's State (20 Hz ticks): one full run on 2 busy cores once saw no State
+# for 10 s, a stall not seen again alone or beside CPU hogs; the watcher's timeout says what arrived
 
 
 def new_episode(watcher: StateWatcher, cmd: Commander, seed: int) -> P.State:
@@ -33,7 +35,7 @@ def drive(watcher: StateWatcher, cmd: Commander, start: P.State, ticks: int,
         times = s.obs_stamp + np.arange(1, AHEAD + 1) / hz
         cmd.send(P.Command(cmd.sender, cmd.next_seq(), s.boot, s.obs_stamp, mode, times, np.tile(waypoint, (AHEAD, 1)),
                            np.ones(AHEAD), float(times[-1])))
-        s = watcher.wait(lambda x, tick=s.tick: x.tick > tick, 10, after=len(watcher.states) - 1)[1]
+        s = watcher.wait(lambda x, tick=s.tick: x.tick > tick, TICK_WAIT, after=len(watcher.states) - 1)[1]
     by_tick = {x.tick: x for _, x in watcher.states[n - 1:] if x.episode == start.episode and x.tick >= start.tick}
     return [by_tick[t] for t in sorted(by_tick)]
 

@@ -123,6 +123,7 @@ class StateWatcher:
         self.states: list[tuple[float, P.State]] = []
         self.infos: list[P.Info] = []
         self.rejected = 0
+        self.last_error: P.ProtocolError | None = None  # why the latest rejected frame was rejected
         self.on_state = on_state
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -142,8 +143,9 @@ class StateWatcher:
             now = time.monotonic()
             try:
                 msg = P.decode(frame, accept=(P.State, P.Info))
-            except P.ProtocolError:
+            except P.ProtocolError as e:
                 self.rejected += 1
+                self.last_error = e
                 continue
             with self._cond:
                 if isinstance(msg, P.Info):
@@ -168,8 +170,15 @@ class StateWatcher:
                     i += 1
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no State satisfying the condition within {timeout} s ({len(self.states)} seen)")
+                    raise TimeoutError(f"no State satisfying the condition within {timeout} s: {self._seen()}")
                 self._cond.wait(min(left, 0.1))
+
+    def _seen(self) -> str:
+        """What arrived, for a timeout's message: the States, the latest one, the frames rejected and why."""
+        last = self.states[-1][1] if self.states else None
+        where = "" if last is None else f", the latest at tick {last.tick} of episode {last.episode} ({last.mode}) {time.monotonic() - self.states[-1][0]:.1f} s ago"
+        why = f" (the latest: {self.last_error})" if self.last_error else ""
+        return f"{len(self.states)} States seen{where}; {self.rejected} frames rejected{why}"
 
     def wait_info(self, timeout: float) -> P.Info:
         deadline = time.monotonic() + timeout
