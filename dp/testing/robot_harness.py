@@ -175,8 +175,10 @@ class StateWatcher:
 
     def _seen(self) -> str:
         """What arrived, for a timeout's message: the States, the latest one, the frames rejected and why."""
-        last = self.states[-1][1] if self.states else None
-        where = "" if last is None else f", the latest at tick {last.tick} of episode {last.episode} ({last.mode}) {time.monotonic() - self.states[-1][0]:.1f} s ago"
+        where = ""
+        if self.states:
+            arrived, last = self.states[-1]
+            where = f", the latest at tick {last.tick} of episode {last.episode} ({last.mode}) {time.monotonic() - arrived:.1f} s ago"
         why = f" (the latest: {self.last_error})" if self.last_error else ""
         return f"{len(self.states)} States seen{where}; {self.rejected} frames rejected{why}"
 
