@@ -193,3 +193,15 @@ def test_wrist_turn_keeps_the_wrist_in_range():
     assert grasp == pytest.approx(2.0 - np.pi)  # grasping at yaw 2.0 would end at 4.7 rad: take the other side
     assert place == pytest.approx(np.pi / 2)
     assert wrist_turn(object_yaw=0.3, target_yaw=np.pi) is None  # a 2.8 rad turn the wrist cannot make
+
+
+def test_stack_expert_grasps_across_the_line_to_a_close_green_cube(envs):
+    """Cubes 6.9 cm apart: of the two face pairs, "x" opens the fingers toward the green cube and failed on
+    this start, "y" keeps them off the line between the cubes and succeeded (session 38). The expert no
+    longer draws the face pair for such a start; it takes the one clear of the green cube."""
+    env, seed = envs("stack"), 343531647  # base seed 7 of the collect stream: no store or evaluation uses it
+    slices = get_task("stack").object_slices()
+    obj = env.reset(seed)["object"]
+    assert np.linalg.norm(obj[slices["cubeB_pos"]][:2] - obj[slices["cubeA_pos"]][:2]) < 0.075
+    ep = run_episode(env, make_expert("stack", seed=seed), seed)
+    assert ep.strategy.startswith("faces=y") and ep.success, (ep.strategy, ep.length)

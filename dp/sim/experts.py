@@ -28,13 +28,28 @@ class LiftExpert(ScriptedExpert):
 
 
 class StackExpert(ScriptedExpert):
-    """Pick the red cube (either face pair), carry it over the green cube, lower it on top, let go."""
+    """Pick the red cube (either face pair), carry it over the green cube, lower it on top, let go.
+
+    With the cubes' centres closer than ``CLOSE_CUBES`` the face pair is not drawn: the hand's yaw is put
+    nearer the line from the red cube to the green one, so that the open fingers stay off that line. The
+    other face pair opened them toward the green cube: on 40 such starts (base seed 7 of the collect
+    stream, no store's) it failed 18 times, the chosen one never."""
+
+    CLOSE_CUBES = 0.09  # m: the red cube's half-width (0.02), an open finger's reach past it (~0.04), the green one's (0.025)
 
     def plan(self, obs: Obs) -> list[Waypoint]:
         cube_a = lambda o: self.obj(o, "cubeA_pos")
         cube_b = lambda o: self.obj(o, "cubeB_pos")
-        face = self.choose("faces", {"x": 0.0, "y": np.pi / 2})
-        rot = down(nearest_grasp_yaw(yaw_of(self.obj(obs, "cubeA_quat")) + face, np.pi))
+        faces = {"x": 0.0, "y": np.pi / 2}
+        yaws = {name: nearest_grasp_yaw(yaw_of(self.obj(obs, "cubeA_quat")) + turn, np.pi) for name, turn in faces.items()}
+        between = cube_b(obs)[:2] - cube_a(obs)[:2]
+        if np.linalg.norm(between) < self.CLOSE_CUBES:
+            line = np.arctan2(between[1], between[0])
+            face = min(faces, key=lambda name: abs(wrap(yaws[name] - line, np.pi)))  # the hand yaw nearest the line
+            self.strategy["faces"] = face
+        else:
+            face = self.choose("faces", dict(zip(faces, faces)))
+        rot = down(yaws[face])
         carry = self.choose("carry", {"low": 0.08, "high": 0.14})
         on_b = lambda o: cube_b(o) + [0, 0, 0.05]  # half-heights 0.025 (B) + 0.02 (A) + a small gap
         return [
