@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import msgpack
@@ -40,5 +41,7 @@ def test_a_timed_out_wait_names_the_states_seen_and_the_frames_rejected():
         pub.close(linger=0)
         ctx.term()
     message = str(err.value)
-    assert f"{seen} States seen" in message and "the latest at tick 5 of episode 3 (hold)" in message, message
+    count = re.search(r"(\d+) States seen", message)
+    assert count and int(count.group(1)) >= seen > 0, message  # a late copy of the valid State may still have come
+    assert "the latest at tick 5 of episode 3 (hold)" in message, message
     assert "1 frames rejected" in message and "state.ee_pos" in message, message

@@ -33,7 +33,7 @@ class StackExpert(ScriptedExpert):
     With the cubes' centres closer than ``CLOSE_CUBES`` the face pair is not drawn: the hand's yaw is put
     nearer the line from the red cube to the green one, so that the open fingers stay off that line. The
     other face pair opened them toward the green cube: on 40 such starts (base seed 7 of the collect
-    stream, no store's) it failed 18 times, the chosen one never."""
+    stream, which no store uses) it failed 18 times, the chosen one never."""
 
     CLOSE_CUBES = 0.09  # m: the red cube's half-width (0.02), an open finger's reach past it (~0.04), the green one's (0.025)
 
