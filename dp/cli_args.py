@@ -75,6 +75,16 @@ def policy_of(args: argparse.Namespace) -> str:
     return given[0]
 
 
+def add_chunks_per_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--vote K`` and ``--medoid K``: several chunks sampled per plan, combined (`dp eval` and `dp node` alike)."""
+    parser.add_argument("--vote", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
+                             "their majority; the arm follows the first (default: one chunk)")
+    parser.add_argument("--medoid", type=int, default=None, metavar="K",
+                        help="sample K chunks per plan (one batch in torch) and act their medoid, the one nearest the others "
+                             "over the executed actions: a plan less of one noise draw (default: one chunk)")
+
+
 def replan_interval(text: str) -> int | dict[str, int]:
     """A re-planning interval: ``N`` (every task) or ``TASK=N,TASK=N`` (those tasks; the others keep the policy's own)."""
     try:

@@ -24,7 +24,7 @@ import signal
 import sys
 from pathlib import Path
 
-from dp.cli_args import add_policy_argument, policy_of, switch
+from dp.cli_args import add_chunks_per_plan_arguments, add_policy_argument, policy_of, switch
 from dp.devices import add_device_argument
 from dp.errors import DpError
 from dp.infer.load import load_policy
@@ -54,12 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rti", action="store_true", help="deprecated: full sampling is the default now (RTI with --rti)")
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling of overlapping chunks (ACT), weights exp(-DECAY * i) with i = 0 for the oldest (default: off)")
-    parser.add_argument("--vote", type=int, default=None, metavar="K",
-                        help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
-                             "their majority; the arm follows the first (default: one chunk)")
-    parser.add_argument("--medoid", type=int, default=None, metavar="K",
-                        help="sample K chunks per plan (one batch in torch) and act their medoid, the one nearest the others "
-                             "over the executed actions (default: one chunk)")
+    add_chunks_per_plan_arguments(parser)
     add_device_argument(parser, "where the policy runs (in torch, or on ONNX Runtime's providers for an exported folder)")
     parser.add_argument("--plan-ahead", type=plan_ahead_arg, default="auto", metavar="auto|off|N",
                         help="sample each chunk N control steps before the current one runs out, in a worker thread, so the "

@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dp.cli_args import add_deprecated_alias, add_policy_argument, policy_of, replan_interval
+from dp.cli_args import add_chunks_per_plan_arguments, add_deprecated_alias, add_policy_argument, policy_of, replan_interval
 from dp.devices import add_device_argument
 from dp.errors import DpError
 from dp.infer.load import add_sampler_arguments
@@ -74,12 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=float, default=None, metavar="DECAY",
                         help="temporal ensembling (ACT): act the mean of every overlapping chunk's prediction, weights "
                              "exp(-DECAY * i), i = 0 for the oldest chunk (ACT uses 0.01); with --replan-every 1 it re-plans every step")
-    parser.add_argument("--vote", type=int, default=None, metavar="K",
-                        help="sample K chunks per plan (K odd; one batch in torch) and set the gripper, step by step, to "
-                             "their majority; the arm follows the first (default: one chunk)")
-    parser.add_argument("--medoid", type=int, default=None, metavar="K",
-                        help="sample K chunks per plan (one batch in torch) and act their medoid, the one nearest the others "
-                             "over the executed actions: a plan less of one noise draw (default: one chunk)")
+    add_chunks_per_plan_arguments(parser)
     parser.add_argument("--plan-ahead", type=int, default=None, metavar="N",
                         help="act as `dp node --plan-ahead N` does: each chunk sampled from the observation N control "
                              "steps before the current chunk runs out, used from N steps in (default: off)")

@@ -264,9 +264,7 @@ class ChunkedRuntime(abc.ABC):
         one draw's. An odd number, so every vote has a majority; 1 turns it off."""
         if int(voters) != voters or voters < 1 or voters % 2 == 0:
             raise DpError(f"discrete vote: the number of voting chunks must be odd and >= 1, got {voters}")
-        if self._medoid and voters > 1:
-            raise DpError("the discrete vote and the chunk medoid do not combine: choose one")
-        self._voters, self._medoid = int(voters), False  # one voter is one chunk: the medoid is off too
+        self._chunks_per_plan(int(voters), medoid=False)
 
     def use_chunk_medoid(self, chunks: int) -> None:
         """Sample ``chunks`` chunks per plan from independent noise (one batch in torch) and act their
@@ -274,9 +272,14 @@ class ChunkedRuntime(abc.ABC):
         less of one draw of the noise. 1 turns it off; it does not combine with the discrete vote."""
         if int(chunks) != chunks or chunks < 1:
             raise DpError(f"chunk medoid: the number of chunks per plan must be a whole number >= 1, got {chunks}")
-        if self._voters > 1 and not self._medoid and chunks > 1:
+        self._chunks_per_plan(int(chunks), medoid=True)
+
+    def _chunks_per_plan(self, count: int, medoid: bool) -> None:
+        """``count`` chunks per plan, combined by their medoid or by the discrete vote: one at a time (one
+        chunk is neither, so it turns both off)."""
+        if count > 1 and self._voters > 1 and self._medoid != medoid:
             raise DpError("the discrete vote and the chunk medoid do not combine: choose one")
-        self._voters, self._medoid = int(chunks), chunks > 1
+        self._voters, self._medoid = count, medoid and count > 1
 
     def use_plan_ahead(self, lead: int | None, every: int | None = None) -> None:
         """Plan ahead (real-time chunking of the plan's start): sample each chunk ``lead`` control steps

@@ -40,15 +40,15 @@ class StackExpert(ScriptedExpert):
     def plan(self, obs: Obs) -> list[Waypoint]:
         cube_a = lambda o: self.obj(o, "cubeA_pos")
         cube_b = lambda o: self.obj(o, "cubeB_pos")
-        faces = {"x": 0.0, "y": np.pi / 2}
-        yaws = {name: nearest_grasp_yaw(yaw_of(self.obj(obs, "cubeA_quat")) + turn, np.pi) for name, turn in faces.items()}
+        yaw_a = yaw_of(self.obj(obs, "cubeA_quat"))
+        yaws = {name: nearest_grasp_yaw(yaw_a + turn, np.pi) for name, turn in (("x", 0.0), ("y", np.pi / 2))}
         between = cube_b(obs)[:2] - cube_a(obs)[:2]
         if np.linalg.norm(between) < self.CLOSE_CUBES:
             line = np.arctan2(between[1], between[0])
-            face = min(faces, key=lambda name: abs(wrap(yaws[name] - line, np.pi)))  # the hand yaw nearest the line
+            face = min(yaws, key=lambda name: abs(wrap(yaws[name] - line, np.pi)))  # the hand yaw nearest the line
             self.strategy["faces"] = face
         else:
-            face = self.choose("faces", dict(zip(faces, faces)))
+            face = self.choose("faces", {name: name for name in yaws})
         rot = down(yaws[face])
         carry = self.choose("carry", {"low": 0.08, "high": 0.14})
         on_b = lambda o: cube_b(o) + [0, 0, 0.05]  # half-heights 0.025 (B) + 0.02 (A) + a small gap
