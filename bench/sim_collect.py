@@ -10,6 +10,8 @@ Prints one JSON object:
 
     nice -n 10 python bench/sim_collect.py                       # full run (50 episodes per task)
     nice -n 10 python bench/sim_collect.py --episodes 5 --throughput-episodes 4   # a quick run
+    python bench/sim_collect.py --tasks stack --throughput-episodes 0 --update bench/results/sim_collect.json
+        # one expert measured again (after a change to it), the rest of the file kept
 """
 
 from __future__ import annotations
@@ -80,18 +82,22 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task for expert success")
     parser.add_argument("--tasks", default=",".join(TASKS), help="tasks to measure")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the success runs")
-    parser.add_argument("--throughput-episodes", type=int, default=12, help="lift episodes per throughput run")
+    parser.add_argument("--throughput-episodes", type=int, default=12,
+                        help="lift episodes per throughput run (0: no throughput or step-time runs)")
+    parser.add_argument("--update", type=Path, metavar="JSON",
+                        help="an earlier output of this bench: print it with what this run measured replaced")
     args = parser.parse_args()
-    result: dict = {"experts": {}, "throughput": [], "env_step_ms": {}}
+    result: dict = json.loads(args.update.read_text()) if args.update else {}
+    result.setdefault("experts", {})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for task in args.tasks.split(","):
             result["experts"][task] = expert_success(task, args.episodes, args.workers, root)
-        for cameras in ([], list(CAMERAS)):
-            for workers in (1, 2):
-                result["throughput"].append(throughput(args.throughput_episodes, workers, cameras, root))
-        result["env_step_ms"] = {"state_only": step_time([]), "two_cameras_84": step_time(list(CAMERAS))}
-    result["cpu_count"] = os.cpu_count()
+        if args.throughput_episodes > 0:
+            result["throughput"] = [throughput(args.throughput_episodes, workers, cameras, root)
+                                    for cameras in ([], list(CAMERAS)) for workers in (1, 2)]
+            result["env_step_ms"] = {"state_only": step_time([]), "two_cameras_84": step_time(list(CAMERAS))}
+            result["cpu_count"] = os.cpu_count()
     print(json.dumps(result, indent=2))
 
 
