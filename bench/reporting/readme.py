@@ -101,6 +101,9 @@ def _robosuite_rows(results: Results) -> list[Row]:
     for task, method, what, note in (("lift", "deploy", "lift, deployed: `dp node` drives the simulated controller", "ONNX + RTI over ZeroMQ, 20 Hz"),
                                      ("can", target_method("can"), "can (robosuite, state)",
                                       "`small` preset; checkpoint, schedule and interval chosen on validation"),
+                                     ("can_image", target_method("can_image"), "can from two 84x84 cameras (robosuite)",
+                                      "`robosuite-image` preset, the object state a training-only target, its final checkpoint "
+                                      "fixed in advance; schedule and interval chosen on validation"),
                                      ("square", target_method("square"), "square (robosuite, state): the hardest single task",
                                       "`small` preset on unimodal demonstrations, checkpoint chosen on validation")):
         if (fig := _success(_find(results, task, method))) is not None:
@@ -116,18 +119,9 @@ def _robosuite_rows(results: Results) -> list[Row]:
     return rows
 
 
-def _latency_rows(results: Results) -> list[Row]:
-    state = get(results.bench("latency"), "small_state") or {}
-    if not get(state, "onnx_rti", "median_ms"):
-        return []
-    return [["Time per action chunk, `small` preset (state, batch 1, one thread)",
-             f"{num(get(state, 'onnx_rti', 'median_ms'), 1)} ms ONNX Runtime + RTI (p99 {num(get(state, 'onnx_rti', 'p99_ms'), 1)})",
-             "held-out windows", f"full 10-step sampling {num(get(state, 'onnx_full', 'median_ms'), 1)} ms", "#inference-latency"]]
-
-
 def headline_rows(results: Results) -> list[Row]:
     """The README's rows: [what, figure, seeds, note, anchor on the results page], at most ten."""
-    rows = [*_pusht_rows(results), *_peer_rows(results), *_robosuite_rows(results), *_latency_rows(results)]
+    rows = [*_pusht_rows(results), *_peer_rows(results), *_robosuite_rows(results)]  # the latency figure is the LeRobot row's
     return rows[:10]
 
 
