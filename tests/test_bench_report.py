@@ -299,6 +299,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
 
     square = results / "success" / f"square__{target_method('square')}.json"  # the row the README's square line reads
     square.write_text(json.dumps({**_eval("square", 100, 79, [0.70, 0.858]), "sampling": voted}))
+    can_image = results / "success" / f"can_image__{target_method('can_image')}.json"  # the row the README's image line reads
+    can_image.write_text(json.dumps({**_eval("can", 100, 90, [0.826, 0.945]), "sampling": sampling}))
     assert report.main(["--results", str(results), "--out", str(tmp_path / "r.md"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith("# dp\n\nintro\n\n## Results\n") and text.endswith("## Documentation\n\n- docs\n")
@@ -306,7 +308,8 @@ def test_readme_section_is_rewritten_in_place(report, tmp_path):
     rows = [line for line in text.split("## Results")[1].splitlines() if line.startswith("| ") and not line.startswith("| What")]
     assert 2 <= len(rows) <= 10, rows  # a headline, not the page: measured rows only, at most ten
     assert _row(text, "lift, deployed", "success 95.0% (19/20; ", "[more](docs/results.md#success-in-simulation)")
-    assert _row(text, "Time per action chunk", "1.5 ms ONNX Runtime + RTI", "full 10-step sampling 5.0 ms")
+    assert "Time per action chunk, `small` preset" not in text  # the latency figure is the LeRobot row's
+    assert _row(text, "can from two 84x84 cameras", "success 90.0% (90/100; ", "schedule and interval chosen on validation; 5-step")
     assert _row(text, "can (robosuite, state)", "success 98.0% (98/100; ",
                 "chosen on validation; 5-step DPM-Solver++(2M) on the fitted schedule, a new chunk every 8 actions")
     assert _row(text, "square (robosuite, state)", "success 79.0% (79/100; ",
