@@ -43,13 +43,11 @@ class StackExpert(ScriptedExpert):
         yaw_a = yaw_of(self.obj(obs, "cubeA_quat"))
         yaws = {name: nearest_grasp_yaw(yaw_a + turn, np.pi) for name, turn in (("x", 0.0), ("y", np.pi / 2))}
         between = cube_b(obs)[:2] - cube_a(obs)[:2]
-        if np.linalg.norm(between) < self.CLOSE_CUBES:
+        if np.linalg.norm(between) < self.CLOSE_CUBES:  # only the face pair with the hand yaw nearest the line is open
             line = np.arctan2(between[1], between[0])
-            face = min(yaws, key=lambda name: abs(wrap(yaws[name] - line, np.pi)))  # the hand yaw nearest the line
-            self.strategy["faces"] = face
-        else:
-            face = self.choose("faces", {name: name for name in yaws})
-        rot = down(yaws[face])
+            nearest = min(yaws, key=lambda name: abs(wrap(yaws[name] - line, np.pi)))
+            yaws = {nearest: yaws[nearest]}
+        rot = down(self.choose("faces", yaws))
         carry = self.choose("carry", {"low": 0.08, "high": 0.14})
         on_b = lambda o: cube_b(o) + [0, 0, 0.05]  # half-heights 0.025 (B) + 0.02 (A) + a small gap
         return [
