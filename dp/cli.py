@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 
-from dp.cli_args import version
-from dp.errors import DpError
+from dp.cli_args import run_reporting_errors, version
 
 # name -> (module, one-line help). Order is the order of the path, from data to robot.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,16 +39,6 @@ def _usage() -> str:
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`dp <command> --help` explains a command's options and ends with an example."]
     return "\n".join(lines)
-
-
-def error_message(exc: DpError) -> str:
-    """What to print of a DpError: its message, or for one re-raised from a DataLoader worker (torch
-    puts the worker's traceback into the message) the original message, without the traceback."""
-    lines = str(exc).splitlines()
-    if not any(line.startswith("Original Traceback") for line in lines):
-        return str(exc)
-    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  ")), default=0)
-    return re.sub(r"^[\w.]+: ", "", " ".join(lines[last_frame + 1:]))  # less the exception's class name
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -81,14 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dp: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     args = build_parser(name).parse_args(rest)
-    try:
-        return int(args._run(args) or 0)
-    except KeyboardInterrupt:
-        print(f"dp {name}: interrupted", file=sys.stderr)
-        return 130
-    except DpError as exc:
-        print(f"dp {name}: error: {error_message(exc)}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(name, args._run, args)
 
 
 if __name__ == "__main__":

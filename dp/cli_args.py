@@ -1,5 +1,5 @@
 """What the `dp` commands share on their command lines: the POLICY argument, old flag spellings kept
-as deprecated aliases for one release, and the package's version.
+as deprecated aliases for one release, how a command reports its errors, and the package's version.
 
 Standard library only (and :mod:`dp.errors`), so `dp --help` and `dp --version` stay fast.
 """
@@ -7,12 +7,36 @@ Standard library only (and :mod:`dp.errors`), so `dp --help` and `dp --version` 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Callable
 from importlib import metadata
 
 from dp.errors import DpError
 
 DISTRIBUTION = "dp"
+
+
+def error_message(exc: DpError) -> str:
+    """What to print of a DpError: its message, or for one re-raised from a DataLoader worker (torch
+    puts the worker's traceback into the message) the original message, without the traceback."""
+    lines = str(exc).splitlines()
+    if not any(line.startswith("Original Traceback") for line in lines):
+        return str(exc)
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  ")), default=0)
+    return re.sub(r"^[\w.]+: ", "", " ".join(lines[last_frame + 1:]))  # less the exception's class name
+
+
+def run_reporting_errors(name: str, run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run command ``name``: its exit code, or 1 with ``dp NAME: error: ...`` for a DpError, 130 on Ctrl-C."""
+    try:
+        return int(run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"dp {name}: interrupted", file=sys.stderr)
+        return 130
+    except DpError as exc:
+        print(f"dp {name}: error: {error_message(exc)}", file=sys.stderr)
+        return 1
 
 
 def version() -> str:

@@ -141,3 +141,13 @@ def test_the_node_samples_fully_unless_rti_is_switched_on(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["exported/lift", "--rti=maybe"])
     assert "expected on or off, got 'maybe'" in capsys.readouterr().err
+
+
+def test_torchruns_entry_point_reports_errors_as_dp_train_does(tmp_path):
+    missing = tmp_path / "nope.zarr"
+    argv = ["--data", str(missing), "--out", str(tmp_path / "run")]
+    via_dp = _dp("train", *argv)
+    via_module = subprocess.run([sys.executable, "-m", "dp.train", *argv], capture_output=True, text=True, timeout=120)
+    assert via_dp.returncode == via_module.returncode == 1
+    assert via_module.stderr.startswith("dp train: error: ") and "nope.zarr" in via_module.stderr
+    assert via_module.stderr == via_dp.stderr

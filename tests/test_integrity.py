@@ -22,7 +22,8 @@ import pytest
 import zarr
 from torch.utils import data as torch_data
 
-from dp.cli import error_message, main
+from dp.cli import main
+from dp.cli_args import error_message
 from dp.data.formats import dp_zarr, libero_import
 from dp.data.formats.cards import card_from_dict, load_card
 from dp.data.formats.pipeline import run_import
