@@ -1,0 +1,7 @@
+dp collect --task lift --episodes 100 --out data/lift_img.zarr --cameras agentview,robot0_eye_in_hand --seed 0 --workers 1   # 100/100 attempts, 6 min
+dp train --data data/lift_img.zarr --preset small --out runs/lift_img_priv "data.obs_keys=[robot0_eef_pos,robot0_eef_quat,robot0_gripper_qpos,agentview_image,robot0_eye_in_hand_image]" "data.privileged_keys=[object]" model.aug_shift=0 train.steps=3000 train.batch_size=64 train.threads=2 train.ckpt_every=500 train.val_every=500   # session 25's 98/100 recipe trained again: 33 min on two threads (bf16 autocast), 28 CPU-min to step 2000
+# validation, 50 episodes each (base seed 0), stage 1: steps 2000 / 2500 / 3000 at the preset's sampler (exponential, a new chunk every 4): 48, 46, 45
+dp eval runs/lift_img_priv/checkpoints/step_0002000 --task lift --split val --episodes 50 --workers 2 --schedule exponential --replan-every 4   # 48/50: step 2000 chosen
+# stage 2, step 2000: exponential every 8: 47; fitted every 4: 50; fitted every 8: 47
+dp eval runs/lift_img_priv/checkpoints/step_0002000 --task lift --split val --episodes 50 --workers 2 --schedule fitted --replan-every 4   # 50/50: chosen
+dp eval runs/lift_img_priv/checkpoints/step_0002000 --task lift --split test --episodes 100 --seed 0 --workers 2 --schedule fitted --replan-every 4 --json-out lift_image__image_priv_sampler.json   # 93/100; the preset's row on the same starts: 83/100 (paired: 16 won, 6 lost, McNemar p = 0.05)
