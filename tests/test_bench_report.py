@@ -356,8 +356,8 @@ def test_pusht_image_targets_are_checked_on_the_recipe_validation_chose(report, 
     assert "`pusht_image_obs1`" in page and page.count("Validation curve") == 3
     assert "| 8000 | 10.0 | 15 | 50 | 0.820 | 28.0% |" in page  # CPU minutes from the run's CPU / wall ratio
     assert "| 10000 | 0.0 | 100 | 50 | 0.860 | 30.0% |" in page  # CPU minutes as logged
-    from bench.reporting.readme import _pusht_rows
-    headline = {row[0]: row for row in _pusht_rows(load(tmp_path))}["Push-T from the 96x96 view (same data, pixels only)"]
+    from bench.reporting.readme import headline_rows
+    headline = {row[0]: row for row in headline_rows(load(tmp_path))}["Push-T from the 96x96 view (same data, pixels only)"]
     assert headline[1].startswith("score 0.850") and headline[3].startswith("100 CPU-min of training")  # the recipe chosen
 
 
