@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -43,11 +44,23 @@ def write_json(out: dict[str, Any], json_out: Path | None) -> None:
         json_out.write_text(text + "\n")
 
 
+def cpu_model() -> str:
+    """This machine's CPU as /proc/cpuinfo names it (with ``+AMX`` where it has AMX tiles), or what the
+    platform module says elsewhere: latency and speed figures depend on it, and machines change."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.machine())
+    return model + (" +AMX" if " amx_tile" in info else "")
+
+
 def emit(out: dict[str, Any], started: float, json_out: Path | None) -> None:
-    """Add the wall time since ``started`` (perf_counter) and the 1-minute load to ``out``, then print and
+    """Add the wall time since ``started`` (perf_counter), the 1-minute load and the CPU to ``out``, then print and
     write it as :func:`write_json` does."""
     out["total_s"] = round(time.perf_counter() - started, 1)
     out["load_average_1min"] = round(os.getloadavg()[0], 2)
+    out.setdefault("cpu", cpu_model())
     write_json(out, json_out)
 
 

@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -50,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import timed  # noqa: E402
+from bench.common import cpu_model, timed  # noqa: E402
 from dp.config import Config, build_config  # noqa: E402
 from dp.data.normalize import Normalizer  # noqa: E402
 from dp.eval.warm_starts import evaluate_warm_starts  # noqa: E402
@@ -236,7 +235,7 @@ def main() -> int:
     rti = RTISettings(args.rti_steps or default.steps, args.rti_sigma or default.sigma_start)
     precisions = [p for p in args.precisions.split(",") if p]
     report: dict = {
-        "machine": {"cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "threads": args.threads,
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "threads": args.threads,
                     "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__},
         "rti": {"steps": rti.steps, "sigma_start": rti.sigma_start, "every": rti.every},
         "first": {"steps": rti.first_steps, "sigma_start": rti.first_sigma},

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from dp.cli_args import run_reporting_errors, version
+from dp.cli_args import command_parser, run_reporting_errors, version
 
 # name -> (module, one-line help). Order is the order of the path, from data to robot.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -44,16 +44,7 @@ def _usage() -> str:
 def build_parser(name: str) -> argparse.ArgumentParser:
     """The argument parser of one command (imports that command's module)."""
     module_name, help_ = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
-        prog=f"dp {name}",
-        description=(module.__doc__ or help_).strip(),
-        epilog=f"example:\n  {module.EXAMPLE}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    module.add_arguments(parser)
-    parser.set_defaults(_run=module.run)
-    return parser
+    return command_parser(importlib.import_module(module_name), f"dp {name}", help_)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """What the `dp` commands share on their command lines: the POLICY argument, old flag spellings kept
-as deprecated aliases for one release, how a command reports its errors, and the package's version.
+as deprecated aliases for one release, a command's parser, how it reports its errors, and the package's version.
 
 Standard library only (and :mod:`dp.errors`), so `dp --help` and `dp --version` stay fast.
 """
@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Callable
 from importlib import metadata
+from types import ModuleType
 
 from dp.errors import DpError
 
@@ -25,6 +26,20 @@ def error_message(exc: DpError) -> str:
         return str(exc)
     last_frame = max((i for i, line in enumerate(lines) if line.startswith("  ")), default=0)
     return re.sub(r"^[\w.]+: ", "", " ".join(lines[last_frame + 1:]))  # less the exception's class name
+
+
+def command_parser(module: ModuleType, prog: str, fallback_help: str = "") -> argparse.ArgumentParser:
+    """The argument parser of a command's module (its ``add_arguments``, docstring and ``EXAMPLE``):
+    `dp NAME` and `python -m dp.train` (what torchrun runs) build the same one."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(module.__doc__ or fallback_help).strip(),
+        epilog=f"example:\n  {module.EXAMPLE}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
 
 
 def run_reporting_errors(name: str, run: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from bench.reporting.text import ci, finite, num, pct, score_ci, shown, table
 
 PUSHT_STATE_TARGET = {"score": 0.95, "success": 0.65, "cpu_min": 120}
 # the Push-T state runs measured with bench/sampler_choice.py, in the order they were made
-PUSHT_STATE_RUNS = ("sampler_pusht", "pusht_state_budget", "pusht_state_windows", "pusht_state_fitted", "pusht_state_seed1")
+PUSHT_STATE_RUNS = ("sampler_pusht", "pusht_state_budget", "pusht_state_windows", "pusht_state_fitted", "pusht_state_seed1", "pusht_state_s41")
 
 
 def _figure(r: dict[str, Any], task: str) -> list[str]:

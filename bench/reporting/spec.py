@@ -18,7 +18,7 @@ SAMPLER_TASKS = ("can", "pusht")
 SAMPLER_RUNS = {"can": ("sampler_can",), "pusht": ("sampler_pusht", "sampler_pusht_windows")}
 WARM_START_TASKS = ("lift", "can", "pusht")
 SAMPLER_BENCHES = (*(name for task in SAMPLER_TASKS for name in SAMPLER_RUNS[task]), *(f"warm_start_{task}" for task in WARM_START_TASKS),
-                   "pusht_state_budget", "pusht_state_windows", "pusht_state_fitted", "pusht_state_seed1")  # later Push-T state runs, for the 120 CPU-minute target
+                   "pusht_state_budget", "pusht_state_windows", "pusht_state_fitted", "pusht_state_seed1", "pusht_state_s41")  # later Push-T state runs, for the 120 CPU-minute target
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
@@ -213,6 +213,10 @@ HOW = {
                           "--json-out bench/results/pusht_state_fitted.json",
     "pusht_state_seed1": "python bench/sampler_choice.py --run runs/pusht_seed1_s36/checkpoints/step_0004000 --task pusht --episodes 50 "
                          "--grid ddim:exponential:10,ddim:exponential:20 --test-episodes 100 --json-out bench/results/pusht_state_seed1.json",
+    "pusht_state_s41": "dp train --data PUSHT_KP_ZARR --preset pusht --out RUN train.threads=1 && dp eval RUN/checkpoints/STEP --task "
+                       "pusht --split val --episodes 50 --seed 0 (each checkpoint from step 2000) && python bench/sampler_choice.py --run "
+                       "RUN/checkpoints/STEP --task pusht --episodes 50 --grid ddim:exponential:10,ddim:exponential:20 --test-episodes 100 "
+                       "--json-out bench/results/pusht_state_s41.json (STEP: the best validation mean score)",
     **{f"warm_start_{task}": f"python bench/warm_start.py --run RUN --task {task} --episodes 50 --json-out bench/results/warm_start_{task}.json"
        for task in WARM_START_TASKS},
     "lerobot_plugin": "python bench/lerobot_plugin.py --obs image --steps 2500 --threads 1 --workers 0 --parts lerobot,eval --episodes 100 "
