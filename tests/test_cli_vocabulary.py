@@ -8,9 +8,7 @@ Fast: argument parsers and a few `python -m dp` processes; nothing is trained, s
 from __future__ import annotations
 
 import ast
-import contextlib
 import inspect
-import io
 import shlex
 import subprocess
 import sys
@@ -155,14 +153,14 @@ def test_torchruns_entry_point_reports_errors_as_dp_train_does(tmp_path):
     assert via_module.stderr == via_dp.stderr
 
 
-def test_torchruns_entry_point_has_dp_trains_help():
+def test_torchruns_entry_point_has_dp_trains_help(capsys):
     from dp.train import train_cmd
     from dp.train.__main__ import main
 
     via_dp = build_parser("train").format_help()
-    with pytest.raises(SystemExit) as shown, contextlib.redirect_stdout(io.StringIO()) as out:
+    with pytest.raises(SystemExit) as shown:
         main(["--help"])
     assert shown.value.code == 0
     words = lambda text: text.replace("python -m dp.train", "dp train").split()  # the usage line wraps by the program's name
-    assert words(out.getvalue()) == words(via_dp)  # options, description and example alike
+    assert words(capsys.readouterr().out) == words(via_dp)  # options, description and example alike
     assert via_dp.rstrip().endswith(train_cmd.EXAMPLE)
