@@ -294,6 +294,32 @@ def test_intended_labels_record_the_noise_free_command(tmp_path, capsys):
         make_expert("lift", labels="clean")
 
 
+def test_success_hold_records_the_motion_that_completes_the_task(tmp_path, capsys):
+    """By default an episode ends at the first solved step, when the lifted cube has barely risen; with
+    --success-hold N the same start records N more steps of the expert completing the lift."""
+    stores = {}
+    for hold in (0, 8):
+        out = tmp_path / f"hold{hold}.zarr"
+        assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(out), "--success-hold", str(hold)]) == 0
+        stores[hold] = EpisodeStore.open(out)
+    short, held = stores[0].get_episode(0), stores[8].get_episode(0)
+    n = len(short["action"])
+    assert len(held["action"]) == n + 8
+    np.testing.assert_allclose(held["action"][:n], short["action"], atol=1e-6)  # the same start, the same expert
+    rise = lambda ep: ep["object"][-1, 2] - ep["object"][0, 2]  # the cube's height above its start at the last frame
+    assert rise(short) < 0.04 < rise(held)  # robosuite's lift succeeds 4 cm up: only the held episode shows it
+    assert (held["action"][n:, 2] > 0).all() and (held["action"][n:, 6] == 1.0).all()  # still lifting, still closed
+    assert stores[8].episode_meta(0)["success_hold"] == 8
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "hold8.zarr")]) == 0
+    assert "success hold 8 (1)" in capsys.readouterr().out
+    # a longer tail is the same kind of demonstration: a store takes episodes of either, and counts them
+    assert main(["collect", "--task", "lift", "--episodes", "2", "--out", str(tmp_path / "hold8.zarr")]) == 0
+    assert EpisodeStore.open(tmp_path / "hold8.zarr").episode_meta(1)["success_hold"] == 0
+    assert main(["collect", "--task", "lift", "--episodes", "1", "--out", str(tmp_path / "bad.zarr"), "--success-hold", "-1"]) == 1
+    assert "--success-hold must be >= 0, got -1" in capsys.readouterr().err and not (tmp_path / "bad.zarr").exists()
+
+
 def test_robosuite_image_preset_trains_on_the_collected_cameras_and_refuses_frames_smaller_than_its_crop(camera_store, tmp_path, capsys):
     capsys.readouterr()
     # the preset crops 76 of 84-pixel frames: a store of 48-pixel frames is refused by name before training

@@ -80,7 +80,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import public  # noqa: E402
+from bench.common import cpu_model, public  # noqa: E402
 from dp.stats import wilson_interval  # noqa: E402
 from dp.train.trainer import cpu_has_amx  # noqa: E402
 
@@ -380,7 +380,8 @@ def main() -> None:
     # each row keeps the machine it was measured on: the state row at the top level (as before the image
     # row existed), the image row in its own section
     section = out if a.obs == "state" else out.setdefault("image", {})
-    section["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "threads_per_side": 1, "cpu_amx": cpu_has_amx(),
+    section["machine"] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(), "threads_per_side": 1,
+                          "cpu_amx": cpu_has_amx(),
                           "dp_torch": torch.__version__, "lerobot": "0.4.4 (bench/peers/lerobot-constraints.txt)"}
     amx = section["machine"]["cpu_amx"]
     if a.obs == "state":

@@ -22,7 +22,7 @@ SAMPLER_BENCHES = (*(name for task in SAMPLER_TASKS for name in SAMPLER_RUNS[tas
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows",
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows", "pusht_image_25k",
            "export_lockstep_pusht_image", "denoise_error_pusht_state",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
@@ -188,6 +188,10 @@ HOW = {
                            "RUN_WINDOWS --curve-steps 3000,4000,5000,6000,7000,8000,9000,10000,11000,12000,13000,14000,15000 "
                            "--test-episodes 100 --rti-grid '3,1.0,8' --skip-rti-defaults --json-out bench/results/pusht_image_windows.json "
                            "(RTI's setting: the one `pusht_image_priv15k` chose on validation seeds)",
+    "pusht_image_25k": "dp train --data PUSHT_IMG_ZARR --preset pusht-image --out RUN_25K train.threads=1 train.num_workers=0 && dp train "
+                       "--out RUN_25K --resume train.steps=25000 train.keep_checkpoints=30 && python bench/pusht.py --src PUSHT_ZARR "
+                       "--work WORK_25K --preset pusht-image --run RUN_25K --curve-steps 7000,8000,9000,10000,11000,12000,13000,14000,15000,16000,17000,18000,19000,20000,21000,22000,23000,24000,25000 "
+                       "--test-episodes 100 --rti-grid '3,1.0,8' --skip-rti-defaults --json-out bench/results/pusht_image_25k.json",
     "export_lockstep_pusht_image": "for S in 0 1: dp eval CKPT --task pusht --split test --episodes 100 --seed S [--workers 2 for torch "
                                    "again] --json-out ... (CKPT and its export EXPORT, each; python bench/merge_evals.py joins the two "
                                    "seeds); then python bench/export_lockstep.py --policy CKPT --export EXPORT --task pusht --episodes 10 "

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="which action the scripted expert's demonstrations record: executed (default; what ran, "
                              "its exploration noise included) or intended (the noise-free command while the noisy one "
                              "runs, DART: the noise widens the states, not the labels)")
+    parser.add_argument("--success-hold", type=int, default=None, metavar="N",
+                        help="keep recording N steps after the task is first solved, so that demonstrations show the "
+                             "motion that completes it, not only its first frame (default: 0 for the scripted expert, "
+                             "10 for --teleop)")
     parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
@@ -78,12 +82,13 @@ def run(args: argparse.Namespace) -> int:
         if args.workers != 1:
             raise DpError("--teleop runs in this process: leave --workers at 1")
         summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
-                          success_hold=SUCCESS_HOLD, viewer=True, **options)
+                          success_hold=SUCCESS_HOLD if args.success_hold is None else args.success_hold, viewer=True, **options)
     else:
         from dp.collect.collector import expert_source
 
         summary = collect(args.task, args.episodes, args.out, workers=args.workers,
-                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels), **options)
+                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels),
+                          success_hold=args.success_hold or 0, **options)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:

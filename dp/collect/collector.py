@@ -139,7 +139,7 @@ def open_store(path: Path, spec: TaskSpec, cameras: list[str]) -> EpisodeStore:
 
 def episode_meta(spec: TaskSpec, ep: Episode, source_name: str, settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The metadata stored with a collected episode: task, instruction, success, source, seed, the
-    source's settings, the expert's strategy where it drew one, and ``extra`` (attempt, collect seed)."""
+    source's settings, the expert's strategy where it drew one, and ``extra`` (attempt, collect seed, success hold)."""
     meta = {"task": spec.name, "instruction": spec.instruction, "success": ep.success, "source": source_name,
             "seed": ep.seed, **extra, **settings}
     if ep.strategy:
@@ -180,14 +180,17 @@ def collect(
     scripted expert's settings go into every episode's metadata, and a store holding episodes of
     the task from other settings is refused. Failed
     episodes are stored only with ``keep_failures``; at most ``max_attempts`` episodes are rolled
-    out (default ``2 * episodes + 10``). ``workers=1`` runs in this process (the only choice for
-    sources that need this process, like a teleoperation device).
+    out (default ``2 * episodes + 10``). An episode ends ``success_hold`` steps after the task is first
+    solved (0: at once), so its last phase is recorded too. ``workers=1`` runs in this process (the only
+    choice for sources that need this process, like a teleoperation device).
     """
     spec = get_task(task)
     if episodes < 1:
         raise DpError(f"--episodes must be at least 1, got {episodes}")
     if workers < 1:
         raise DpError(f"--workers must be at least 1, got {workers}")
+    if success_hold < 0:
+        raise DpError(f"--success-hold must be >= 0, got {success_hold}")
     source = source or expert_source(spec.name)
     settings = source.settings if isinstance(source, ExpertSource) else {}
     plan = _Plan(spec, source, list(cameras or []), image_size, seed, success_hold, viewer)
@@ -208,7 +211,8 @@ def collect(
                 summary.successes += ep.success
                 summary.frames += ep.length
                 if (ep.success or keep_failures) and ep.length and summary.stored < episodes:
-                    meta = episode_meta(spec, ep, source_name, settings, attempt=attempt, collect_seed=seed)
+                    meta = episode_meta(spec, ep, source_name, settings, attempt=attempt, collect_seed=seed,
+                                        success_hold=plan.success_hold)
                     try:
                         store.add_episode(ep.data, meta)
                     except StoreWriteError as exc:  # disk full, file too large: one line, what the store holds

@@ -15,6 +15,7 @@ from typing import Any
 from dp.data.store import EpisodeStore
 
 EXPERT_SETTINGS = ("expert_strategies", "release_slips", "expert_labels")  # episode metadata `dp collect` writes
+COLLECT_SETTINGS = (*EXPERT_SETTINGS, "success_hold")  # the expert's, and how long an episode runs on past success
 EXAMPLE = "dp info data/lift.zarr"  # ends `dp info --help`
 
 
@@ -70,9 +71,9 @@ def summarize(store: EpisodeStore) -> dict[str, Any]:
     sources = Counter(s for s in store.meta_column("source") if s is not None)
     if sources:
         meta["sources"] = dict(sources)
-    settings = {key: dict(Counter(str(v) for v in store.meta_column(key) if v is not None)) for key in EXPERT_SETTINGS}
+    settings = {key: dict(Counter(str(v) for v in store.meta_column(key) if v is not None)) for key in COLLECT_SETTINGS}
     if any(settings.values()):
-        meta["expert"] = {key: counts for key, counts in settings.items() if counts}
+        meta["collection"] = {key: counts for key, counts in settings.items() if counts}
     if any(e is not None for e in store.meta_column("lang_emb")):
         meta["lang_emb_dim"] = int(next(e for e in store.meta_column("lang_emb") if e is not None).shape[0])
     return {
@@ -127,9 +128,9 @@ def format_summary(info: dict[str, Any]) -> str:
         lines.append(f"  success rate: {meta['success_rate']:.1%}")
     if meta.get("sources"):
         lines.append("  sources: " + ", ".join(f"{s} ({n})" for s, n in meta["sources"].items()))
-    if meta.get("expert"):
-        lines.append("  expert: " + "; ".join(
-            f"{key.replace('_', ' ')} " + ", ".join(f"{v} ({n})" for v, n in counts.items()) for key, counts in meta["expert"].items()))
+    if meta.get("collection"):
+        lines.append("  collected with: " + "; ".join(
+            f"{key.replace('_', ' ')} " + ", ".join(f"{v} ({n})" for v, n in counts.items()) for key, counts in meta["collection"].items()))
     if meta.get("lang_emb_dim"):
         lines.append(f"  language embeddings: {meta['lang_emb_dim']}-d")
     return "\n".join(lines)
