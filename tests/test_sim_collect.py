@@ -306,8 +306,10 @@ def test_success_hold_records_the_motion_that_completes_the_task(tmp_path, capsy
     n = len(short["action"])
     assert len(held["action"]) == n + 8
     np.testing.assert_allclose(held["action"][:n], short["action"], atol=1e-6)  # the same start, the same expert
-    rise = lambda ep: ep["object"][-1, 2] - ep["object"][0, 2]  # the cube's height above its start at the last frame
-    assert rise(short) < 0.04 < rise(held)  # robosuite's lift succeeds 4 cm up: only the held episode shows it
+    rise = lambda ep: ep["object"][-1, 2] - ep["object"][0, 2]  # the cube's height at the last frame above the first
+    # robosuite's lift is solved once the cube's centre is 2 cm above its rest: the short episode stops just below
+    # that, the held one records the cube carried well past it
+    assert rise(short) < 0.02 and rise(held) > 0.04
     assert (held["action"][n:, 2] > 0).all() and (held["action"][n:, 6] == 1.0).all()  # still lifting, still closed
     assert stores[8].episode_meta(0)["success_hold"] == 8
     capsys.readouterr()
