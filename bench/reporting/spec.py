@@ -190,7 +190,8 @@ HOW = {
                            "(RTI's setting: the one `pusht_image_priv15k` chose on validation seeds)",
     "pusht_image_25k": "dp train --data PUSHT_IMG_ZARR --preset pusht-image --out RUN_25K train.threads=1 train.num_workers=0 && dp train "
                        "--out RUN_25K --resume train.steps=25000 train.keep_checkpoints=30 && python bench/pusht.py --src PUSHT_ZARR "
-                       "--work WORK_25K --preset pusht-image --run RUN_25K --curve-steps 7000,8000,9000,10000,11000,12000,13000,14000,15000,16000,17000,18000,19000,20000,21000,22000,23000,24000,25000 "
+                       "--work WORK_25K --preset pusht-image --run RUN_25K --curve-steps 7000,8000,9000,10000,11000,12000,13000,14000,15000,"
+                       "16000,17000,18000,19000,20000,21000,22000,23000,24000,25000 "
                        "--test-episodes 100 --rti-grid '3,1.0,8' --skip-rti-defaults --json-out bench/results/pusht_image_25k.json",
     "export_lockstep_pusht_image": "for S in 0 1: dp eval CKPT --task pusht --split test --episodes 100 --seed S [--workers 2 for torch "
                                    "again] --json-out ... (CKPT and its export EXPORT, each; python bench/merge_evals.py joins the two "
