@@ -112,6 +112,9 @@ def main() -> None:
     parser.add_argument("--deploy-episodes", type=int, default=None, help="episodes through the deploy path (default: --test-episodes; 0: none)")
     parser.add_argument("--deploy-parallel", type=int, default=2,
                         help="deploy runs at once (real time: 300 steps take 30 s), each on base seed 0, 1, ... (default 2)")
+    parser.add_argument("--extra-cpu-s", type=float, default=0.0, metavar="SECONDS",
+                        help="CPU seconds outside the trainer that its training budget counts (the roll-outs of `dp collect "
+                             "--policy` a self-improved run trained on); added to every curve point's CPU time on the page")
     parser.add_argument("--quick", action="store_true", help=f"a smoke run: tiny preset, {QUICK}")
     parser.add_argument("--json-out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -147,6 +150,8 @@ def main() -> None:
     out["train_wall_s"] = round(max(times.values()), 1) if times else None
     cpu = train_times(run, "cpu_s")
     out["train_cpu_s"] = round(max(cpu.values()), 1) if cpu else None  # the trainer process's own CPU time (runs logging it)
+    if args.extra_cpu_s:
+        out["extra_cpu_s"] = args.extra_cpu_s  # counted with the trainer's on the page (bench/reporting/sections_pusht.py)
 
     out["curve"] = curve(run, work, val_n, args.seed, args.curve_steps)
     best = choose(out["curve"], args.last_step)

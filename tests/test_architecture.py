@@ -44,7 +44,8 @@ RANKS: dict[str, tuple[int, str]] = {
 }
 
 # Entry points and tools that sit on top of the whole path and may import anything.
-UNRANKED = ("dp", "dp.eval", "dp.testing", "dp.cli", "dp.quickstart", "dp.launch", "dp.__main__")
+UNRANKED = ("dp", "dp.eval", "dp.testing", "dp.cli", "dp.quickstart", "dp.launch", "dp.__main__",
+            "dp.collect.collect_cmd", "dp.collect.from_policy")  # `dp collect --policy` loads policies
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ SAMPLER_BENCHES = (*(name for task in SAMPLER_TASKS for name in SAMPLER_RUNS[tas
 # issue 38: dp's policy trained and evaluated through LeRobot (bench/lerobot_plugin.py)
 PLUGIN_BENCHES = ("lerobot_plugin", "lerobot_plugin_speed_image", "lerobot_plugin_speed_state")
 ROBOT_BENCHES = ("plan_ahead_pusht", "plan_ahead_lift", "plan_ahead_lift_torch", "abuse_stop", "abuse_box", "abuse_data")
-BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows", "pusht_image_25k",
+BENCHES = ("data_throughput", "import_throughput", "train", "latency", "deploy", *ROBOT_BENCHES, "sim_collect", "pusht", "pusht_image", "pusht_image_obs1", "pusht_image_priv", "pusht_image_priv15k", "pusht_image_windows", "pusht_image_25k", "pusht_demo_coverage",
            "export_lockstep_pusht_image", "denoise_error_pusht_state",
            "image_recipe", "image_recipe_round2", "image_step", "image_step_preset", "image_train", "peers", *PLUGIN_BENCHES, *SAMPLER_BENCHES, *ABLATIONS)
 MISSING = "not measured yet"
@@ -193,6 +193,7 @@ HOW = {
                        "--work WORK_25K --preset pusht-image --run RUN_25K --curve-steps 7000,8000,9000,10000,11000,12000,13000,14000,15000,"
                        "16000,17000,18000,19000,20000,21000,22000,23000,24000,25000 "
                        "--test-episodes 100 --rti-grid '3,1.0,8' --skip-rti-defaults --json-out bench/results/pusht_image_25k.json",
+    "pusht_demo_coverage": "python bench/pusht_demo_coverage.py --store PUSHT_IMG_ZARR --store SELF_ZARR --json-out bench/results/pusht_demo_coverage.json",
     "export_lockstep_pusht_image": "for S in 0 1: dp eval CKPT --task pusht --split test --episodes 100 --seed S [--workers 2 for torch "
                                    "again] --json-out ... (CKPT and its export EXPORT, each; python bench/merge_evals.py joins the two "
                                    "seeds); then python bench/export_lockstep.py --policy CKPT --export EXPORT --task pusht --episodes 10 "

@@ -1,7 +1,9 @@
-"""Collect demonstrations in MuJoCo simulation into an episode store.
+"""Collect demonstrations in simulation (MuJoCo, Push-T) into an episode store.
 
 By default the task's scripted expert acts; `--teleop keyboard|spacemouse` hands control to an
-operator through robosuite's input devices (needs a display). Every finished episode is appended
+operator through robosuite's input devices (needs a display); `--policy RUN` lets a trained or
+exported policy act, so that its successful roll-outs become demonstrations (self-improvement: train
+on them beside the first demonstrations). Every finished episode is appended
 to the store as it ends, tagged with task, instruction, seed, success, source and the expert's
 settings; re-running the same command resumes until the store holds --episodes episodes of the
 task (a store of the task's episodes from other expert settings is refused). Failed attempts are
@@ -10,7 +12,10 @@ robot controller (`dp robot`) instead: its States and executed commands become t
 
   dp collect --task lift --episodes 50 --out data/lift.zarr
   dp collect --task can --episodes 200 --out data/can_img.zarr --cameras agentview,robot0_eye_in_hand --workers 2
+  dp collect --task pusht --policy runs/pusht_image --episodes 150 --out data/pusht_self.zarr
   dp collect --from tcp://127.0.0.1:5555 --episodes 10 --out data/recorded.zarr
+
+It loads policies for --policy, so this entry point sits on top of the policy stack.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes of the task the store should hold")
     parser.add_argument("--out", type=Path, required=True, help="episode store to create or append to (a .zarr directory)")
     parser.add_argument("--cameras", default="", help=f"comma-separated cameras to record ({','.join(CAMERAS)}); none by default")
-    parser.add_argument("--image-size", type=int, default=84, help="camera image height and width in pixels (default 84)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="camera image height and width in pixels (default: the task's, 84; Push-T 96)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes running episodes in parallel (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; episode k gets a seed derived from it and k (default 0)")
     parser.add_argument("--expert-strategies", choices=["random", "first"], default="random",
@@ -53,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-failures", action="store_true", help="also store episodes that did not succeed")
     parser.add_argument("--max-attempts", type=int, default=None, help="give up after this many episodes in this run (default 2 x episodes + 10)")
     parser.add_argument("--teleop", choices=["keyboard", "spacemouse"], default=None, help="drive the robot yourself through a robosuite input device")
+    parser.add_argument("--policy", default=None, metavar="RUN",
+                        help="let a policy act (a training run, checkpoint or exported folder, with its own sampler) and "
+                             "keep its successful roll-outs; --cameras defaults to the cameras it observes")
     parser.add_argument("--json", action="store_true", help="print the run's figures as JSON")
     add_recorder_arguments(parser)
 
@@ -74,9 +83,19 @@ def run(args: argparse.Namespace) -> int:
     from dp.collect.collector import collect
 
     cameras = parse_cameras(args.cameras)
+    if args.policy and args.teleop:
+        raise DpError("--policy and --teleop both name who acts: give one")
+    source = None
+    if args.policy:
+        from dp.collect.from_policy import policy_source
+
+        source, cameras = policy_source(args.task, args.policy, cameras)
     options = dict(cameras=cameras, image_size=args.image_size, seed=args.seed, keep_failures=args.keep_failures,
                    max_attempts=args.max_attempts)
-    if args.teleop:
+    if source is not None:
+        summary = collect(args.task, args.episodes, args.out, workers=args.workers, source=source, source_name="policy",
+                          success_hold=args.success_hold or 0, **options)
+    elif args.teleop:
         from dp.collect.teleop import SUCCESS_HOLD, teleop_source
 
         if args.workers != 1:

@@ -115,7 +115,8 @@ def open_store(path: Path, spec: TaskSpec, cameras: list[str]) -> EpisodeStore:
     roles = store_layout(spec, cameras)
     if not path.exists():
         return EpisodeStore.create(
-            path, control_freq=spec.control_freq, robot="panda", roles=roles, discrete_dims={"action": [6]},
+            path, control_freq=spec.control_freq, robot=spec.robot, roles=roles,
+            discrete_dims={"action": list(spec.discrete_action_dims)},
         )
     store = EpisodeStore.open(path, mode="a")
     expected = sorted(k for keys in roles.values() for k in keys)
@@ -140,8 +141,9 @@ def open_store(path: Path, spec: TaskSpec, cameras: list[str]) -> EpisodeStore:
 def episode_meta(spec: TaskSpec, ep: Episode, source_name: str, settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The metadata stored with a collected episode: task, instruction, success, source, seed, the
     source's settings, the expert's strategy where it drew one, and ``extra`` (attempt, collect seed, success hold)."""
-    meta = {"task": spec.name, "instruction": spec.instruction, "success": ep.success, "source": source_name,
-            "seed": ep.seed, **extra, **settings}
+    meta = {"task": spec.name, "success": ep.success, "source": source_name, "seed": ep.seed, **extra, **settings}
+    if spec.instruction is not None:  # Push-T has none, as its imported demonstrations
+        meta["instruction"] = spec.instruction
     if ep.strategy:
         meta["strategy"] = ep.strategy
     return meta
@@ -165,7 +167,7 @@ def collect(
     source: SourceFactory | None = None,
     source_name: str = "expert",
     cameras: list[str] | None = None,
-    image_size: int = 84,
+    image_size: int | None = None,
     workers: int = 1,
     seed: int = 0,
     keep_failures: bool = False,
@@ -177,8 +179,8 @@ def collect(
     """Collect until ``out`` holds ``episodes`` episodes of ``task`` (see the module docstring).
 
     ``source`` builds the action source inside each worker (default: the scripted expert); a
-    scripted expert's settings go into every episode's metadata, and a store holding episodes of
-    the task from other settings is refused. Failed
+    scripted expert's settings, or the acting policy, go into every episode's metadata, and a store
+    holding episodes of the task from other settings is refused. Failed
     episodes are stored only with ``keep_failures``; at most ``max_attempts`` episodes are rolled
     out (default ``2 * episodes + 10``). An episode ends ``success_hold`` steps after the task is first
     solved (0: at once), so its last phase is recorded too. ``workers=1`` runs in this process (the only
@@ -192,7 +194,7 @@ def collect(
     if success_hold < 0:
         raise DpError(f"--success-hold must be >= 0, got {success_hold}")
     source = source or expert_source(spec.name)
-    settings = source.settings if isinstance(source, ExpertSource) else {}
+    settings = dict(getattr(source, "settings", {}))
     plan = _Plan(spec, source, list(cameras or []), image_size, seed, success_hold, viewer)
     store = open_store(Path(out), spec, plan.cameras)
     try:
@@ -246,7 +248,7 @@ class _Plan:
     spec: TaskSpec
     source: SourceFactory
     cameras: list[str]
-    image_size: int
+    image_size: int | None  # None: the task's
     seed: int
     success_hold: int
     viewer: bool
@@ -325,7 +327,7 @@ def _next_result(results: mp.Queue, procs: list) -> tuple[str, int, Any]:
                 raise DpError(f"collect worker {dead[0].name} died (exit code {dead[0].exitcode})") from None
 
 
-def _worker(task: str, source: SourceFactory, cameras: list[str], image_size: int, success_hold: int,
+def _worker(task: str, source: SourceFactory, cameras: list[str], image_size: int | None, success_hold: int,
             tasks: mp.Queue, results: mp.Queue) -> None:
     """Worker process: build the env once, then run the episodes the parent sends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us

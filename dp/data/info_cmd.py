@@ -15,7 +15,7 @@ from typing import Any
 from dp.data.store import EpisodeStore
 
 EXPERT_SETTINGS = ("expert_strategies", "release_slips", "expert_labels")  # episode metadata `dp collect` writes
-COLLECT_SETTINGS = (*EXPERT_SETTINGS, "success_hold")  # the expert's, and how long an episode runs on past success
+COLLECT_SETTINGS = (*EXPERT_SETTINGS, "policy", "success_hold")  # the expert's or the acting policy, and how long an episode runs on past success
 EXAMPLE = "dp info data/lift.zarr"  # ends `dp info --help`
 
 

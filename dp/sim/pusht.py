@@ -63,6 +63,8 @@ class PushTTask:
     action_dim = 2
     image_size = 96
     cameras = ("top",)
+    robot = "pusht"
+    discrete_action_dims: tuple[int, ...] = ()  # both action values are positions
     lowdim_keys = ["agent_pos", "keypoint", "state"]
 
     def image_keys(self, cameras: list[str] | tuple[str, ...] | None = None) -> list[str]:

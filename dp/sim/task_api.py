@@ -52,6 +52,8 @@ class Task(Protocol):
     action_dim: int
     image_size: int  # the default camera size
     cameras: tuple[str, ...]
+    robot: str  # what a collected store records as its robot
+    discrete_action_dims: tuple[int, ...]  # action values with two levels (a gripper), kept unnormalised
 
     @property
     def lowdim_keys(self) -> list[str]: ...

@@ -45,6 +45,8 @@ class TaskSpec:
     cameras: tuple[str, ...] = CAMERAS
     action_dim: int = ACTION_DIM
     image_size: int = 84
+    robot: str = "panda"
+    discrete_action_dims: tuple[int, ...] = (ACTION_DIM - 1,)  # the gripper: open or closed
 
     @property
     def lowdim_keys(self) -> list[str]:
