@@ -67,6 +67,9 @@ def test_bad_combinations_are_clear_errors(rollouts, pusht_image_run, pusht_imag
     assert main(["collect", "--task", "pusht", "--policy", str(pusht_image_run), "--teleop", "keyboard",
                  "--episodes", "1", "--out", str(rollouts)]) == 1
     assert "--policy and --teleop both name who acts" in capsys.readouterr().err
+    assert main(["collect", "--task", "pusht", "--policy", str(pusht_image_run), "--expert-labels", "intended",
+                 "--episodes", "1", "--out", str(rollouts)]) == 1
+    assert "--expert-labels: options of the scripted expert, which does not act with --policy" in capsys.readouterr().err
     # another policy's roll-outs into the same store: refused before any episode runs
     assert main(["collect", "--task", "pusht", "--policy", str(pusht_image_export), "--episodes", "3", "--keep-failures",
                  "--out", str(rollouts)]) == 1

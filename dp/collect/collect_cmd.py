@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     cameras = parse_cameras(args.cameras)
     if args.policy and args.teleop:
         raise DpError("--policy and --teleop both name who acts: give one")
+    expert_flags = [flag for flag, set_ in (("--expert-strategies", args.expert_strategies != "random"),
+                                            ("--release-slips", bool(args.release_slips)),
+                                            ("--expert-labels", args.expert_labels != "executed")) if set_]
+    if expert_flags and (args.policy or args.teleop):
+        raise DpError(f"{', '.join(expert_flags)}: options of the scripted expert, which does not act with --policy or --teleop")
     source = None
     if args.policy:
         from dp.collect.from_policy import policy_source
