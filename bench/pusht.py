@@ -160,6 +160,9 @@ def main() -> None:
     ckpt = best["checkpoint"]
     sub = work / Path(ckpt).name  # what follows depends on the checkpoint: kept per checkpoint
 
+    if not test_n:  # the curve only: RTI settings serve the test rows
+        emit(out, started, args.json_out)
+        return
     rti_rows = []
     if not args.skip_rti:
         for steps, sigma, every in quick.get("rti_grid", args.rti_grid or RTI_GRID):
@@ -169,9 +172,6 @@ def main() -> None:
             rti_rows.append({"steps": steps, "sigma": sigma, "every": every, **fig})
         out["rti_val"] = rti_rows
 
-    if not test_n:
-        emit(out, started, args.json_out)
-        return
     test = sub / "test"
     export = sub / "export"
     if not (export / "policy.onnx").is_file():
