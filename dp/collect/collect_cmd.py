@@ -24,10 +24,14 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dp.collect.recorder import add_recorder_arguments, run_recorder
 from dp.errors import DpError
 from dp.sim.tasks import CAMERAS, TASKS
+
+if TYPE_CHECKING:
+    from dp.collect.collector import SourceFactory
 
 
 EXAMPLE = "dp collect --task lift --episodes 100 --out data/lift.zarr --workers 2"  # ends `dp collect --help`
@@ -74,6 +78,31 @@ def parse_cameras(text: str) -> list[str]:
     return cameras
 
 
+def actor(args: argparse.Namespace, cameras: list[str]) -> tuple[SourceFactory, str, int, list[str]]:
+    """Who acts, from the flags: (its source, its name, its default --success-hold, the cameras to record)."""
+    if args.policy and args.teleop:
+        raise DpError("--policy and --teleop both name who acts: give one")
+    expert_flags = [flag for flag, set_ in (("--expert-strategies", args.expert_strategies != "random"),
+                                            ("--release-slips", bool(args.release_slips)),
+                                            ("--expert-labels", args.expert_labels != "executed")) if set_]
+    if expert_flags and (args.policy or args.teleop):
+        raise DpError(f"{', '.join(expert_flags)}: options of the scripted expert, which does not act with --policy or --teleop")
+    if args.policy:
+        from dp.collect.from_policy import policy_source
+
+        source, cameras = policy_source(args.task, args.policy, cameras)
+        return source, "policy", 0, cameras
+    if args.teleop:
+        from dp.collect.teleop import SUCCESS_HOLD, teleop_source
+
+        if args.workers != 1:
+            raise DpError("--teleop runs in this process: leave --workers at 1")
+        return teleop_source(args.teleop), "teleop", SUCCESS_HOLD, cameras
+    from dp.collect.collector import expert_source
+
+    return expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels), "expert", 0, cameras
+
+
 def run(args: argparse.Namespace) -> int:
     if args.from_endpoint:
         return run_recorder(args)
@@ -82,37 +111,11 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("MUJOCO_GL", "egl")
     from dp.collect.collector import collect
 
-    cameras = parse_cameras(args.cameras)
-    if args.policy and args.teleop:
-        raise DpError("--policy and --teleop both name who acts: give one")
-    expert_flags = [flag for flag, set_ in (("--expert-strategies", args.expert_strategies != "random"),
-                                            ("--release-slips", bool(args.release_slips)),
-                                            ("--expert-labels", args.expert_labels != "executed")) if set_]
-    if expert_flags and (args.policy or args.teleop):
-        raise DpError(f"{', '.join(expert_flags)}: options of the scripted expert, which does not act with --policy or --teleop")
-    source = None
-    if args.policy:
-        from dp.collect.from_policy import policy_source
-
-        source, cameras = policy_source(args.task, args.policy, cameras)
-    options = dict(cameras=cameras, image_size=args.image_size, seed=args.seed, keep_failures=args.keep_failures,
-                   max_attempts=args.max_attempts)
-    if source is not None:
-        summary = collect(args.task, args.episodes, args.out, workers=args.workers, source=source, source_name="policy",
-                          success_hold=args.success_hold or 0, **options)
-    elif args.teleop:
-        from dp.collect.teleop import SUCCESS_HOLD, teleop_source
-
-        if args.workers != 1:
-            raise DpError("--teleop runs in this process: leave --workers at 1")
-        summary = collect(args.task, args.episodes, args.out, source=teleop_source(args.teleop), source_name="teleop",
-                          success_hold=SUCCESS_HOLD if args.success_hold is None else args.success_hold, viewer=True, **options)
-    else:
-        from dp.collect.collector import expert_source
-
-        summary = collect(args.task, args.episodes, args.out, workers=args.workers,
-                          source=expert_source(args.task, args.expert_strategies, args.release_slips, args.expert_labels),
-                          success_hold=args.success_hold or 0, **options)
+    source, name, default_hold, cameras = actor(args, parse_cameras(args.cameras))
+    summary = collect(args.task, args.episodes, args.out, source=source, source_name=name, cameras=cameras,
+                      image_size=args.image_size, workers=args.workers, seed=args.seed, keep_failures=args.keep_failures,
+                      max_attempts=args.max_attempts, viewer=name == "teleop",
+                      success_hold=default_hold if args.success_hold is None else args.success_hold)
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     else:
